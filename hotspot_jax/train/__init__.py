@@ -1,0 +1,1 @@
+"""Training: state, data-parallel step, loop, checkpoints."""
