@@ -1,0 +1,95 @@
+"""``scripts/train.py``: train one architecture on the binary hotspot task (see docs/training.md)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from hotspot_jax.errors import ConfigError
+from hotspot_jax.train.config import DTYPES, PROFILES, TrainConfig
+
+_D = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every option with its default in the help text (defaults are applied after parsing, see main)."""
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a CNN (from scratch or from torchvision ImageNet weights) to tell hotspot from "
+        "no-hotspot PV modules, with the study's protocol. Rerunning the same command on the same work "
+        "directory resumes it.",
+    )
+    arg = p.add_argument
+    arg("--arch", help="architecture or alias, e.g. squeezenet, shufflenet, mobilenetv2, resnet50, alexnet, "
+        "googlenet (required unless --resume with --workdir)")
+    arg("--data", help="InfraredSolarModules zip or folder (default: $HOTSPOT_DATA)")
+    arg("--pretrained", metavar="FILE.pth|none",
+        help="torchvision ImageNet checkpoint to start from; its head is replaced (default: none = from scratch)")
+    arg("--epochs", type=int, help=f"epochs (default: {_D['epochs']})")
+    arg("--batch-size", type=int, help=f"global mini-batch, split over the devices (default: {_D['batch_size']})")
+    arg("--lr", type=float, help=f"SGD learning rate (default: {_D['lr']:g})")
+    arg("--momentum", type=float, help=f"SGD momentum (default: {_D['momentum']})")
+    arg("--weight-decay", type=float, help=f"L2 weight decay (default: {_D['weight_decay']:g})")
+    arg("--image-size", type=int, help="square input size (default: from --profile)")
+    arg("--profile", choices=tuple(PROFILES),
+        help=f"paper: the architecture's input size (227 or 224); cpu: {PROFILES['cpu']} px for fast CPU runs "
+        f"(default: {_D['profile']})")
+    arg("--seed", type=int, help=f"seed of the split, the initialisation, the batch order and dropout (default: {_D['seed']})")
+    arg("--workdir", help="run directory (default: runs/<arch>-s<seed>-<size>px)")
+    arg("--resume", action="store_true", help="continue the run in --workdir (rerunning the same command does too)")
+    arg("--overwrite", action="store_true", help="replace the run in --workdir instead of refusing")
+    arg("--keep", type=int, help=f"epoch checkpoints to keep besides the best (default: {_D['keep']})")
+    arg("--eval-batch-size", type=int, help=f"batch size for validation and test (default: {_D['eval_batch_size']})")
+    arg("--dtype", choices=DTYPES, help=f"compute dtype; params stay float32 (default: {_D['dtype']})")
+    arg("--limit-train", type=int, metavar="N", help="train on a seeded subset of N images (default: all)")
+    arg("--limit-eval", type=int, metavar="N", help="evaluate on a seeded subset of N images per split (default: all)")
+    arg("--no-progress", action="store_true", help="no progress bars (default: show them)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from parsed options; with --resume --workdir, missing options come from the stored run."""
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if hasattr(args, f.name) and getattr(args, f.name) is not None
+    }
+    base: dict = {}
+    if args.resume and args.workdir:
+        path = Path(args.workdir) / "config.json"
+        if path.is_file():
+            try:
+                base = dict(json.loads(path.read_text())["run"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise ConfigError(f"{path} is not a valid run configuration ({err})") from None
+            base.pop("pretrained_sha256", None)
+            base.pop("data", None)  # the dataset may have moved: take --data / $HOTSPOT_DATA
+    merged = {**base, **given}
+    if "arch" not in merged:
+        raise ConfigError("--arch is required (or --resume with the --workdir of an existing run)")
+    return TrainConfig(**merged)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse options, run the training, report where everything was written."""
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    from hotspot_jax.train.loop import train
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, log=log)
+    if result.interrupted:
+        log(f"interrupted: saved {result.checkpoint}; rerun the same command to resume")
+        return 130
+    best = result.best or {}
+    log(
+        f"done: {result.epochs_done} epochs in {result.workdir}; chosen checkpoint: epoch {best.get('epoch')} "
+        f"(val accuracy {best.get('val_accuracy', float('nan')):.4f})"
+    )
+    return 0

@@ -1,0 +1,497 @@
+"""The training loop: data, model, resumable epochs, validation, checkpoint choice, final test metrics.
+
+Every source of randomness is a function of (seed, epoch, step): the initial weights of ``seed``, the
+batch order of (seed, epoch), dropout of (seed, step, device). A run resumed from any checkpoint
+(epoch end, or mid-epoch after Ctrl-C) therefore ends with the same weights and metrics as an
+uninterrupted one on the same machine.
+
+Checkpoint rule: the best checkpoint is the epoch with the highest validation accuracy; ties go to the
+lower validation loss, then to the earlier epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from hotspot_jax.errors import ConfigError, DataError, HotspotError
+from hotspot_jax.train import batching
+from hotspot_jax.train.checkpoint import BEST_DIR, LATEST_DIR, RunCheckpoints
+from hotspot_jax.train.config import TrainConfig, identity_differences
+from hotspot_jax.train.files import write_json_atomic, write_jsonl_atomic
+from hotspot_jax.train.optimizer import sgd_momentum
+from hotspot_jax.train.state import create_state, init_variables, replace_head
+from hotspot_jax.train.step import AXIS, make_eval_step, make_train_step
+
+BEST_RULE = "highest validation accuracy; ties: lower validation loss, then earlier epoch"
+BATCH_RULE = "last partial training batch dropped each epoch; order reshuffled each epoch from (seed, epoch)"
+RUN_FILES = ("config.json", "manifest.json", "metrics.jsonl", "test_metrics.json")
+RUN_DIRS = (LATEST_DIR, BEST_DIR, "figures", "evaluation")
+EVAL_SPLITS = ("test", "test_realistic")
+STEP_DELAY_ENV = "HOTSPOT_TRAIN_STEP_DELAY"  # test hook: seconds to sleep after each step (interruption tests)
+
+
+class TrainingError(HotspotError):
+    """Training cannot go on (e.g. the loss became non-finite)."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a call to :func:`train` did."""
+
+    workdir: Path
+    epochs_done: int
+    best: dict[str, Any] | None
+    interrupted: bool = False
+    checkpoint: Path | None = None  # the checkpoint saved on interruption
+    test_metrics: dict[str, Any] | None = None
+
+
+def is_better(candidate: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """The checkpoint rule: higher val accuracy wins; equal accuracy: lower val loss; else the earlier stays."""
+    if best is None:
+        return True
+    if candidate["val_accuracy"] != best["val_accuracy"]:
+        return candidate["val_accuracy"] > best["val_accuracy"]
+    return candidate["val_loss"] < best["val_loss"]
+
+
+# ----------------------------------------------------------------------------------------------- workdir
+def environment() -> dict[str, Any]:
+    """Library versions and devices, recorded in config.json."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for pkg in ("hotspot_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    devices = jax.local_devices()
+    return {
+        "versions": versions,
+        "platform": platform.platform(),
+        "backend": jax.default_backend(),
+        "device_count": len(devices),
+        "device_kind": devices[0].device_kind,
+        "devices": [str(d) for d in devices],
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def prepare_workdir(cfg: TrainConfig, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Create/check the work directory; the stored config when it holds this same run, else None."""
+    workdir = Path(cfg.workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"work directory {workdir} is not writable ({err.strerror or err})") from None
+    config_path = workdir / "config.json"
+    if config_path.exists() and overwrite:
+        clear_run(workdir)
+        return None
+    if config_path.exists():
+        try:
+            stored = json.loads(config_path.read_text())
+            stored_run = stored["run"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(
+                f"{config_path} is unreadable ({err}); use another --workdir, or --overwrite to replace it"
+            ) from None
+        diffs = identity_differences(stored_run, cfg)
+        if diffs:
+            raise ConfigError(
+                f"work directory {workdir} holds another run's configuration ({'; '.join(diffs)}); "
+                "use another --workdir, or --overwrite to replace that run"
+            )
+        return stored
+    if resume:
+        raise ConfigError(f"--resume: work directory {workdir} holds no run to resume (no config.json)")
+    others = [p.name for p in workdir.iterdir() if not p.name.startswith(".")]
+    if others and not overwrite:
+        raise ConfigError(
+            f"work directory {workdir} is not empty ({', '.join(sorted(others)[:3])}...) and holds no run; "
+            "choose a new directory, or --overwrite to write the run beside those files"
+        )
+    return None
+
+
+def clear_run(workdir: Path) -> None:
+    """Remove a previous run's files (only the files a run writes; anything else stays)."""
+    for name in RUN_FILES:
+        (workdir / name).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        shutil.rmtree(workdir / name, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------- data
+def _subset(split, n: int | None, seed: int, tag: int):
+    """A seeded random subset of ``n`` rows (kept in their original order)."""
+    from hotspot_jax.data import ArraySplit
+
+    if n is None or n >= len(split):
+        return split
+    keep = np.sort(np.random.default_rng([seed, tag, 0xA11]).permutation(len(split))[:n])
+    return ArraySplit(split.images[keep], split.labels[keep], split.ids[keep], split.class_names)
+
+
+def load_data(cfg: TrainConfig, log: Callable[[str], None]):
+    """The split manifest and the arrays of every split under the study's protocol."""
+    from hotspot_jax.data import ProtocolConfig, load_dataset, make_binary_split, materialize
+
+    ds = load_dataset(cfg.data)
+    protocol = ProtocolConfig(seed=cfg.seed)
+    manifest = make_binary_split(ds, protocol)
+    arrays = dict(materialize(ds, manifest, protocol))
+    arrays["train"] = _subset(arrays["train"], cfg.limit_train, cfg.seed, 1)
+    for k, name in enumerate(("val", *EVAL_SPLITS)):
+        arrays[name] = _subset(arrays[name], cfg.limit_eval, cfg.seed, 2 + k)
+    log("data: " + ", ".join(f"{k} {len(v)}" for k, v in arrays.items()))
+    return manifest, arrays
+
+
+def write_manifest(manifest, workdir: Path, resuming: bool) -> None:
+    """Write manifest.json; when resuming, refuse a split that differs from the one the run began with."""
+    path = workdir / "manifest.json"
+    tmp = workdir / ".manifest.json.new"
+    manifest.to_json(tmp)
+    if resuming and path.exists():
+        same = json.loads(tmp.read_text()) == json.loads(path.read_text())
+        tmp.unlink()
+        if not same:
+            raise DataError(
+                f"the data split differs from the one recorded in {path} when this run started "
+                "(another dataset?); use the original dataset, or --overwrite to start again"
+            )
+        return
+    os.replace(tmp, path)
+
+
+# -------------------------------------------------------------------------------------------------- model
+def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]:
+    """Weights at step 0: from scratch (seeded) or converted torchvision weights with a new 2-class head."""
+    import architectures
+
+    fresh = init_variables(model, key, cfg.image_size)
+    if cfg.pretrained is None:
+        return fresh
+    try:
+        from weights_convert import convert
+    except ImportError as err:
+        raise ConfigError(f"--pretrained needs the weights_convert package ({err})") from None
+    try:
+        converted = convert(cfg.arch, cfg.pretrained, num_classes=2)
+    except HotspotError:
+        raise
+    except Exception as err:  # torch unpickling and friends: a bad file, reported as such
+        raise ConfigError(f"--pretrained {cfg.pretrained}: cannot convert it for {cfg.arch} ({err})") from None
+    return replace_head(converted, fresh, architectures.get(cfg.arch).classifier, cfg.pretrained)
+
+
+def replicate(tree: Any, devices) -> Any:
+    """Copy a host pytree onto every device along a leading axis (the pmap layout)."""
+    mesh = jax.sharding.Mesh(np.array(devices), ("d",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
+    return jax.tree.map(lambda x: jax.device_put(np.stack([np.asarray(x)] * len(devices)), sharding), tree)
+
+
+def unreplicate(tree: Any) -> Any:
+    """The first device's copy, on the host."""
+    return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+
+
+# ------------------------------------------------------------------------------------------------- epochs
+class InterruptFlag:
+    """Ctrl-C sets a flag that the loop checks between steps; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+@dataclasses.dataclass
+class EpochSums:
+    """Running sums of the per-step metrics (float64, in step order, so resumed sums are exact)."""
+
+    loss: float = 0.0
+    total_loss: float = 0.0
+    accuracy: float = 0.0
+    steps: int = 0
+
+    def add(self, m: dict[str, Any]) -> None:
+        self.loss += float(m["loss"])
+        self.total_loss += float(m["total_loss"])
+        self.accuracy += float(m["accuracy"])
+        self.steps += 1
+
+
+def evaluate_split(eval_step, rep_state, split, batch_size: int, n_devices: int, desc: str, progress: bool):
+    """Hotspot probabilities, mean loss and accuracy of ``split`` (padded last batch, masked)."""
+    n = len(split)
+    probs = np.empty((n,), np.float32)
+    losses = np.empty((n,), np.float32)
+    correct = np.empty((n,), np.float32)
+    batches = list(batching.padded_batches(n, batch_size))
+    for idx, valid in tqdm(batches, desc=desc, leave=False, disable=not progress, unit="batch"):
+        start = int(idx[0])
+        p, l, c = eval_step(
+            rep_state, batching.shard(split.images[idx], n_devices), batching.shard(split.labels[idx], n_devices)
+        )
+        probs[start : start + valid] = np.asarray(p).reshape(-1)[:valid]
+        losses[start : start + valid] = np.asarray(l).reshape(-1)[:valid]
+        correct[start : start + valid] = np.asarray(c).reshape(-1)[:valid]
+    return {
+        "probs": probs,
+        "loss": float(np.mean(losses, dtype=np.float64)),
+        "accuracy": int(correct.sum()) / n,
+    }
+
+
+def _check_finite(m: dict[str, Any], where: str, ckpts: RunCheckpoints) -> None:
+    if not all(math.isfinite(float(v)) for v in m.values()):
+        last = ckpts.latest_step()
+        kept = f"the last good checkpoint is {ckpts.latest_dir / str(last)}" if last is not None else "no checkpoint was saved"
+        raise TrainingError(
+            f"the training loss became non-finite ({float(m['loss'])}) at {where}; stopped without saving; "
+            f"{kept}. Lower --lr or check the data"
+        )
+
+
+def _val_extras(y_true: np.ndarray, y_score: np.ndarray) -> dict[str, Any]:
+    """Threshold-free validation metrics from the evaluation package, when it is installed."""
+    try:
+        from hotspot_jax.evaluate import binary_metrics
+    except ImportError:
+        return {}
+    m = binary_metrics(y_true, y_score)
+    return {f"val_{k}": v for k, v in m.items() if k in ("roc_auc", "f1", "precision", "sensitivity", "specificity")}
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Run (or continue) the training described by ``cfg``; see the module docstring for the rules."""
+    cfg = cfg.resolve()
+    devices = jax.local_devices()
+    n_dev = len(devices)
+    batching.check_divisible(cfg.batch_size, n_dev, "--batch-size")
+    batching.check_divisible(cfg.eval_batch_size, n_dev, "--eval-batch-size")
+    workdir = Path(cfg.workdir)
+    stored = prepare_workdir(cfg, resume, overwrite)
+    manifest, arrays = load_data(cfg, log)
+    write_manifest(manifest, workdir, resuming=stored is not None)
+    train_split = arrays["train"]
+    steps = batching.steps_per_epoch(len(train_split), cfg.batch_size)
+    if steps == 0:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_split)} images)")
+
+    config = {
+        "run": cfg.to_dict(),
+        "initialisation": cfg.initialisation,
+        "checkpoint_rule": BEST_RULE,
+        "batching": BATCH_RULE,
+        "steps_per_epoch": steps,
+        "environment": environment(),
+        "created": stored["created"] if stored else _now(),
+        "resumed": (stored.get("resumed", []) + [_now()]) if stored else [],
+    }
+    write_json_atomic(workdir / "config.json", config)
+
+    from hotspot_jax.train.restore import build_model
+
+    model = build_model(config, bn_axis_name=AXIS)
+    tx = sgd_momentum(cfg.lr, cfg.momentum, cfg.weight_decay)
+    root = jax.random.PRNGKey(cfg.seed)
+    dropout_key = jax.random.fold_in(root, 2)
+    ckpts = RunCheckpoints(workdir, keep=cfg.keep)
+    try:
+        meta = {"epochs_done": 0, "batch_in_epoch": 0, "partial": None, "history": [], "best": None}
+        latest = ckpts.latest_step() if stored else None
+        if latest is not None:
+            from hotspot_jax.train.restore import abstract_variables
+
+            target = jax.eval_shape(lambda v: create_state(v, tx), abstract_variables(model, cfg.image_size))
+            state, meta = ckpts.restore(latest, target)
+            where = f", batch {meta['batch_in_epoch']}" if meta["batch_in_epoch"] else ""
+            log(f"resuming from {ckpts.latest_dir / str(latest)} (epoch {meta['epochs_done']}{where} of {cfg.epochs})")
+        else:
+            state = create_state(initial_variables(cfg, model, jax.random.fold_in(root, 1)), tx)
+            log(f"{cfg.arch} at {cfg.image_size}px, initialisation: {cfg.initialisation}, {n_dev} device(s)")
+        _write_history(workdir, meta["history"])
+        result = _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key, steps, progress, log)
+        if result.interrupted:
+            return result
+        result.test_metrics = final_evaluation(cfg, arrays, devices, progress, log)
+        return result
+    finally:
+        ckpts.close()
+
+
+def _write_history(workdir: Path, history: list[dict[str, Any]]) -> None:
+    write_jsonl_atomic(workdir / "metrics.jsonl", history)
+    if history:
+        from hotspot_jax.train.curves import plot_training_curves
+
+        (workdir / "figures").mkdir(exist_ok=True)
+        plot_training_curves(history, workdir / "figures" / "training_curves.png")
+
+
+def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key, steps, progress, log) -> RunResult:
+    """The epoch loop from the position in ``meta``; saves a checkpoint every epoch and on Ctrl-C."""
+    n_dev = len(devices)
+    workdir = Path(cfg.workdir)
+    train_split, val_split = arrays["train"], arrays["val"]
+    train_step = make_train_step(model, tx, cfg.image_size, devices)
+    eval_step = make_eval_step(model, cfg.image_size, devices)
+    rep = replicate(state, devices)
+    history, best = meta["history"], meta["best"]
+    delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
+    with InterruptFlag() as stop:
+        for epoch in range(meta["epochs_done"], cfg.epochs):
+            first = meta["batch_in_epoch"] if epoch == meta["epochs_done"] else 0
+            sums = EpochSums(**meta["partial"]) if first and meta["partial"] else EpochSums()
+            order = batching.train_batch_indices(cfg.seed, epoch, len(train_split), cfg.batch_size)
+            bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                       unit="step", dynamic_ncols=True)
+            t0 = time.perf_counter()
+            pending, b = None, first
+            for b in range(first, steps):
+                idx = order[b]
+                rep, metrics = train_step(
+                    rep,
+                    batching.shard(train_split.images[idx], n_dev),
+                    batching.shard(train_split.labels[idx], n_dev),
+                    dropout_key,
+                )
+                if pending is not None:  # fetch the previous step's metrics: no pipeline stall
+                    _take(pending, sums, epoch, b - 1, ckpts, bar)
+                pending = metrics
+                if delay:
+                    time.sleep(delay)
+                if stop.requested:
+                    break
+            _take(pending, sums, epoch, b, ckpts, bar)
+            bar.close()
+            seconds = time.perf_counter() - t0
+            if b + 1 < steps:  # interrupted mid-epoch: save the position and the partial sums
+                step = epoch * steps + b + 1
+                meta = dict(meta, epochs_done=epoch, batch_in_epoch=b + 1, partial=dataclasses.asdict(sums))
+                ckpts.save(step, unreplicate(rep), meta)
+                return RunResult(workdir, epoch, best, interrupted=True, checkpoint=ckpts.latest_dir / str(step))
+
+            val = evaluate_split(eval_step, rep, val_split, cfg.eval_batch_size, n_dev, "validate", progress)
+            step = (epoch + 1) * steps
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                "lr": cfg.lr,
+                "train_loss": sums.loss / sums.steps,
+                "train_total_loss": sums.total_loss / sums.steps,
+                "train_accuracy": sums.accuracy / sums.steps,
+                "val_loss": val["loss"],
+                "val_accuracy": val["accuracy"],
+                **_val_extras(val_split.labels, val["probs"]),
+                "train_seconds": round(seconds, 3),
+                "images_per_second": round((steps - first) * cfg.batch_size / max(seconds, 1e-9), 1),
+            }
+            record["best"] = is_better(record, best)
+            host_state = unreplicate(rep)
+            if record["best"]:
+                best = {k: record[k] for k in ("epoch", "step", "val_accuracy", "val_loss")}
+                variables = {"params": host_state["params"], "batch_stats": host_state["batch_stats"]}
+                ckpts.save_best(step, variables, {"epochs_done": epoch + 1, "best": best, "rule": BEST_RULE})
+            history = history + [record]
+            meta = {"epochs_done": epoch + 1, "batch_in_epoch": 0, "partial": None, "history": history, "best": best}
+            ckpts.save(step, host_state, meta)
+            _write_history(workdir, history)
+            log(
+                f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} acc "
+                f"{record['train_accuracy']:.4f} | val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
+                f"{' (best)' if record['best'] else ''} | {seconds:.1f}s"
+            )
+            if stop.requested:
+                return RunResult(workdir, epoch + 1, best, interrupted=True, checkpoint=ckpts.latest_dir / str(step))
+    return RunResult(workdir, meta["epochs_done"], best)
+
+
+def _take(metrics, sums: EpochSums, epoch: int, batch: int, ckpts: RunCheckpoints, bar) -> None:
+    """Fetch one step's metrics, stop on a non-finite loss, add them to the epoch sums and the bar."""
+    m = jax.device_get(jax.tree.map(lambda x: x[0], metrics))
+    _check_finite(m, f"epoch {epoch + 1}, batch {batch + 1}", ckpts)
+    sums.add(m)
+    bar.update(1)
+    bar.set_postfix(loss=f"{sums.loss / sums.steps:.4f}", acc=f"{sums.accuracy / sums.steps:.3f}", refresh=False)
+
+
+# ------------------------------------------------------------------------------------------- final test
+def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any]:
+    """Evaluate the best checkpoint (through the restore API) on the test splits; write test_metrics.json."""
+    from hotspot_jax.train.restore import load_trained
+
+    workdir = Path(cfg.workdir)
+    tm = load_trained(workdir)
+    eval_step = make_eval_step(tm.model, tm.image_size, devices)
+    rep = replicate({"params": tm.variables["params"], "batch_stats": tm.variables["batch_stats"]}, devices)
+    out: dict[str, Any] = {
+        "arch": cfg.arch,
+        "image_size": cfg.image_size,
+        "initialisation": cfg.initialisation,
+        "checkpoint": {"path": str(tm.checkpoint), "epoch": tm.epoch, "rule": BEST_RULE},
+    }
+    evaluation_dir = workdir / "evaluation"
+    evaluation_dir.mkdir(exist_ok=True)
+    for name in EVAL_SPLITS:
+        split = arrays[name]
+        res = evaluate_split(eval_step, rep, split, cfg.eval_batch_size, len(devices), name, progress)
+        metrics = {"n": len(split), "loss": res["loss"], "accuracy": res["accuracy"]}
+        try:
+            from hotspot_jax.evaluate import write_evaluation
+        except ImportError:
+            write_evaluation = None
+        if write_evaluation is not None:
+            metrics.update(write_evaluation(evaluation_dir, name, split.labels, res["probs"], split.ids))
+        out[name] = metrics
+        log(f"{name}: accuracy {res['accuracy']:.4f} on {len(split)} images")
+    write_json_atomic(workdir / "test_metrics.json", out)
+    return out

@@ -1,0 +1,195 @@
+"""Load a trained model for evaluation and prediction: ``load_trained(workdir or checkpoint dir)``.
+
+A work directory resolves to its best checkpoint (``best/<step>``); a checkpoint directory
+(``best/<step>``, ``checkpoints/<step>``, or ``checkpoints/`` / ``best/`` for their latest step) is
+used as given. The model is rebuilt from the run's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from hotspot_jax.errors import ConfigError, DataError
+from hotspot_jax.train.checkpoint import BEST_DIR, LATEST_DIR, RunCheckpoints
+
+NUM_CLASSES = 2  # binary task: 0 = no hotspot, 1 = hotspot
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A trained network with its run configuration; ``predict_proba`` gives hotspot probabilities."""
+
+    arch: str
+    image_size: int
+    config: dict[str, Any]
+    manifest: Any  # SplitManifest | None
+    model: nn.Module
+    variables: dict[str, Any]
+    checkpoint: Path  # the checkpoint directory the variables came from
+    epoch: int | None = None  # epochs trained when the checkpoint was written
+    _predict: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def initialisation(self) -> str:
+        return self.config.get("initialisation", "unknown")
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """Hotspot probability (softmax of class 1) for uint8 images ``(N, H, W[, 1])`` of any H x W.
+
+        Runs jitted on fixed-shape batches (the last one padded), so one compilation serves any N.
+        """
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 1:
+            raise DataError(
+                f"predict_proba expects uint8 grayscale images (N, H, W) or (N, H, W, 1), "
+                f"got {images.dtype} {images.shape}"
+            )
+        n = images.shape[0]
+        if n == 0:
+            return np.zeros((0,), np.float32)
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be positive, got {batch_size}")
+        batch = min(batch_size, n)
+        if self._predict is None:
+            self._predict = jax.jit(_predict_fn(self.model, self.image_size))
+        out = np.empty((n,), np.float32)
+        starts = range(0, n, batch)
+        for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
+            chunk = images[start : start + batch]
+            valid = chunk.shape[0]
+            if valid < batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - valid, axis=0)])
+            out[start : start + valid] = np.asarray(self._predict(self.variables, chunk))[:valid]
+        return out
+
+
+def _predict_fn(model: nn.Module, image_size: int):
+    from hotspot_jax.data import preprocess
+
+    def predict(variables, images):
+        logits = model.apply(variables, preprocess(images, image_size), train=False)
+        return jax.nn.softmax(logits.astype(jnp.float32), -1)[:, 1]
+
+    return predict
+
+
+def read_config(workdir: Path) -> dict[str, Any]:
+    """A run's ``config.json``; ConfigError naming the file when missing or unreadable."""
+    path = workdir / "config.json"
+    try:
+        config = json.loads(path.read_text())
+        config["run"]["arch"], config["run"]["image_size"]
+    except FileNotFoundError:
+        raise ConfigError(f"{workdir} is not a training work directory (no config.json)") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path} is not a valid run configuration ({err})") from None
+    return config
+
+
+def build_model(config: dict[str, Any], bn_axis_name: str | None = None) -> nn.Module:
+    """The run's architecture with a 2-class head, in the run's compute dtype."""
+    import architectures
+
+    run = config["run"]
+    dtype = jnp.bfloat16 if run.get("dtype") == "bfloat16" else jnp.float32
+    return architectures.create(run["arch"], num_classes=NUM_CLASSES, bn_axis_name=bn_axis_name, dtype=dtype)
+
+
+def abstract_variables(model: nn.Module, image_size: int) -> dict[str, Any]:
+    """Shapes and dtypes of ``{"params", "batch_stats"}`` (no computation)."""
+    dummy = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    shapes = jax.eval_shape(
+        lambda x: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)}, x, train=False),
+        dummy,
+    )
+    return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+
+
+def _resolve(path: Path) -> tuple[Path, str, int | None]:
+    """(work directory, which checkpoint kind, step or None for the default) for a user path."""
+    if (path / "config.json").is_file():
+        return path, "", None
+    if path.name in (LATEST_DIR, BEST_DIR) and (path.parent / "config.json").is_file():
+        return path.parent, path.name, None
+    if path.name.isdigit() and path.parent.name in (LATEST_DIR, BEST_DIR):
+        if (path.parent.parent / "config.json").is_file():
+            return path.parent.parent, path.parent.name, int(path.name)
+    raise ConfigError(
+        f"{path} is neither a training work directory (with config.json) nor a checkpoint inside one "
+        f"({BEST_DIR}/<step> or {LATEST_DIR}/<step>)"
+    )
+
+
+def load_trained(path: str | Path) -> TrainedModel:
+    """Load the model of a work directory (its best checkpoint) or of a checkpoint directory inside one."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist")
+    workdir, kind, step = _resolve(path)
+    config = read_config(workdir)
+    model = build_model(config)
+    image_size = int(config["run"]["image_size"])
+    target = abstract_variables(model, image_size)
+    ckpts = RunCheckpoints(workdir, read_only=True)
+    try:
+        if kind == "":
+            kind = BEST_DIR if ckpts.best_step() is not None else LATEST_DIR
+        if kind == BEST_DIR:
+            step = ckpts.best_step() if step is None else step
+            if step is None or step not in ckpts.best.all_steps():
+                raise ConfigError(f"{workdir / BEST_DIR} holds no checkpoint{'' if step is None else f' {step}'}")
+            variables, meta = ckpts.restore_best(target, step)
+        else:
+            step = ckpts.latest_step() if step is None else step
+            if step is None or step not in ckpts.latest.all_steps():
+                raise ConfigError(f"{workdir / LATEST_DIR} holds no checkpoint{'' if step is None else f' {step}'}")
+            variables, meta = _restore_variables_from_state(ckpts, step, model, config, target)
+    except (ValueError, KeyError, OSError) as err:
+        raise ConfigError(f"cannot restore checkpoint {step} of {workdir / kind}: {err}") from None
+    finally:
+        ckpts.close()
+    return TrainedModel(
+        arch=config["run"]["arch"],
+        image_size=image_size,
+        config=config,
+        manifest=_load_manifest(workdir),
+        model=model,
+        variables=variables,
+        checkpoint=workdir / kind / str(step),
+        epoch=meta.get("epochs_done"),
+    )
+
+
+def _restore_variables_from_state(ckpts, step, model, config, target):
+    from hotspot_jax.train.optimizer import sgd_momentum
+
+    run = config["run"]
+    tx = sgd_momentum(run["lr"], run["momentum"], run["weight_decay"])
+    full = {
+        "step": jax.ShapeDtypeStruct((), jnp.int32),
+        "params": target["params"],
+        "batch_stats": target["batch_stats"],
+        "opt_state": jax.eval_shape(tx.init, target["params"]),
+    }
+    state, meta = ckpts.restore(step, full)
+    return {"params": state["params"], "batch_stats": state["batch_stats"]}, meta
+
+
+def _load_manifest(workdir: Path):
+    path = workdir / "manifest.json"
+    if not path.is_file():
+        return None
+    from hotspot_jax.data import SplitManifest
+
+    return SplitManifest.from_json(path)

@@ -1,0 +1,113 @@
+"""The data-parallel training and evaluation steps: ``jax.pmap`` over the local devices.
+
+Only uint8 images cross to the devices; preprocessing (resize + ImageNet normalisation) runs inside
+the compiled step. Gradients and metrics are averaged over the ``batch`` axis, and models built with
+``bn_axis_name="batch"`` normalise over the global batch, so the device count does not change results.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+AXIS = "batch"
+AUX_WEIGHT = 0.3  # torchvision's GoogLeNet recipe: loss + 0.3 * (aux1 + aux2)
+
+
+def _preprocess(images: jax.Array, size: int) -> jax.Array:
+    from hotspot_jax.data import preprocess  # imported late: the data package imports heavy readers
+
+    return preprocess(images, size)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example softmax cross-entropy in float32."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def _aux_loss(mutated: dict[str, Any], labels: jax.Array) -> jax.Array:
+    """Sum of the mean cross-entropies of every sown auxiliary head (0 when there is none)."""
+    heads = jax.tree_util.tree_leaves(mutated.get("aux_logits", {}))
+    return sum((jnp.mean(cross_entropy(h, labels)) for h in heads), jnp.zeros((), jnp.float32))
+
+
+def train_step_fn(
+    model: nn.Module, tx: optax.GradientTransformation, image_size: int, aux_weight: float = AUX_WEIGHT
+) -> Callable:
+    """The per-device step ``(state, images_u8, labels, key) -> (state, metrics)``, to be pmapped.
+
+    Dropout gets ``fold_in(fold_in(key, step), device index)``: a function of (seed, step, device).
+    """
+
+    def step(state, images, labels, key):
+        x = _preprocess(images, image_size)
+        key = jax.random.fold_in(jax.random.fold_in(key, state["step"]), jax.lax.axis_index(AXIS))
+
+        def loss_fn(params):
+            variables = {"params": params, "batch_stats": state["batch_stats"]}
+            logits, mutated = model.apply(
+                variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats", "aux_logits"]
+            )
+            loss = jnp.mean(cross_entropy(logits, labels))
+            total = loss + aux_weight * _aux_loss(mutated, labels)
+            return total, (loss, logits, mutated.get("batch_stats", state["batch_stats"]))
+
+        (total, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"]
+        )
+        grads = jax.lax.pmean(grads, AXIS)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+        metrics = jax.lax.pmean({"loss": loss, "total_loss": total, "accuracy": accuracy}, AXIS)
+        new_state = {
+            "step": state["step"] + 1,
+            "params": params,
+            "batch_stats": batch_stats,
+            "opt_state": opt_state,
+        }
+        return new_state, metrics
+
+    return step
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    image_size: int,
+    devices: Sequence[jax.Device] | None = None,
+    aux_weight: float = AUX_WEIGHT,
+) -> Callable:
+    """pmapped train step: state replicated (donated), images ``(D, B/D, H, W, 1)`` uint8, labels ``(D, B/D)``."""
+    return jax.pmap(
+        train_step_fn(model, tx, image_size, aux_weight),
+        axis_name=AXIS,
+        in_axes=(0, 0, 0, None),
+        donate_argnums=(0,),
+        devices=devices,
+    )
+
+
+def eval_step_fn(model: nn.Module, image_size: int) -> Callable:
+    """Per-device ``(state, images_u8, labels) -> (hotspot probability, loss, correct)`` per example."""
+
+    def step(state, images, labels):
+        x = _preprocess(images, image_size)
+        logits = model.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, x, train=False)
+        logits = logits.astype(jnp.float32)
+        prob = jax.nn.softmax(logits, -1)[:, 1]
+        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        return prob, cross_entropy(logits, labels), correct
+
+    return step
+
+
+def make_eval_step(
+    model: nn.Module, image_size: int, devices: Sequence[jax.Device] | None = None
+) -> Callable:
+    """pmapped evaluation step over a replicated state (not donated)."""
+    return jax.pmap(eval_step_fn(model, image_size), axis_name=AXIS, devices=devices)
