@@ -51,7 +51,7 @@ def test_write_evaluation_files(tmp_path):
     assert [r["label"] for r in rows] == ["Hotspot" if v else "No-Anomaly" for v in y]
     probs = np.array([float(r["hotspot_probability"]) for r in rows])
     np.testing.assert_allclose(probs, s, atol=5e-7)
-    assert [r["predicted"] for r in rows] == ["Hotspot" if v >= 0.45 else "No-Anomaly" for v in s]
+    assert [r["predicted"] for r in rows] == ["Hotspot" if v > 0.45 else "No-Anomaly" for v in s]
 
     for key in ("confusion", "roc"):
         with Image.open(paths[key]) as img:
@@ -132,10 +132,10 @@ def test_format_metrics_table():
     lines = table.splitlines()
     assert "balanced test" in lines[0] and "healthy" in lines[0]
     row = {line[:28].strip(): line[28:].split() for line in lines[2:-1]}
-    assert row["Accuracy"] == ["0.7000", "1.0000"]
-    assert row["Precision"] == ["0.6000", "0.0000"]
+    assert row["Accuracy"] == ["0.8000", "1.0000"]
+    assert row["Precision"] == ["0.7500", "0.0000"]
     assert row["Sensitivity (recall)"] == ["0.7500", "n/a"]
     assert row["ROC AUC"] == ["0.9167", "n/a"]
-    assert row["False alarms / 1000 healthy"] == ["333.33", "0.00"]
-    assert row["TP"] == ["3", "0"] and row["FP"] == ["2", "0"]
+    assert row["False alarms / 1000 healthy"] == ["166.67", "0.00"]
+    assert row["TP"] == ["3", "0"] and row["FP"] == ["1", "0"]
     json.dumps(table)

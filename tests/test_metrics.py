@@ -23,10 +23,10 @@ from hotspot_jax.evaluate.metrics import format_value
 #   5    0      0.30   0     TN
 #   6    0      0.20   0     TN
 #   7    0      0.10   0     TN
-#   8    0      0.50   1     FP   (0.5 >= threshold counts as hotspot)
+#   8    0      0.50   0     TN   (0.5 is not above the threshold: ties go to No-Anomaly, like argmax)
 #   9    0      0.05   0     TN
-# TP=3 FN=1 FP=2 TN=4: accuracy 7/10, precision 3/5, sensitivity 3/4, specificity 4/6,
-# F1 = 2*3/(2*3+2+1) = 6/9, false alarms 2/6*1000.
+# TP=3 FN=1 FP=1 TN=5: accuracy 8/10, precision 3/4, sensitivity 3/4, specificity 5/6,
+# F1 = 2*3/(2*3+1+1) = 6/8, false alarms 1/6*1000.
 # AUC = share of (pos, neg) pairs ranked correctly: positives 0.9, 0.8, 0.7 beat all 6 negatives (18),
 # 0.4 beats 0.3, 0.2, 0.1, 0.05 (4) -> 22/24.
 Y10 = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
@@ -35,22 +35,26 @@ S10 = [0.9, 0.8, 0.7, 0.4, 0.6, 0.3, 0.2, 0.1, 0.5, 0.05]
 
 def test_hand_computed_ten_samples():
     m = binary_metrics(Y10, S10)
-    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 2, 4)
-    assert m["confusion_matrix"] == [[4, 2], [1, 3]]
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 1, 5)
+    assert m["confusion_matrix"] == [[5, 1], [1, 3]]
     assert m["confusion_labels"] == ["No-Anomaly", "Hotspot"]
     assert (m["n"], m["n_pos"], m["n_neg"]) == (10, 4, 6)
-    assert m["accuracy"] == pytest.approx(0.7)
-    assert m["precision"] == pytest.approx(0.6)
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["precision"] == pytest.approx(0.75)
     assert m["sensitivity"] == pytest.approx(0.75)
-    assert m["specificity"] == pytest.approx(4 / 6)
-    assert m["f1"] == pytest.approx(6 / 9)
+    assert m["specificity"] == pytest.approx(5 / 6)
+    assert m["f1"] == pytest.approx(0.75)
     assert m["roc_auc"] == pytest.approx(22 / 24)
-    assert m["false_alarms_per_1000"] == pytest.approx(1000 / 3)
+    assert m["false_alarms_per_1000"] == pytest.approx(1000 / 6)
     assert m["threshold"] == 0.5
 
 
 def test_threshold_moves_the_operating_point():
-    m = binary_metrics(Y10, S10, threshold=0.65)  # 0.6 and 0.5 become TN
+    m = binary_metrics(Y10, S10, threshold=0.6)  # 0.6 is not above 0.6: TN
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 0, 6)
+    m = binary_metrics(Y10, S10, threshold=0.4)  # 0.4 is not above 0.4: still FN; 0.5 becomes FP
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 2, 4)
+    m = binary_metrics(Y10, S10, threshold=0.65)
     assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 0, 6)
     assert m["precision"] == 1.0 and m["specificity"] == 1.0 and m["false_alarms_per_1000"] == 0.0
     assert m["roc_auc"] == pytest.approx(22 / 24)  # threshold-free
@@ -64,7 +68,7 @@ def test_equals_scikit_learn_on_random_predictions(seed, threshold):
     y = rng.integers(0, 2, size=257)
     s = np.clip(rng.normal(0.35 + 0.3 * y, 0.25), 0, 1)
     m = binary_metrics(y, s, threshold)
-    pred = (s >= threshold).astype(int)
+    pred = (s > threshold).astype(int)
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
     assert m["precision"] == pytest.approx(skm.precision_score(y, pred))
     assert m["sensitivity"] == pytest.approx(skm.recall_score(y, pred))
@@ -119,8 +123,12 @@ def test_roc_points_match_scikit_learn():
     assert fpr[0] == 0 and tpr[-1] == 1
 
 
-def test_predict_labels_inclusive_threshold():
-    assert predict_labels([0.49, 0.5, 0.51], 0.5).tolist() == [0, 1, 1]
+def test_predict_labels_strict_threshold_matches_argmax():
+    assert predict_labels([0.49, 0.5, 0.51], 0.5).tolist() == [0, 0, 1]
+    logits = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
+    logits[:5, 1] = logits[:5, 0]  # ties
+    p = np.exp(logits[:, 1]) / np.exp(logits).sum(1)
+    assert predict_labels(p, 0.5).tolist() == np.argmax(logits, axis=1).tolist()
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 Conventions for degenerate inputs (stated so that reports are unambiguous):
 
-* a sample is predicted *Hotspot* when its probability is ``>= threshold``;
+* a sample is predicted *Hotspot* when its probability is ``> threshold`` (strictly): at 0.5 this is
+  the argmax of the two logits with ties going to No-Anomaly, as in training's accuracy;
 * precision and F1 follow scikit-learn's ``zero_division=0``: 0.0 when nothing is predicted
   positive (precision) or when there are no positives at all and none predicted (F1);
 * sensitivity is ``None`` when there are no positives, specificity and false alarms per 1,000
@@ -76,8 +77,8 @@ def as_label_score_arrays(y_true: Sequence[int], y_score: Sequence[float]) -> tu
 
 
 def predict_labels(y_score: Sequence[float] | np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Hard labels from hotspot probabilities: 1 where ``score >= threshold``."""
-    return (np.asarray(y_score, dtype=np.float64) >= threshold).astype(np.int64)
+    """Hard labels from hotspot probabilities: 1 where ``score > threshold`` (argmax at 0.5)."""
+    return (np.asarray(y_score, dtype=np.float64) > threshold).astype(np.int64)
 
 
 def _ratio(num: int, den: int) -> float | None:

@@ -122,7 +122,7 @@ def format_metrics_table(results: Mapping[str, Mapping[str, Any]], digits: int =
     lines.append("  ".join(["-" * head_w, *("-" * w for w in widths)]))
     for label, cells in rows:
         lines.append("  ".join([label.ljust(head_w), *(v.rjust(w) for v, w in zip(cells, widths))]))
-    lines.append(f"Hotspot = positive class; predicted Hotspot when probability >= "
+    lines.append(f"Hotspot = positive class; predicted Hotspot when probability > "
                  f"{', '.join(f'{t:g}' for t in sorted(thresholds))}.")
     return "\n".join(lines)
 
