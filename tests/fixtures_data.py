@@ -65,6 +65,7 @@ def make_synthetic_release(tmp_path: Path, n_per_class: int | Mapping[str, int] 
     files["module_metadata.json"] = json.dumps(metadata).encode()
     files.update(extra_members or {})
     tmp_path = Path(tmp_path)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     if as_zip:
         path = tmp_path / name
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
