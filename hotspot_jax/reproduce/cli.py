@@ -1,0 +1,80 @@
+"""``scripts/reproduce.py``: train a recipe over architectures x seeds (resumable), then write its
+tables and figures; ``--report-only`` regenerates them from the committed run summaries."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from hotspot_jax.errors import ConfigError
+from hotspot_jax.reproduce.recipes import RECIPES, get_recipe
+from hotspot_jax.reproduce.study import STUDY_ARCHS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reproduce.py",
+        description="Reproduce the study's comparison (Table 3, Figures 10-12) for a recipe over several seeds. "
+        "Finished runs are skipped, unfinished ones resumed: rerun the same command to continue.",
+    )
+    arg = p.add_argument
+    arg("--recipe", required=True, choices=tuple(RECIPES), help="; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
+    arg("--archs", nargs="+", default=list(STUDY_ARCHS), metavar="ARCH",
+        help=f"architectures (default: the study's six: {' '.join(STUDY_ARCHS)})")
+    arg("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED", help="seeds (default: 0 1 2)")
+    arg("--data", help="InfraredSolarModules zip or folder (default: $HOTSPOT_DATA)")
+    arg("--pretrained", nargs="+", default=[], metavar="ARCH=FILE.pth",
+        help="torchvision ImageNet checkpoints to start from, per architecture (default: none; results say "
+        "how each run was initialised)")
+    arg("--runs-dir", default="runs/reproduce", help="work directories with checkpoints (default: runs/reproduce, git-ignored)")
+    arg("--results-dir", default="results", help="per-run JSON summaries, tables and figures (default: results)")
+    arg("--docs", default="docs/results.md",
+        help="markdown file whose generated block for the recipe is refreshed (default: docs/results.md; 'none' to skip)")
+    arg("--report-only", action="store_true", help="train nothing: regenerate tables and figures from the summaries")
+    arg("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def parse_pretrained(items: Sequence[str]) -> dict[str, str]:
+    """``ARCH=FILE`` pairs -> {canonical arch: file}; ConfigError naming a malformed item or missing file."""
+    import architectures
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--pretrained expects ARCH=FILE.pth, got {item!r}")
+        arch, path = item.split("=", 1)
+        if not Path(path).is_file():
+            raise ConfigError(f"--pretrained {arch}: file {path} does not exist")
+        out[architectures.get(arch).name] = path
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from hotspot_jax.reproduce import report
+    from hotspot_jax.reproduce.runner import check_archs, run_grid
+
+    recipe = get_recipe(args.recipe)
+    archs = check_archs(args.archs)
+    if any(s < 0 for s in args.seeds):
+        raise ConfigError(f"--seeds must be non-negative, got {args.seeds}")
+    docs = None if args.docs.lower() == "none" else args.docs
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    if not args.report_only:
+        res = run_grid(recipe, archs, args.seeds, data=args.data, runs_dir=args.runs_dir,
+                       results_dir=args.results_dir, pretrained=parse_pretrained(args.pretrained),
+                       progress=not args.no_progress, log=log)
+        log(f"{recipe.name}: {len(res['done'])} run(s) done, {len(res['skipped'])} skipped"
+            + (f", interrupted at {res['interrupted'][0]}" if res["interrupted"] else ""))
+        if res["interrupted"]:
+            return 130
+    agg = report.build(args.results_dir, recipe.name, docs=docs)
+    log(f"wrote {Path(args.results_dir) / recipe.name / 'report.md'} and figures ({len(agg['runs'])} runs)"
+        + (f"; refreshed {docs}" if docs else ""))
+    return 0

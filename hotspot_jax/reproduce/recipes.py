@@ -1,0 +1,108 @@
+"""Named training recipes: the study's settings (``paper``), the same at a CPU-sized input
+(``paper-cpu``) and this project's own recipe without ImageNet weights (``best``).
+
+A recipe maps (architecture, seed) to a :class:`~hotspot_jax.train.config.TrainConfig`; options that
+the study did not have (schedule, online augmentation, more No-Anomaly images, in-domain pretraining)
+are only passed when they differ from the defaults, so ``paper`` runs are plain ``scripts/train.py`` runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from hotspot_jax.errors import ConfigError
+
+CPU_IMAGE_SIZE = 64  # paper-cpu input size; see docs/results.md for the epoch times that chose it
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Every setting of a recipe; ``image_size`` None means each network's own input size (227/224)."""
+
+    name: str
+    description: str
+    image_size: int | None = None
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    # levers (defaults = the study)
+    lr_schedule: str = "constant"  # constant | cosine (per step, after warmup_epochs of linear warmup)
+    warmup_epochs: int = 0
+    online_augment: str = "none"  # none | flip | flip-shift (random per image, inside the jitted step)
+    no_anomaly_ratio: float = 1.0  # training No-Anomaly images per augmented training hotspot (study: 1)
+    pretrain_epochs: int = 0  # in-domain 12-class pretraining epochs (0: none)
+    pretrain_lr: float = 0.01
+
+    def fingerprint(self) -> str:
+        """Short hash of every setting except name/description: a finished run of another fingerprint is stale."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("name", "description")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def lever_options(self) -> dict[str, Any]:
+        """TrainConfig options of the levers that differ from the study's defaults."""
+        defaults = Recipe(name="", description="")
+        out = {}
+        for key in ("lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio"):
+            if getattr(self, key) != getattr(defaults, key):
+                out[key] = getattr(self, key)
+        return out
+
+    def train_config(self, arch: str, seed: int, workdir: str, data: str | None = None,
+                     pretrained: str | None = None, init_weights: str | None = None):
+        """The TrainConfig of one run of this recipe."""
+        from hotspot_jax.train.config import TrainConfig
+
+        options = self.lever_options()
+        if init_weights:
+            options["init_weights"] = init_weights
+        unknown = [k for k in options if k not in {f.name for f in dataclasses.fields(TrainConfig)}]
+        if unknown:
+            raise ConfigError(f"recipe {self.name!r} needs training options this version lacks: {', '.join(unknown)}")
+        return TrainConfig(
+            arch=arch, data=data, pretrained=pretrained, epochs=self.epochs, batch_size=self.batch_size,
+            lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, image_size=self.image_size,
+            profile="paper", seed=seed, workdir=workdir, **options,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "fingerprint": self.fingerprint()}
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe(
+        name="paper",
+        description="the study's settings: each network's input size (227 AlexNet/SqueezeNet, 224 others), "
+        "40 epochs, batch 32, SGD momentum 0.9, lr 1e-3 constant, weight decay 1e-4",
+    ),
+    "paper-cpu": Recipe(
+        name="paper-cpu",
+        description=f"the study's settings at {CPU_IMAGE_SIZE} px input (the CPU profile)",
+        image_size=CPU_IMAGE_SIZE,
+    ),
+    "best": Recipe(
+        name="best",
+        description=f"no ImageNet weights: in-domain 12-class pretraining on images outside the split's "
+        f"validation and test sets, then fine-tuning with flips and shifts, cosine schedule; {CPU_IMAGE_SIZE} px",
+        image_size=CPU_IMAGE_SIZE,
+        epochs=15,
+        lr=0.01,
+        lr_schedule="cosine",
+        warmup_epochs=1,
+        online_augment="flip-shift",
+        no_anomaly_ratio=1.0,
+        pretrain_epochs=6,
+        pretrain_lr=0.01,
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``; ConfigError listing the known ones otherwise."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown --recipe {name!r}; use one of {', '.join(RECIPES)}")
+    return RECIPES[name]

@@ -1,0 +1,234 @@
+"""Train a recipe's grid (architecture x seed) and keep one small JSON summary per finished run.
+
+Work directories (checkpoints, full logs) go to ``<runs>/<recipe>/<arch>-s<seed>/`` (``runs/`` is
+git-ignored); the summary ``<results>/<recipe>/<arch>-s<seed>.json`` is written atomically after the
+run's final test evaluation. A run whose summary exists with the recipe's fingerprint is skipped; an
+unfinished work directory is resumed by the training loop, so the grid can be stopped and continued.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from hotspot_jax.errors import ConfigError, DataError
+from hotspot_jax.reproduce.recipes import Recipe
+
+RUN_FORMAT = "hotspot_jax.reproduce_run/1"
+
+
+def result_path(results_dir: str | Path, recipe: str, arch: str, seed: int) -> Path:
+    """Where the summary of one run lives."""
+    return Path(results_dir) / recipe / f"{arch}-s{seed}.json"
+
+
+def run_dir(runs_dir: str | Path, recipe: str, arch: str, seed: int) -> Path:
+    """The work directory of one run (checkpoints, logs; not committed)."""
+    return Path(runs_dir) / recipe / f"{arch}-s{seed}"
+
+
+def is_finished(path: Path, recipe: Recipe) -> bool:
+    """True when ``path`` holds a readable summary made with this recipe's settings."""
+    if not path.is_file():
+        return False
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return stored.get("format") == RUN_FORMAT and stored.get("recipe", {}).get("fingerprint") == recipe.fingerprint()
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run was made on: CPU model, cores, accelerator, load (the CPU may be shared)."""
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = jax.local_devices()
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "hostname_hash": str(abs(hash(platform.node())) % 10**6),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "device_kind": dev[0].device_kind,
+        "device_count": len(dev),
+        "load_average": load,
+    }
+
+
+def read_predictions(path: Path) -> dict[str, list]:
+    """ids, labels (1 = hotspot), hotspot probabilities and predicted labels from an evaluation's predictions CSV."""
+    ids, labels, probs, pred = [], [], [], []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            ids.append(row["id"])
+            labels.append(1 if row["label"] == "Hotspot" else 0)
+            probs.append(round(float(row["hotspot_probability"]), 6))
+            pred.append(1 if row["predicted"] == "Hotspot" else 0)
+    return {"ids": ids, "labels": labels, "probs": probs, "pred": pred}
+
+
+_KEEP = ("n", "loss", "accuracy", "precision", "sensitivity", "specificity", "f1", "roc_auc",
+         "false_alarms_per_1000", "confusion_matrix", "tn", "fp", "fn", "tp", "n_pos", "n_neg", "threshold")
+
+
+def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """The committed summary of a finished run: settings, initialisation, test metrics (with the balanced
+    test set's per-image probabilities for ROC curves and paired tests), history, timing and machine."""
+    config = json.loads((workdir / "config.json").read_text())
+    tm = json.loads((workdir / "test_metrics.json").read_text())
+    history = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    manifest = json.loads((workdir / "manifest.json").read_text())
+    run = dict(config["run"])
+    run.pop("data", None)
+    run.pop("workdir", None)
+    train_seconds = sum(float(h.get("train_seconds", 0.0)) for h in history)
+    speeds = sorted(float(h["images_per_second"]) for h in history if h.get("images_per_second"))
+    out = {
+        "format": RUN_FORMAT,
+        "recipe": recipe.to_dict(),
+        "arch": arch,
+        "seed": seed,
+        "initialisation": (extra or {}).get("initialisation", config.get("initialisation")),
+        "train_config": run,
+        "split_counts": manifest.get("counts"),
+        "best_checkpoint": tm.get("checkpoint", {}).get("epoch"),
+        "test": {k: tm["test"].get(k) for k in _KEEP if k in tm["test"]},
+        "test_realistic": {k: tm["test_realistic"].get(k) for k in _KEEP if k in tm["test_realistic"]},
+        "test_predictions": read_predictions(workdir / "evaluation" / "test_predictions.csv"),
+        "history": [
+            {k: h.get(k) for k in ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")}
+            for h in history
+        ],
+        "timing": {
+            "epochs": len(history),
+            "train_seconds": round(train_seconds, 1),
+            "images_per_second_median": speeds[len(speeds) // 2] if speeds else None,
+            "steps_per_epoch": config.get("steps_per_epoch"),
+        },
+        "environment": config.get("environment"),
+        "machine": machine(),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    for key, value in (extra or {}).items():
+        if key == "timing":
+            out["timing"].update(value)
+        elif key != "initialisation":
+            out[key] = value
+    return out
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write (temporary file + rename)."""
+    from hotspot_jax.train.files import write_json_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, obj)
+
+
+def run_grid(
+    recipe: Recipe,
+    archs: Iterable[str],
+    seeds: Iterable[int],
+    *,
+    data: str | None = None,
+    dataset=None,
+    runs_dir: str | Path = "runs/reproduce",
+    results_dir: str | Path = "results",
+    pretrained: dict[str, str] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    train_fn: Callable | None = None,
+) -> dict[str, list[str]]:
+    """Train every unfinished (arch, seed) of ``recipe``; return the runs done, skipped and interrupted.
+
+    ``pretrained`` maps architecture -> torchvision .pth file (ImageNet weights, when the user has them);
+    ``train_fn`` replaces :func:`hotspot_jax.train.loop.train` (tests).
+    """
+    import architectures
+
+    if train_fn is None:
+        from hotspot_jax.train.loop import train as train_fn
+    archs = [architectures.get(a).name for a in archs]
+    seeds = list(seeds)
+    report: dict[str, list[str]] = {"done": [], "skipped": [], "interrupted": []}
+    todo = [(a, s) for s in seeds for a in archs if not is_finished(result_path(results_dir, recipe.name, a, s), recipe)]
+    for a, s in [(a, s) for s in seeds for a in archs if (a, s) not in todo]:
+        report["skipped"].append(f"{a}-s{s}")
+        log(f"skip {recipe.name}/{a}-s{s}: finished ({result_path(results_dir, recipe.name, a, s)})")
+    if todo and dataset is None:
+        from hotspot_jax.data import load_dataset
+
+        dataset = load_dataset(data, progress=progress)
+    for k, (arch, seed) in enumerate(todo):
+        workdir = run_dir(runs_dir, recipe.name, arch, seed)
+        log(f"[{k + 1}/{len(todo)}] {recipe.name}/{arch}-s{seed} -> {workdir}")
+        start = time.perf_counter()
+        extra: dict[str, Any] = {"timing": {}}
+        init_weights = None
+        weights = (pretrained or {}).get(arch)
+        if recipe.pretrain_epochs and not weights:
+            from hotspot_jax.reproduce.pretrain import pretrain_for_run
+
+            pre = pretrain_for_run(recipe, arch, seed, dataset, workdir / "pretrain", progress=progress, log=log)
+            init_weights = str(pre["weights"])
+            extra["pretraining"] = pre["summary"]
+            extra["timing"]["pretrain_seconds"] = pre["summary"]["train_seconds"]
+            extra["initialisation"] = pre["summary"]["initialisation"]
+        cfg = recipe.train_config(arch, seed, str(workdir), data, pretrained=weights, init_weights=init_weights)
+        result = train_fn(cfg, progress=progress, log=log, dataset=dataset)
+        if result.interrupted:
+            report["interrupted"].append(f"{arch}-s{seed}")
+            log(f"interrupted {recipe.name}/{arch}-s{seed}; rerun the same command to continue")
+            break
+        extra["timing"]["wall_seconds_last_session"] = round(time.perf_counter() - start, 1)
+        summary = summarize_run(workdir, recipe, arch, seed, extra)
+        out = result_path(results_dir, recipe.name, arch, seed)
+        write_json(out, summary)
+        report["done"].append(f"{arch}-s{seed}")
+        log(f"wrote {out}: test accuracy {summary['test']['accuracy']:.4f}, realistic false alarms/1000 "
+            f"{summary['test_realistic'].get('false_alarms_per_1000')}")
+    return report
+
+
+def load_results(results_dir: str | Path, recipe: str) -> list[dict[str, Any]]:
+    """Every run summary of ``recipe`` under ``results_dir`` (sorted by arch, seed); DataError on a bad file."""
+    folder = Path(results_dir) / recipe
+    out = []
+    for path in sorted(folder.glob("*-s*.json")):
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: unreadable run summary ({err})") from None
+        if d.get("format") != RUN_FORMAT:
+            raise DataError(f"{path}: not a run summary (format {d.get('format')!r}, expected {RUN_FORMAT!r})")
+        d["_path"] = str(path)
+        out.append(d)
+    return sorted(out, key=lambda d: (d["arch"], d["seed"]))
+
+
+def check_archs(archs: Iterable[str]) -> list[str]:
+    """Canonical names of ``archs`` (ConfigError on an unknown one)."""
+    import architectures
+
+    try:
+        return [architectures.get(a).name for a in archs]
+    except KeyError as err:  # registry raises ConfigError already; this is a guard
+        raise ConfigError(str(err)) from None

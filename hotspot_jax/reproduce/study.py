@@ -1,0 +1,34 @@
+"""The study's reported numbers (Açıkgöz et al., 2022, Table 3) and its architecture line-up.
+
+Only the numbers quoted in this project's issue tracker are filled in (AlexNet and ResNet-50 test
+accuracy); every other cell is ``None`` and shows as "n/a" until someone copies it from the paper.
+The study evaluated one run per network on a 148-image test set (74 hotspot + 74 No-Anomaly).
+"""
+
+from __future__ import annotations
+
+STUDY_TEST_SIZE = 148  # 74 hotspot + 74 No-Anomaly images: one image = 0.68 points of accuracy
+STUDY_METRICS = ("accuracy", "precision", "sensitivity", "specificity", "f1")
+
+#: The study's six networks, in the order of its Table 3, as this project's registry names.
+STUDY_ARCHS: tuple[str, ...] = (
+    "alexnet", "googlenet", "shufflenet_v2_x1_0", "squeezenet1_1", "resnet50", "mobilenet_v2",
+)
+
+#: Display names used in tables and figures.
+DISPLAY_NAMES = {
+    "alexnet": "AlexNet", "googlenet": "GoogLeNet", "shufflenet_v2_x1_0": "ShuffleNetV2",
+    "squeezenet1_1": "SqueezeNet 1.1", "resnet50": "ResNet-50", "mobilenet_v2": "MobileNetV2",
+}
+
+#: Table 3 of the study (ImageNet-pretrained networks, MATLAB): metric -> value, None where not known here.
+STUDY_TABLE3: dict[str, dict[str, float | None]] = {
+    arch: {m: None for m in STUDY_METRICS} for arch in STUDY_ARCHS
+}
+STUDY_TABLE3["alexnet"]["accuracy"] = 0.9865  # 146/148: 2 errors
+STUDY_TABLE3["resnet50"]["accuracy"] = 0.9459  # 140/148: 8 errors
+
+
+def display_name(arch: str) -> str:
+    """The name a table shows for ``arch`` (the registry name when it is not one of the study's)."""
+    return DISPLAY_NAMES.get(arch, arch)

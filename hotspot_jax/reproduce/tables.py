@@ -1,0 +1,114 @@
+"""Markdown tables of a recipe's results: Table 3 beside the study, the pooled-count view, the
+realistic-prevalence test set, paired comparisons, and the timing/machine of every run."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from hotspot_jax.reproduce.aggregate import REALISTIC_METRICS, TABLE3_METRICS
+from hotspot_jax.reproduce.study import STUDY_TABLE3, display_name
+
+NAMES = {"accuracy": "Accuracy", "precision": "Precision", "sensitivity": "Sensitivity",
+         "specificity": "Specificity", "f1": "F1", "roc_auc": "ROC AUC",
+         "false_alarms_per_1000": "False alarms / 1000 healthy"}
+
+
+def fmt(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def cell(summary: dict[str, Any], digits: int = 4) -> str:
+    """``mean ± sd [low, high]`` (or the single value when there is one seed)."""
+    s = summary["seeds"]
+    if s["mean"] is None:
+        return "n/a"
+    if s["sd"] is None:
+        return f"{fmt(s['mean'], digits)} (1 seed)"
+    lo, hi = s["ci95"]
+    return f"{fmt(s['mean'], digits)} ± {fmt(s['sd'], digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _init(runs: list[dict[str, Any]]) -> str:
+    kinds = sorted({(r.get("initialisation") or "?").split(" (")[0] for r in runs})
+    return ", ".join(kinds)
+
+
+def table3(groups: dict[str, list[dict]], summaries: dict[str, dict]) -> str:
+    """The study's Table 3 beside ours: per architecture, mean ± sd [95% t-interval over seeds]."""
+    header = ["Network", "Init", "Seeds"] + [NAMES[m] for m in TABLE3_METRICS]
+    rows = []
+    for arch, runs in groups.items():
+        s = summaries[arch]["metrics"]
+        rows.append([display_name(arch), _init(runs), str(len(runs))] + [cell(s[m]) for m in TABLE3_METRICS])
+        study = STUDY_TABLE3.get(arch)
+        if study is not None:
+            rows.append([f"↳ study ({display_name(arch)})", "ImageNet", "1"]
+                        + [fmt(study.get(m)) for m in TABLE3_METRICS])
+    return _table(header, rows)
+
+
+def pooled_table(groups: dict[str, list[dict]], summaries: dict[str, dict], split: str = "test") -> str:
+    """Pooled counts over seeds with Wilson 95% intervals (the binomial view of the finite test sets)."""
+    metrics = ("accuracy", "precision", "sensitivity", "specificity")
+    header = ["Network", "Seeds"] + [f"{NAMES[m]} (k/n) [Wilson 95%]" for m in metrics]
+    rows = []
+    for arch, runs in groups.items():
+        row = [display_name(arch), str(len(runs))]
+        for m in metrics:
+            p = summaries[arch]["metrics"][m]["pooled"] if m in summaries[arch]["metrics"] else None
+            row.append("n/a" if p is None else f"{p['value']:.4f} ({p['k']}/{p['n']}) [{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]")
+        rows.append(row)
+    return _table(header, rows)
+
+
+def realistic_table(groups: dict[str, list[dict]], summaries: dict[str, dict]) -> str:
+    """The realistic-prevalence test set: test hotspots among every No-Anomaly image not used for training
+    or validation; false alarms per 1,000 healthy modules with the pooled Wilson interval too."""
+    header = ["Network", "Seeds", "Images (hotspot / healthy)"] + [NAMES[m] for m in REALISTIC_METRICS] \
+        + ["Pooled false alarms / 1000 [Wilson 95%]"]
+    rows = []
+    for arch, runs in groups.items():
+        s = summaries[arch]["metrics"]
+        sizes = {(r["test_realistic"].get("n_pos"), r["test_realistic"].get("n_neg")) for r in runs}
+        size = "; ".join(f"{p} / {n:,}" for p, n in sorted(sizes)) if len(sizes) <= 2 else "varies"
+        fa = s["false_alarms_per_1000"]["pooled"]
+        pooled = "n/a" if fa is None else f"{fa['value']:.1f} ({fa['k']}/{fa['n']:,}) [{fa['ci95'][0]:.1f}, {fa['ci95'][1]:.1f}]"
+        rows.append([display_name(arch), str(len(runs)), size]
+                    + [cell(s[m], 1 if m == "false_alarms_per_1000" else 4) for m in REALISTIC_METRICS] + [pooled])
+    return _table(header, rows)
+
+
+def comparisons_table(pairs: list[dict]) -> str:
+    """Paired differences in test accuracy (same seed, same test images)."""
+    header = ["A", "B", "Seeds", "Accuracy A − B (mean [paired-t 95%])", "paired-t p", "Only A right / only B right",
+              "McNemar exact p"]
+    rows = []
+    for p in pairs:
+        lo, hi = p["diff_ci95"]
+        ci = "" if lo is None else f" [{lo:+.4f}, {hi:+.4f}]"
+        rows.append([display_name(p["a"]), display_name(p["b"]), str(len(p["seeds"])),
+                     f"{p['diff_mean']:+.4f}{ci}", fmt(p["diff_p"], 3), f"{p['only_a_right']} / {p['only_b_right']}",
+                     fmt(p["mcnemar_p"], 3)])
+    return _table(header, rows)
+
+
+def timing_table(runs: Sequence[dict]) -> str:
+    """Wall time, throughput and machine of every run."""
+    header = ["Run", "Init", "Size", "Epochs (best)", "Train s", "Pretrain s", "Images/s", "Machine"]
+    rows = []
+    for r in runs:
+        t, m = r.get("timing", {}), r.get("machine", {})
+        mach = f"{m.get('backend', '?')}: {m.get('device_kind', '?')}, {m.get('cpu', '?')} x{m.get('cpu_count', '?')}"
+        if m.get("load_average"):
+            mach += f", load {m['load_average'][0]}"
+        rows.append([f"{display_name(r['arch'])} s{r['seed']}", (r.get("initialisation") or "?").split(" (")[0],
+                     str(r["train_config"].get("image_size")), f"{t.get('epochs')} ({r.get('best_checkpoint')})",
+                     fmt(t.get("train_seconds"), 0), fmt(t.get("pretrain_seconds"), 0),
+                     fmt(t.get("images_per_second_median"), 0), mach])
+    return _table(header, rows)
