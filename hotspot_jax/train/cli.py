@@ -47,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--dtype", choices=DTYPES, help=f"compute dtype; params stay float32 (default: {_D['dtype']})")
     arg("--limit-train", type=int, metavar="N", help="train on a seeded subset of N images (default: all)")
     arg("--limit-eval", type=int, metavar="N", help="evaluate on a seeded subset of N images per split (default: all)")
+    from hotspot_jax.train.levers import ONLINE_AUGMENTS, SCHEDULES
+
+    arg("--lr-schedule", choices=SCHEDULES, help=f"learning-rate schedule (default: {_D['lr_schedule']}, the study)")
+    arg("--warmup-epochs", type=int, help=f"linear warmup epochs before a cosine schedule (default: {_D['warmup_epochs']})")
+    arg("--online-augment", choices=ONLINE_AUGMENTS,
+        help=f"random flips (and shifts) per image inside the training step (default: {_D['online_augment']})")
+    arg("--no-anomaly-ratio", type=float,
+        help="training No-Anomaly images per training hotspot; extra ones come from unused No-Anomaly images "
+        f"and leave the realistic test set (default: {_D['no_anomaly_ratio']:g}, the study)")
+    arg("--init-weights", metavar="FILE.msgpack",
+        help="Flax variables file to start from (e.g. an in-domain pretraining); its head is replaced (default: none)")
     arg("--no-progress", action="store_true", help="no progress bars (default: show them)")
     return p
 
@@ -67,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             except (OSError, ValueError, KeyError, TypeError) as err:
                 raise ConfigError(f"{path} is not a valid run configuration ({err})") from None
             base.pop("pretrained_sha256", None)
+            base.pop("init_weights_sha256", None)
             base.pop("data", None)  # the dataset may have moved: take --data / $HOTSPOT_DATA
     merged = {**base, **given}
     if "arch" not in merged:

@@ -19,6 +19,8 @@ DTYPES = ("float32", "bfloat16")
 IDENTITY_FIELDS = (
     "arch", "image_size", "batch_size", "lr", "momentum", "weight_decay", "seed", "dtype",
     "pretrained_sha256", "limit_train", "limit_eval",
+    # levers beyond the study (hotspot_jax.train.levers); a stored config without them had the defaults
+    "epochs_schedule", "lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "init_weights_sha256",
 )
 
 
@@ -44,6 +46,18 @@ class TrainConfig:
     limit_eval: int | None = None  # evaluate on the first N images of each evaluation split
     workdir: str | None = None  # None: runs/<arch>-s<seed>-<size>px
     pretrained_sha256: str | None = None  # filled by resolve()
+    # levers beyond the study, all off by default (see hotspot_jax.train.levers)
+    lr_schedule: str = "constant"  # constant | cosine (warmup_epochs of linear warmup, then cosine to 0)
+    warmup_epochs: int = 0
+    online_augment: str = "none"  # none | flip | flip-shift, random per image inside the jitted step
+    no_anomaly_ratio: float = 1.0  # training No-Anomaly images per training hotspot (extra ones from unused)
+    init_weights: str | None = None  # Flax variables file (e.g. in-domain pretraining); its head is replaced
+    init_weights_sha256: str | None = None  # filled by resolve()
+
+    @property
+    def epochs_schedule(self) -> int | None:
+        """The epoch count a schedule depends on (part of the identity only when there is a schedule)."""
+        return None if self.lr_schedule == "constant" else self.epochs
 
     def resolve(self) -> "TrainConfig":
         """Canonical architecture name, image size from the profile, checked numbers, default workdir."""
@@ -74,14 +88,35 @@ class TrainConfig:
             if not path.is_file():
                 raise ConfigError(f"--pretrained file {path} does not exist")
             pretrained, sha = str(path.resolve()), file_sha256(path)
+        from hotspot_jax.train.levers import ONLINE_AUGMENTS, SCHEDULES
+
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError(f"unknown --lr-schedule {self.lr_schedule!r}; use one of {', '.join(SCHEDULES)}")
+        if self.online_augment not in ONLINE_AUGMENTS:
+            raise ConfigError(f"unknown --online-augment {self.online_augment!r}; use one of {', '.join(ONLINE_AUGMENTS)}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"--warmup-epochs must be at least 0, got {self.warmup_epochs}")
+        if not (self.no_anomaly_ratio >= 1 and self.no_anomaly_ratio < float("inf")):
+            raise ConfigError(f"--no-anomaly-ratio must be a finite number >= 1, got {self.no_anomaly_ratio}")
+        if pretrained and self.init_weights:
+            raise ConfigError("--pretrained and --init-weights both give initial weights; use one")
+        init_weights, init_sha = None, None
+        if self.init_weights:
+            path = Path(self.init_weights).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"--init-weights file {path} does not exist")
+            init_weights, init_sha = str(path.resolve()), file_sha256(path)
         workdir = self.workdir or os.path.join("runs", f"{spec.name}-s{self.seed}-{size}px")
         return dataclasses.replace(
-            self, arch=spec.name, image_size=size, pretrained=pretrained, pretrained_sha256=sha, workdir=workdir
+            self, arch=spec.name, image_size=size, pretrained=pretrained, pretrained_sha256=sha, workdir=workdir,
+            init_weights=init_weights, init_weights_sha256=init_sha,
         )
 
     @property
     def initialisation(self) -> str:
         """How the weights were initialised, as recorded in the config and every result."""
+        if self.init_weights is not None:
+            return f"in-domain:{Path(self.init_weights).name} (sha256 {self.init_weights_sha256[:12]}), new head"
         if self.pretrained is None:
             return "scratch"
         return f"torchvision:{Path(self.pretrained).name} (sha256 {self.pretrained_sha256[:12]}), new head"
@@ -93,11 +128,19 @@ class TrainConfig:
         return {k: getattr(self, k) for k in IDENTITY_FIELDS}
 
 
+_LEVER_DEFAULTS = {"epochs_schedule": None, "lr_schedule": "constant", "warmup_epochs": 0, "online_augment": "none",
+                   "no_anomaly_ratio": 1.0, "init_weights_sha256": None}
+
+
 def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:
-    """``field: stored -> new`` for every identity field that differs."""
-    return [
-        f"{k}: {stored.get(k)!r} -> {getattr(new, k)!r}" for k in IDENTITY_FIELDS if stored.get(k) != getattr(new, k)
-    ]
+    """``field: stored -> new`` for every identity field that differs (levers missing from an older
+    stored config count as their defaults)."""
+    def old(k: str) -> Any:
+        if k == "epochs_schedule":
+            return None if stored.get("lr_schedule", "constant") == "constant" else stored.get("epochs")
+        return stored.get(k, _LEVER_DEFAULTS.get(k))
+
+    return [f"{k}: {old(k)!r} -> {getattr(new, k)!r}" for k in IDENTITY_FIELDS if old(k) != getattr(new, k)]
 
 
 def file_sha256(path: Path) -> str:

@@ -155,11 +155,11 @@ def _subset(split, n: int | None, seed: int, tag: int):
     return ArraySplit(split.images[keep], split.labels[keep], split.ids[keep], split.class_names)
 
 
-def load_data(cfg: TrainConfig, log: Callable[[str], None]):
+def load_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progress: bool = True):
     """The split manifest and the arrays of every split under the study's protocol."""
     from hotspot_jax.data import ProtocolConfig, load_dataset, make_binary_split, materialize
 
-    ds = load_dataset(cfg.data)
+    ds = dataset if dataset is not None else load_dataset(cfg.data, progress=progress)
     protocol = ProtocolConfig(seed=cfg.seed)
     manifest = make_binary_split(ds, protocol)
     arrays = dict(materialize(ds, manifest, protocol))
@@ -200,7 +200,7 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]
     except ImportError as err:
         raise ConfigError(f"--pretrained needs the weights_convert package ({err})") from None
     try:
-        converted = convert(cfg.arch, cfg.pretrained, num_classes=2)
+        converted = convert(cfg.arch, cfg.pretrained, num_classes=2, rng=key, input_size=cfg.image_size)
     except HotspotError:
         raise
     except Exception as err:  # torch unpickling and friends: a bad file, reported as such
@@ -310,8 +310,12 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    dataset=None,
 ) -> RunResult:
-    """Run (or continue) the training described by ``cfg``; see the module docstring for the rules."""
+    """Run (or continue) the training described by ``cfg``; see the module docstring for the rules.
+
+    ``dataset`` (a ModuleImages) replaces loading ``cfg.data``, for library use and tests.
+    """
     cfg = cfg.resolve()
     devices = jax.local_devices()
     n_dev = len(devices)
@@ -319,7 +323,15 @@ def train(
     batching.check_divisible(cfg.eval_batch_size, n_dev, "--eval-batch-size")
     workdir = Path(cfg.workdir)
     stored = prepare_workdir(cfg, resume, overwrite)
-    manifest, arrays = load_data(cfg, log)
+    from hotspot_jax.train.restore import build_model
+
+    model = build_model({"run": cfg.to_dict()}, bn_axis_name=AXIS)
+    tx = sgd_momentum(cfg.lr, cfg.momentum, cfg.weight_decay)
+    root = jax.random.PRNGKey(cfg.seed)
+    dropout_key = jax.random.fold_in(root, 2)
+    # weights first (a bad --pretrained file fails before the data is read); unused when resuming
+    fresh = None if stored else initial_variables(cfg, model, jax.random.fold_in(root, 1))
+    manifest, arrays = load_data(cfg, log, dataset, progress)
     write_manifest(manifest, workdir, resuming=stored is not None)
     train_split = arrays["train"]
     steps = batching.steps_per_epoch(len(train_split), cfg.batch_size)
@@ -338,12 +350,6 @@ def train(
     }
     write_json_atomic(workdir / "config.json", config)
 
-    from hotspot_jax.train.restore import build_model
-
-    model = build_model(config, bn_axis_name=AXIS)
-    tx = sgd_momentum(cfg.lr, cfg.momentum, cfg.weight_decay)
-    root = jax.random.PRNGKey(cfg.seed)
-    dropout_key = jax.random.fold_in(root, 2)
     ckpts = RunCheckpoints(workdir, keep=cfg.keep)
     try:
         meta = {"epochs_done": 0, "batch_in_epoch": 0, "partial": None, "history": [], "best": None}
@@ -356,7 +362,9 @@ def train(
             where = f", batch {meta['batch_in_epoch']}" if meta["batch_in_epoch"] else ""
             log(f"resuming from {ckpts.latest_dir / str(latest)} (epoch {meta['epochs_done']}{where} of {cfg.epochs})")
         else:
-            state = create_state(initial_variables(cfg, model, jax.random.fold_in(root, 1)), tx)
+            if fresh is None:  # a config without checkpoints (killed before the first save)
+                fresh = initial_variables(cfg, model, jax.random.fold_in(root, 1))
+            state = create_state(fresh, tx)
             log(f"{cfg.arch} at {cfg.image_size}px, initialisation: {cfg.initialisation}, {n_dev} device(s)")
         _write_history(workdir, meta["history"])
         result = _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key, steps, progress, log)
@@ -387,6 +395,7 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
     rep = replicate(state, devices)
     history, best = meta["history"], meta["best"]
     delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
+    compiled = False
     with InterruptFlag() as stop:
         for epoch in range(meta["epochs_done"], cfg.epochs):
             first = meta["batch_in_epoch"] if epoch == meta["epochs_done"] else 0
@@ -406,6 +415,10 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
                 )
                 if pending is not None:  # fetch the previous step's metrics: no pipeline stall
                     _take(pending, sums, epoch, b - 1, ckpts, bar)
+                elif not compiled:
+                    jax.block_until_ready(metrics)
+                    compiled = True
+                    log(f"train step compiled and run in {time.perf_counter() - t0:.1f}s")
                 pending = metrics
                 if delay:
                     time.sleep(delay)

@@ -172,10 +172,10 @@ def load_trained(path: str | Path) -> TrainedModel:
 
 
 def _restore_variables_from_state(ckpts, step, model, config, target):
-    from hotspot_jax.train.optimizer import sgd_momentum
+    from hotspot_jax.train.levers import make_optimizer
 
     run = config["run"]
-    tx = sgd_momentum(run["lr"], run["momentum"], run["weight_decay"])
+    tx = make_optimizer(run, int(config.get("steps_per_epoch") or 1))  # a schedule adds a step count to opt_state
     full = {
         "step": jax.ShapeDtypeStruct((), jnp.int32),
         "params": target["params"],

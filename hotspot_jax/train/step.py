@@ -36,16 +36,20 @@ def _aux_loss(mutated: dict[str, Any], labels: jax.Array) -> jax.Array:
 
 
 def train_step_fn(
-    model: nn.Module, tx: optax.GradientTransformation, image_size: int, aux_weight: float = AUX_WEIGHT
+    model: nn.Module, tx: optax.GradientTransformation, image_size: int, aux_weight: float = AUX_WEIGHT,
+    augment: Callable | None = None,
 ) -> Callable:
     """The per-device step ``(state, images_u8, labels, key) -> (state, metrics)``, to be pmapped.
 
-    Dropout gets ``fold_in(fold_in(key, step), device index)``: a function of (seed, step, device).
+    Dropout gets ``fold_in(fold_in(key, step), device index)``: a function of (seed, step, device);
+    ``augment(images_u8, key)`` (online augmentation, optional) gets that key folded with 1.
     """
 
     def step(state, images, labels, key):
-        x = _preprocess(images, image_size)
         key = jax.random.fold_in(jax.random.fold_in(key, state["step"]), jax.lax.axis_index(AXIS))
+        if augment is not None:
+            images = augment(images, jax.random.fold_in(key, 1))
+        x = _preprocess(images, image_size)
 
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state["batch_stats"]}
@@ -81,10 +85,11 @@ def make_train_step(
     image_size: int,
     devices: Sequence[jax.Device] | None = None,
     aux_weight: float = AUX_WEIGHT,
+    augment: Callable | None = None,
 ) -> Callable:
     """pmapped train step: state replicated (donated), images ``(D, B/D, H, W, 1)`` uint8, labels ``(D, B/D)``."""
     return jax.pmap(
-        train_step_fn(model, tx, image_size, aux_weight),
+        train_step_fn(model, tx, image_size, aux_weight, augment),
         axis_name=AXIS,
         in_axes=(0, 0, 0, None),
         donate_argnums=(0,),

@@ -1,0 +1,168 @@
+"""Training options beyond the study's recipe (all off by default): a learning-rate schedule, online
+augmentation inside the jitted step, more No-Anomaly training images, and initial weights from an
+in-domain pretraining (a Flax variables file).
+
+* ``lr_schedule``: ``constant`` (the study) or ``cosine``: linear warmup over ``warmup_epochs`` from 0,
+  then cosine decay to 0 at the last step, per step.
+* ``online_augment``: ``none``, ``flip`` (random horizontal and vertical flips, each with p = 0.5) or
+  ``flip-shift`` (flips plus a random translation of up to ``MAX_SHIFT`` pixels in each axis, edge pixels
+  replicated), drawn per image from the step's dropout key, on the uint8 images before preprocessing.
+* ``no_anomaly_ratio``: training No-Anomaly images per (augmented) training hotspot; above 1 the extra
+  images come from the No-Anomaly images the split leaves unused, which therefore leave the
+  realistic-prevalence test set (validation and the balanced test set do not change).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hotspot_jax.errors import ConfigError
+
+SCHEDULES = ("constant", "cosine")
+ONLINE_AUGMENTS = ("none", "flip", "flip-shift")
+MAX_SHIFT = 3  # pixels (of the 40x24 source image)
+
+
+# ------------------------------------------------------------------------------------------ schedule
+def make_schedule(lr: float, kind: str, steps_per_epoch: int, epochs: int, warmup_epochs: int = 0
+                  ) -> float | optax.Schedule:
+    """The learning rate: the constant ``lr``, or warmup + cosine decay over ``epochs * steps_per_epoch`` steps."""
+    if kind == "constant":
+        return lr
+    if kind == "cosine":
+        total = max(1, epochs * steps_per_epoch)
+        warmup = min(total - 1, max(0, warmup_epochs * steps_per_epoch))
+        if warmup:
+            return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total, end_value=0.0)
+        return optax.cosine_decay_schedule(lr, total)
+    raise ConfigError(f"unknown --lr-schedule {kind!r}; use one of {', '.join(SCHEDULES)}")
+
+
+def make_optimizer(run: dict[str, Any], steps_per_epoch: int) -> optax.GradientTransformation:
+    """The run's SGD (see :func:`hotspot_jax.train.optimizer.sgd_momentum`) with its schedule."""
+    from hotspot_jax.train.optimizer import sgd_momentum
+
+    lr = make_schedule(run["lr"], run.get("lr_schedule", "constant"), steps_per_epoch, run["epochs"],
+                       run.get("warmup_epochs", 0))
+    return sgd_momentum(lr, run["momentum"], run["weight_decay"])
+
+
+def lr_at(run: dict[str, Any], steps_per_epoch: int, step: int) -> float:
+    """The learning rate used at ``step`` (for the metrics log)."""
+    lr = make_schedule(run["lr"], run.get("lr_schedule", "constant"), steps_per_epoch, run["epochs"],
+                       run.get("warmup_epochs", 0))
+    return float(lr(step)) if callable(lr) else float(lr)
+
+
+# ------------------------------------------------------------------------------- online augmentation
+def _flip_shift(image: jax.Array, key: jax.Array, shift: int) -> jax.Array:
+    k1, k2, k3 = jax.random.split(key, 3)
+    flips = jax.random.bernoulli(k1, 0.5, (2,))
+    image = jnp.where(flips[0], image[:, ::-1], image)
+    image = jnp.where(flips[1], image[::-1, :], image)
+    if shift:
+        h, w = image.shape[0], image.shape[1]
+        padded = jnp.pad(image, ((shift, shift), (shift, shift), (0, 0)), mode="edge")
+        dy = jax.random.randint(k2, (), 0, 2 * shift + 1)
+        dx = jax.random.randint(k3, (), 0, 2 * shift + 1)
+        image = jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, image.shape[2]))
+    return image
+
+
+def online_augment_fn(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
+    """``(images (N, H, W, C), key) -> images`` for ``kind``, or None for ``none`` (jit-able)."""
+    if kind == "none":
+        return None
+    if kind not in ONLINE_AUGMENTS:
+        raise ConfigError(f"unknown --online-augment {kind!r}; use one of {', '.join(ONLINE_AUGMENTS)}")
+    shift = MAX_SHIFT if kind == "flip-shift" else 0
+
+    def augment(images: jax.Array, key: jax.Array) -> jax.Array:
+        keys = jax.random.split(key, images.shape[0])
+        return jax.vmap(lambda im, k: _flip_shift(im, k, shift))(images, keys)
+
+    return augment
+
+
+# ------------------------------------------------------------------------------ more No-Anomaly images
+def add_no_anomaly(dataset, manifest, arrays: dict, ratio: float, seed: int):
+    """Move ``round((ratio - 1) * hotspots_in_train)`` unused No-Anomaly images into training.
+
+    Returns ``(manifest, arrays)`` with ``train`` grown and ``test_realistic`` shrunk by the same ids;
+    ``val`` and ``test`` are untouched. The images are drawn with ``default_rng([seed, 0xA0])`` from the
+    No-Anomaly ids in ``test_realistic`` but not in ``test`` (never a validation or test image).
+    """
+    from dataclasses import replace
+
+    from hotspot_jax.data import ArraySplit
+
+    if ratio == 1.0:
+        return manifest, arrays
+    if not ratio >= 1.0 or not math.isfinite(ratio):
+        raise ConfigError(f"--no-anomaly-ratio must be a finite number >= 1, got {ratio}")
+    train = arrays["train"]
+    n_hot = int((train.labels == 1).sum())
+    want = int(math.floor((ratio - 1.0) * n_hot + 0.5))
+    test_ids = set(manifest.splits["test"])
+    pool = np.array([i for i in manifest.splits["test_realistic"] if i not in test_ids], dtype=str)
+    if want > len(pool):
+        raise ConfigError(f"--no-anomaly-ratio {ratio} needs {want} more No-Anomaly images; only {len(pool)} are unused")
+    extra = np.sort(pool[np.random.default_rng([seed, 0xA0]).permutation(len(pool))[:want]])
+    idx = dataset.indices(extra)
+    new_train = ArraySplit(
+        images=np.concatenate([train.images, dataset.images[idx]]),
+        labels=np.concatenate([train.labels, np.zeros(len(idx), np.int32)]),
+        ids=np.concatenate([train.ids, extra]),
+        class_names=train.class_names,
+    )
+    extra_set = set(extra.tolist())
+    keep = np.array([i not in extra_set for i in arrays["test_realistic"].ids])
+    tr = arrays["test_realistic"]
+    new_real = ArraySplit(tr.images[keep], tr.labels[keep], tr.ids[keep], tr.class_names)
+    splits = dict(manifest.splits)
+    splits["train"] = tuple(sorted(set(splits["train"]) | extra_set, key=_id_key))
+    splits["test_realistic"] = tuple(i for i in splits["test_realistic"] if i not in extra_set)
+    counts = {k: dict(v) for k, v in manifest.counts.items()}
+    for key in ("train", "train_augmented"):
+        counts[key]["No-Anomaly"] = counts[key].get("No-Anomaly", 0) + want
+    counts["test_realistic"]["No-Anomaly"] = counts["test_realistic"].get("No-Anomaly", 0) - want
+    out = dict(arrays, train=new_train, test_realistic=new_real)
+    return replace(manifest, splits=splits, counts=counts), out
+
+
+def _id_key(i: str):
+    return (0, int(i), "") if str(i).isdigit() else (1, 0, str(i))
+
+
+# ---------------------------------------------------------------------------------- initial weights
+def save_variables(path: str | Path, variables: dict[str, Any]) -> Path:
+    """Write ``{"params", "batch_stats"}`` as a Flax msgpack file (temporary file, then rename)."""
+    from flax import serialization
+
+    from hotspot_jax.train.files import write_atomic
+
+    path = Path(path)
+    data = serialization.msgpack_serialize(jax.tree.map(np.asarray, jax.device_get(variables)))
+    write_atomic(path, lambda p: p.write_bytes(data))
+    return path
+
+
+def load_variables(path: str | Path) -> dict[str, Any]:
+    """Read a file written by :func:`save_variables`; ConfigError naming it when it is not one."""
+    from flax import serialization
+
+    path = Path(path)
+    try:
+        tree = serialization.msgpack_restore(path.read_bytes())
+    except (OSError, ValueError, TypeError) as err:
+        raise ConfigError(f"--init-weights {path}: not a Flax variables file ({err})") from None
+    if not isinstance(tree, dict) or "params" not in tree:
+        raise ConfigError(f"--init-weights {path}: not a Flax variables file (no 'params')")
+    return {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}
