@@ -25,20 +25,15 @@ FORMAT = "hotspot_jax.flax_variables/1"
 
 
 def _library_versions() -> dict[str, str]:
-    """Versions of the libraries that produced the checkpoint (torch ones only if already imported)."""
-    import sys
+    """Versions of the libraries involved, from package metadata (importing torch would take seconds)."""
+    from importlib import metadata
 
-    import flax
-
-    versions = {"jax": jax.__version__, "flax": flax.__version__}
-    for name in ("torch", "torchvision"):
-        mod = sys.modules.get(name)
-        if mod is None:
-            try:
-                mod = __import__(name)
-            except ModuleNotFoundError:
-                continue
-        versions[name] = mod.__version__
+    versions = {}
+    for name in ("jax", "flax", "orbax-checkpoint", "torch", "torchvision"):
+        try:
+            versions[name.replace("-", "_")] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
     return versions
 
 

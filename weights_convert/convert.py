@@ -54,20 +54,37 @@ def variable_shapes(arch: str, num_classes: int, input_size: int, **options: Any
     return flat
 
 
-def init_head(arch: str, num_classes: int, input_size: int, rng: jax.Array, **options: Any) -> dict[rules.Path, Any]:
-    """Freshly initialised classifier params (the module's own initialisers), flat by path."""
+_HEAD_INIT_CACHE: dict[tuple, Any] = {}
+
+
+def _head_initialiser(arch: str, num_classes: int, input_size: int, **options: Any):
+    """A jitted ``rng -> head params``, compiled once per model configuration."""
+    try:
+        key = (arch, num_classes, input_size, tuple(sorted(options.items())))
+        hash(key)
+    except TypeError:  # unhashable option values: no caching
+        key = None
+    if key is not None and key in _HEAD_INIT_CACHE:
+        return _HEAD_INIT_CACHE[key]
     spec = architectures.get(arch)
     model = architectures.create(arch, num_classes=num_classes, **options)
     x = jnp.zeros((2, input_size, input_size, 3), jnp.float32)
-    params_rng, dropout_rng = jax.random.split(rng)
 
     @jax.jit
-    def head_only(params_rng, dropout_rng):  # jit lets XLA drop everything but the head's initialisers
+    def head_only(rng):  # jit lets XLA drop everything but the head's initialisers
+        params_rng, dropout_rng = jax.random.split(rng)
         params = model.init({"params": params_rng, "dropout": dropout_rng}, x, train=True)["params"]
         return {k: v for k, v in params.items() if k in spec.classifier}
 
-    flat = traverse_util.flatten_dict(dict(head_only(params_rng, dropout_rng)))
-    return {("params", *path): leaf for path, leaf in flat.items()}
+    if key is not None:
+        _HEAD_INIT_CACHE[key] = head_only
+    return head_only
+
+
+def init_head(arch: str, num_classes: int, input_size: int, rng: jax.Array, **options: Any) -> dict[rules.Path, Any]:
+    """Freshly initialised classifier params (the module's own initialisers), flat by path."""
+    params = _head_initialiser(arch, num_classes, input_size, **options)(rng)
+    return {("params", *path): leaf for path, leaf in traverse_util.flatten_dict(dict(params)).items()}
 
 
 def _is_head(path: rules.Path, classifier: tuple[str, ...]) -> bool:
@@ -170,8 +187,8 @@ def convert_with_info(
         bad = len(missing) + len(misshaped) + len(unexpected)
         hint = _param_count_hint(state) if bad > len(expected) // 4 else ""
         raise ConfigError(
-            f"{origin} does not fit {spec.name} (num_classes={num_classes}{options}): "
-            + " | ".join(parts) + "." + hint
+            f"{origin} does not fit {spec.name} (num_classes={num_classes}{options}):"
+            + (hint + " Details:" if hint else "") + " " + " | ".join(parts) + "."
         )
 
     flat = {p: jnp.asarray(mapped[p][1], dtype=expected[p].dtype) for p in expected}
