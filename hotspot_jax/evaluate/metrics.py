@@ -19,15 +19,6 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-    roc_curve,
-)
 
 from hotspot_jax.errors import ConfigError
 
@@ -92,6 +83,8 @@ def binary_metrics(y_true: Sequence[int], y_score: Sequence[float], threshold: f
     confusion_matrix ``[[TN, FP], [FN, TP]]`` (rows true, columns predicted), confusion_labels,
     tn, fp, fn, tp, n, n_pos, n_neg, threshold, zero_division. See the module docstring for ``None``.
     """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+
     threshold = check_threshold(threshold)
     labels, scores = as_label_score_arrays(y_true, y_score)
     pred = predict_labels(scores, threshold)
@@ -133,6 +126,8 @@ def binary_metrics(y_true: Sequence[int], y_score: Sequence[float], threshold: f
 
 def roc_points(y_true: Sequence[int], y_score: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """scikit-learn's ROC curve ``(fpr, tpr, thresholds)``, or None when y_true holds a single class."""
+    from sklearn.metrics import roc_curve
+
     labels, scores = as_label_score_arrays(y_true, y_score)
     if labels.min() == labels.max():
         return None

@@ -1,0 +1,191 @@
+"""``scripts/evaluate.py``: a trained run's metrics, figures and per-image predictions on the test splits.
+
+The splits are rebuilt from the run's ``manifest.json`` (or, if absent, from its seed) and the dataset,
+so the numbers are those of exactly the images the run never trained or validated on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from hotspot_jax.errors import ConfigError, DataError
+from hotspot_jax.evaluate.metrics import check_threshold
+
+SPLIT_TITLES = {
+    "test": "balanced test",
+    "test_realistic": "realistic-prevalence test",
+    "val": "validation",
+}
+DEFAULT_SPLITS = "test,test_realistic"
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` to every option's help (``(required)`` for required ones), except where
+    the help already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default:" in text:
+            return text
+        if action.required:
+            return f"{text} (required)"
+        return super()._get_help_string(action)
+
+
+def positive_int(option: str, value: int) -> int:
+    """``value`` if >= 1, else ConfigError naming ``option``."""
+    if value < 1:
+        raise ConfigError(f"{option} must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The evaluation options, each listed with its default."""
+    p = argparse.ArgumentParser(
+        prog="evaluate.py",
+        formatter_class=DefaultsHelpFormatter,
+        description="Evaluate a trained run on the balanced test split and the realistic-prevalence test set: "
+        "accuracy, precision, sensitivity, specificity, F1 (hotspot = positive class), ROC AUC, confusion "
+        "matrix; writes <split>_metrics.json, <split>_predictions.csv, <split>_confusion.png, <split>_roc.png "
+        "and evaluation.json, and prints a table.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", metavar="DIR", help="training work directory; its best checkpoint is used (default: none; give --workdir or "
+                     "--checkpoint)")
+    src.add_argument("--checkpoint", metavar="DIR",
+                     help="a checkpoint inside a work directory: best/<step> or checkpoints/<step> (default: none; "
+                     "give --workdir or --checkpoint)")
+    p.add_argument("--data", metavar="PATH",
+                   help="InfraredSolarModules zip or folder (default: $HOTSPOT_DATA, else the path recorded in "
+                   "the run if it still exists, else the dataset already built in the cache)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: <workdir>/evaluation)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per inference batch")
+    p.add_argument("--threshold", type=float, default=0.5, metavar="P",
+                   help="a module is predicted Hotspot when its hotspot probability is above this")
+    p.add_argument("--splits", default=DEFAULT_SPLITS, metavar="LIST",
+                   help="comma-separated splits of the run's manifest to evaluate (test, test_realistic, val)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def parse_splits(text: str) -> list[str]:
+    """``"test,test_realistic"`` -> ``["test", "test_realistic"]`` (ConfigError for unknown names)."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise ConfigError("--splits is empty; use e.g. test,test_realistic")
+    bad = [s for s in names if s not in SPLIT_TITLES]
+    if bad:
+        raise ConfigError(f"--splits: unknown split(s) {', '.join(bad)}; choose from {', '.join(SPLIT_TITLES)}")
+    return list(dict.fromkeys(names))
+
+
+def resolve_data(option: str | None, config: dict[str, Any]) -> str | None:
+    """Where the dataset comes from: --data, $HOTSPOT_DATA, the run's recorded path if it exists, else None."""
+    from hotspot_jax.data import DATA_ENV
+
+    if option:
+        if not Path(option).expanduser().exists():
+            raise DataError(f"--data {option} does not exist")
+        return option
+    env = os.environ.get(DATA_ENV, "").strip()
+    if env:
+        return env
+    recorded = (config.get("run") or {}).get("data")
+    if recorded and Path(recorded).expanduser().exists():
+        return recorded
+    return None
+
+
+def run_workdir(tm: Any, given: Path) -> Path:
+    """The work directory a loaded model came from (``<workdir>/<kind>/<step>``)."""
+    checkpoint = getattr(tm, "checkpoint", None)
+    if checkpoint is not None:
+        return Path(checkpoint).parent.parent
+    return given
+
+
+def load_split_arrays(tm: Any, data: str | None, splits: Sequence[str], progress: bool) -> tuple[dict, str]:
+    """Arrays of ``splits`` (binary labels) rebuilt from the run's manifest (or seed) and the dataset."""
+    from hotspot_jax.data import ProtocolConfig, load_dataset, make_binary_split, materialize
+
+    dataset = load_dataset(data, download=False, progress=progress)
+    manifest = tm.manifest
+    if manifest is None:
+        seed = int((tm.config.get("run") or {}).get("seed", 0))
+        manifest = make_binary_split(dataset, ProtocolConfig(seed=seed))
+        origin = f"rebuilt from seed {seed} (the run has no manifest.json)"
+    else:
+        origin = "the run's manifest.json"
+    if manifest.task != "binary":
+        raise DataError(f"the run's split manifest is for the {manifest.task} task; evaluation is binary")
+    missing = [s for s in splits if s not in manifest.splits]
+    if missing:
+        raise ConfigError(f"--splits: the run's manifest has no split {', '.join(missing)} "
+                          f"(it has {', '.join(manifest.splits)})")
+    wanted = dataclasses.replace(manifest, splits={s: manifest.splits[s] for s in splits})
+    return materialize(dataset, wanted), origin
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load the run, rebuild its test splits, score them, write the files and print the table."""
+    args = build_parser().parse_args(argv)
+    threshold = check_threshold(args.threshold, "--threshold")
+    batch_size = positive_int("--batch-size", args.batch_size)
+    splits = parse_splits(args.splits)
+    option, given = ("--workdir", args.workdir) if args.workdir else ("--checkpoint", args.checkpoint)
+    path = Path(given).expanduser()
+    if not path.exists():
+        raise ConfigError(f"{option} {path} does not exist")
+    if not path.is_dir():
+        raise ConfigError(f"{option} {path} is not a directory")
+    progress = not args.no_progress
+
+    from hotspot_jax.evaluate.report import format_metrics_table, output_paths, write_evaluation, write_json
+    from hotspot_jax.train.restore import load_trained
+
+    tm = load_trained(path)
+    workdir = run_workdir(tm, path)
+    out = Path(args.out).expanduser() if args.out else workdir / "evaluation"
+    data = resolve_data(args.data, tm.config)
+    arrays, origin = load_split_arrays(tm, data, splits, progress)
+
+    initialisation = tm.config.get("initialisation", "unknown")
+    results: dict[str, dict[str, Any]] = {}
+    written: list[Path] = []
+    for split in splits:
+        arr = arrays[split]
+        probs = tm.predict_proba(arr.images, batch_size=batch_size, progress=progress)
+        title = f"{tm.arch} ({tm.image_size}px) - {SPLIT_TITLES[split]}"
+        results[split] = write_evaluation(out, split, arr.labels, probs, list(arr.ids), title=title,
+                                          threshold=threshold)
+        written.extend(output_paths(out, split).values())
+
+    summary = {
+        "arch": tm.arch,
+        "image_size": tm.image_size,
+        "initialisation": initialisation,
+        "checkpoint": str(getattr(tm, "checkpoint", path)),
+        "epoch": getattr(tm, "epoch", None),
+        "data": data or "dataset cache",
+        "splits_from": origin,
+        "threshold": threshold,
+        "metrics": results,
+    }
+    write_json(out / "evaluation.json", summary)
+    written.append(out / "evaluation.json")
+
+    epoch = summary["epoch"]
+    print(f"{tm.arch} at {tm.image_size}px, initialisation: {initialisation}")
+    print(f"checkpoint: {summary['checkpoint']}" + (f" (epoch {epoch})" if epoch is not None else ""))
+    print(f"splits: {origin}")
+    print()
+    print(format_metrics_table({SPLIT_TITLES[s]: results[s] for s in splits}))
+    print()
+    print(f"wrote {len(written)} files to {out}")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,291 @@
+"""Prediction on new module crops: find images (files, folders, zips), score them in batches, write a CSV.
+
+Images may be any size and mode; each is read as grayscale with ``hotspot_jax.data.load_image_file``
+and resized exactly as in training by the model's own pipeline, so a crop from a real inspection is
+scored the way the test set was.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from hotspot_jax.errors import DataError, HotspotError
+from hotspot_jax.evaluate.atomic import atomic_open
+from hotspot_jax.evaluate.metrics import CLASS_NAMES, check_threshold, predict_labels
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+"""File name endings (any case) that folder and zip scans pick up; files named explicitly are always read."""
+
+PREDICTION_COLUMNS = ("image", "hotspot_probability", "predicted")
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image to score: a file, or a member of a zip (``member`` set)."""
+
+    path: Path
+    member: str | None = None
+
+    @property
+    def name(self) -> str:
+        """How the image is named in the CSV and in errors: ``path`` or ``archive.zip:member``."""
+        return str(self.path) if self.member is None else f"{self.path}:{self.member}"
+
+
+def _is_image_name(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _zip_members(path: Path) -> list[ImageSource]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [info.filename for info in zf.infolist() if not info.is_dir()]
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DataError(f"{path}: cannot read the zip file ({err})") from None
+    names = [n for n in names if _is_image_name(n) and not n.startswith("__MACOSX/")]
+    return [ImageSource(path, n) for n in sorted(names)]
+
+
+def _folder_images(path: Path) -> list[ImageSource]:
+    found = []
+    for root, dirs, files in os.walk(path, onerror=None):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in files if _is_image_name(f))
+    return [ImageSource(p) for p in sorted(found)]
+
+
+def collect_images(inputs: Sequence[str | os.PathLike]) -> list[ImageSource]:
+    """Expand files, folders (recursively, :data:`IMAGE_EXTENSIONS`) and zips into a list of images.
+
+    Order: inputs as given, each folder/zip sorted by path. Raises DataError for a missing input or
+    when nothing is found.
+    """
+    if not inputs:
+        raise DataError("no images given: pass image files, folders or zip files")
+    sources: list[ImageSource] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            sources.extend(_folder_images(path))
+        elif path.is_file():
+            if path.suffix.lower() == ".zip":
+                sources.extend(_zip_members(path))
+            else:
+                sources.append(ImageSource(path))
+        elif path.exists():
+            raise DataError(f"{path} is neither a file nor a folder")
+        else:
+            raise DataError(f"{path} does not exist")
+    if not sources:
+        shown = ", ".join(str(i) for i in inputs)
+        raise DataError(f"no images found in {shown} (looked for {' '.join(IMAGE_EXTENSIONS)} files, "
+                        "in folders recursively and inside zip files)")
+    return sources
+
+
+def read_source_bytes(source: ImageSource, zips: dict[Path, zipfile.ZipFile] | None = None) -> bytes:
+    """The raw bytes of one image; DataError naming it if it cannot be read."""
+    try:
+        if source.member is None:
+            return source.path.read_bytes()
+        zf = None if zips is None else zips.get(source.path)
+        if zf is None:
+            zf = zipfile.ZipFile(source.path)
+            if zips is not None:
+                zips[source.path] = zf
+        return zf.read(source.member)
+    except (OSError, zipfile.BadZipFile, KeyError, RuntimeError, EOFError) as err:
+        raise DataError(f"{source.name}: cannot read the file ({err})") from None
+
+
+def iter_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of at most ``batch_size`` items."""
+    for start in range(0, len(items), batch_size):
+        yield items[start:start + batch_size]
+
+
+def write_predictions(path: str | os.PathLike, names: Sequence[str], probs: np.ndarray, threshold: float) -> None:
+    """Write the CSV ``image, hotspot_probability, predicted`` atomically (temp file, then rename)."""
+    pred = predict_labels(probs, threshold)
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTION_COLUMNS)
+        for name, prob, guess in zip(names, probs, pred):
+            writer.writerow([name, f"{float(prob):.6f}", CLASS_NAMES[guess]])
+
+
+def load_source(source: ImageSource, scratch: Path) -> np.ndarray:
+    """One image as grayscale uint8 ``(H, W, 1)`` via ``load_image_file``; zip members go through ``scratch``.
+
+    DataError naming the image (``archive.zip:member`` for zip members) if it cannot be read.
+    """
+    from hotspot_jax.data import load_image_file
+
+    if source.member is None:
+        return load_image_file(source.path)
+    data = read_source_bytes(source)
+    tmp = scratch / ("member" + Path(source.member).suffix.lower())
+    tmp.write_bytes(data)
+    try:
+        return load_image_file(tmp)
+    except DataError as err:
+        raise DataError(str(err).replace(str(tmp), source.name)) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def make_float_predictor(tm: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Hotspot probability for already preprocessed float32 ``(N, S, S, 3)`` input, jitted once per shape.
+
+    Same computation as ``TrainedModel.predict_proba`` after its ``preprocess``: softmax of class 1
+    of ``model.apply(variables, x, train=False)`` in float32.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    model, variables = tm.model, tm.variables
+
+    @jax.jit
+    def probs(variables, x):
+        logits = model.apply(variables, x, train=False)
+        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
+
+    return lambda x: np.asarray(probs(variables, x))
+
+
+def preprocess_batch(images: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """The training ``preprocess`` applied to images of mixed sizes: grouped by shape, result in input order."""
+    from hotspot_jax.data import preprocess
+
+    out = np.empty((len(images), size, size, 3), np.float32)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, img in enumerate(images):
+        groups.setdefault(img.shape, []).append(k)
+    for idx in groups.values():
+        out[idx] = np.asarray(preprocess(np.stack([images[k] for k in idx]), size))
+    return out
+
+
+@dataclass
+class PredictionResult:
+    """Names and hotspot probabilities of the scored images, plus the skipped ones with the reason."""
+
+    names: list[str]
+    probs: np.ndarray
+    skipped: list[tuple[str, str]]
+
+
+def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int = 256, skip_bad: bool = False,
+                    progress: bool = True) -> PredictionResult:
+    """Score ``sources`` in fixed-size batches (the last one padded), so the model compiles once.
+
+    An unreadable image raises DataError naming it, or with ``skip_bad`` is left out and reported.
+    """
+    import tempfile
+
+    if batch_size < 1:
+        raise HotspotError(f"--batch-size must be at least 1, got {batch_size}")
+    predictor = make_float_predictor(tm)
+    batch = min(batch_size, len(sources))
+    names: list[str] = []
+    probs: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    bar = tqdm(total=len(sources), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
+    with tempfile.TemporaryDirectory(prefix="hotspot_predict_") as scratch:
+        try:
+            for chunk in iter_batches(sources, batch):
+                images, chunk_names = [], []
+                for source in chunk:
+                    try:
+                        images.append(load_source(source, Path(scratch)))
+                        chunk_names.append(source.name)
+                    except DataError as err:
+                        if not skip_bad:
+                            raise
+                        skipped.append((source.name, str(err)))
+                if images:
+                    x = preprocess_batch(images, tm.image_size)
+                    n = x.shape[0]
+                    if n < batch:
+                        x = np.concatenate([x, np.repeat(x[:1], batch - n, axis=0)])
+                    probs.append(predictor(x)[:n])
+                    names.extend(chunk_names)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+    return PredictionResult(names, np.concatenate(probs) if probs else np.zeros((0,), np.float32), skipped)
+
+
+def build_parser():
+    """The prediction options, each listed with its default."""
+    import argparse
+
+    from hotspot_jax.evaluate.cli import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(
+        prog="predict.py",
+        formatter_class=DefaultsHelpFormatter,
+        description="Score infrared images of PV modules with a trained model: writes a CSV of image, hotspot "
+        "probability and predicted class (No-Anomaly or Hotspot). Images of any size and colour mode are "
+        "read as grayscale and resized exactly as in training.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGES",
+                   help=f"image files, folders (searched recursively for {' '.join(IMAGE_EXTENSIONS)}) "
+                   "or zip files of module crops")
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="training work directory (its best checkpoint) or a checkpoint directory inside one")
+    p.add_argument("--out", default="predictions.csv", metavar="CSV", help="output CSV (replaced atomically)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per inference batch")
+    p.add_argument("--threshold", type=float, default=0.5, metavar="P",
+                   help="an image is predicted Hotspot when its hotspot probability is above this")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable images and list them on stderr instead of stopping at the first")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Find the images, load the model, score, write the CSV, print a one-line summary."""
+    import sys
+
+    from hotspot_jax.errors import ConfigError
+
+    args = build_parser().parse_args(argv)
+    threshold = check_threshold(args.threshold, "--threshold")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    out = Path(args.out).expanduser()
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a CSV file name")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
+    checkpoint = Path(args.checkpoint).expanduser()
+    if not checkpoint.exists():
+        raise ConfigError(f"--checkpoint {checkpoint} does not exist")
+    sources = collect_images(args.images)
+
+    from hotspot_jax.train.restore import load_trained
+
+    tm = load_trained(checkpoint)
+    result = predict_sources(tm, sources, batch_size=args.batch_size, skip_bad=args.skip_bad,
+                             progress=not args.no_progress)
+    for name, reason in result.skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    if not result.names:
+        raise DataError(f"none of the {len(sources)} images could be read; nothing written")
+    write_predictions(out, result.names, result.probs, threshold)
+    n_hot = int(predict_labels(result.probs, threshold).sum())
+    skipped = f", skipped {len(result.skipped)} unreadable" if result.skipped else ""
+    print(f"{len(result.names)} images scored with {tm.arch} ({tm.image_size}px): {n_hot} predicted Hotspot "
+          f"(probability > {threshold:g}){skipped}; wrote {out}")
+    return 0

@@ -1,0 +1,10 @@
+#!/usr/bin/env python
+"""Evaluate a trained run on the test splits: ``python scripts/evaluate.py --workdir runs/<run>``."""
+
+import sys
+
+from hotspot_jax.cli import run_cli
+from hotspot_jax.evaluate.cli import main
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
