@@ -6,10 +6,10 @@ torchvision does. Submodule names follow torchvision's Sequential indices (``fea
 ``features_2/conv_1_0``, ``features_18_1``, ``classifier_1``) so a state_dict converts by rule; the
 init is torchvision's (kaiming-normal fan-out convs, BN 1/0, Linear N(0, 0.01), zero biases).
 
-Sown intermediates (``self.sow('intermediates', name, x)``), each equal to the output of the torch
-module of the same dotted name (``pooled`` is the input of ``classifier``):
-``features_0`` (stem), ``features_1`` ... ``features_17`` (inverted residual blocks),
-``features_18`` (last 1x1 conv), ``pooled``.
+Sown intermediates (``self.sow('intermediates', name, x)``; ``TORCH_STAGES`` maps each to the torch
+module whose eval-mode output it equals, ``pooled`` being the output of the dropout ``classifier.0``):
+``stem`` (features.0), ``block1`` ... ``block17`` (features.1-17, the inverted residual blocks),
+``last_conv`` (features.18), ``pooled``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ INVERTED_RESIDUAL_SETTING = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
-STAGE_NAMES = tuple(f"features_{i}" for i in range(19)) + ("pooled",)
+# sown intermediate name -> torch module whose eval-mode output it equals (for parity tests)
+TORCH_STAGES = {
+    "stem": "features.0",
+    **{f"block{i}": f"features.{i}" for i in range(1, 18)},
+    "last_conv": "features.18",
+    "pooled": "classifier.0",
+}
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -125,7 +131,7 @@ class MobileNetV2(nn.Module):
 
         x = _conv(channels, 3, 2, "features_0_0", self.dtype)(x)
         x = _relu6(bn("features_0_1")(x))
-        self.sow("intermediates", "features_0", x)
+        self.sow("intermediates", "stem", x)
 
         index = 1
         for t, c, n, s in self.inverted_residual_setting:
@@ -140,13 +146,13 @@ class MobileNetV2(nn.Module):
                     bn_axis_name=self.bn_axis_name,
                     name=f"features_{index}",
                 )(x, train=train)
-                self.sow("intermediates", f"features_{index}", x)
+                self.sow("intermediates", f"block{index}", x)
                 channels = out
                 index += 1
 
         x = _conv(last_channels, 1, 1, f"features_{index}_0", self.dtype)(x)
         x = _relu6(bn(f"features_{index}_1")(x))
-        self.sow("intermediates", f"features_{index}", x)
+        self.sow("intermediates", "last_conv", x)
 
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
         self.sow("intermediates", "pooled", x)

@@ -5,8 +5,8 @@ Variants ``shufflenet_v2_x0_5``, ``x1_0``, ``x1_5``, ``x2_0`` differ only in sta
 names follow torchvision's attributes (``conv1_0``, ``stage2_0/branch2_3``, ``conv5_1``, ``fc``) so a
 torchvision state_dict converts by rule. Like torchvision, the layers keep torch's default init.
 
-Sown intermediates (``self.sow('intermediates', name, x)``), each equal to the output of the torch
-module of the same dotted name (``pooled`` is the input of ``fc``):
+Sown intermediates (``self.sow('intermediates', name, x)``), each but ``pooled`` equal to the output
+of the torch module of the same name (``TORCH_STAGES``); ``pooled`` (global mean) is the input of ``fc``:
 ``conv1``, ``maxpool``, ``stage2``, ``stage3``, ``stage4``, ``conv5``, ``pooled``.
 """
 
@@ -22,7 +22,9 @@ import jax.numpy as jnp
 from architectures import layers
 from architectures.registry import ArchSpec, WeightSpec, register
 
-STAGE_NAMES = ("conv1", "maxpool", "stage2", "stage3", "stage4", "conv5", "pooled")
+# sown intermediate name -> torch module whose output it equals (for parity tests; torchvision's
+# global pool is a functional mean, so "pooled" has no module to hook)
+TORCH_STAGES = {name: name for name in ("conv1", "maxpool", "stage2", "stage3", "stage4", "conv5")}
 
 
 def _conv(
@@ -56,7 +58,9 @@ class InvertedResidual(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         branch = self.out_channels // 2
         if self.stride == 1 and self.in_channels != 2 * branch:
-            raise ValueError(f"stride 1 needs in_channels == out_channels, got {self.in_channels}, {self.out_channels}")
+            raise ValueError(
+                f"stride 1 needs in_channels == out_channels, got {self.in_channels}, {self.out_channels}"
+            )
 
         def bn(name: str) -> nn.BatchNorm:
             return layers.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name=name)
@@ -64,7 +68,8 @@ class InvertedResidual(nn.Module):
         if self.stride == 1:
             keep, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
         else:
-            y = _conv(self.in_channels, 3, self.stride, 1, "branch1_0", self.dtype, groups=self.in_channels)(x)
+            c = self.in_channels
+            y = _conv(c, 3, self.stride, 1, "branch1_0", self.dtype, groups=c)(x)
             y = bn("branch1_1")(y)
             y = _conv(branch, 1, 1, 0, "branch1_2", self.dtype)(y)
             keep = nn.relu(bn("branch1_3")(y))
