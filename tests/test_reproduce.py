@@ -234,3 +234,18 @@ def test_recipes_are_the_study_settings():
     assert cpu.train_config("googlenet", 0, "/tmp/x").resolve().image_size == cpu.image_size
     assert paper.lever_options() == {} and cpu.lever_options() == {}
     assert paper.fingerprint() != cpu.fingerprint()
+
+
+def test_overrides_make_a_named_variant_of_a_recipe():
+    from hotspot_jax.reproduce.recipes import with_overrides
+
+    best = RECIPES["best"]
+    v = with_overrides(best, ["pretrain_epochs=0", "lr=0.001", "online_augment=none"])
+    assert v.name == "best+lr=0.001+online_augment=none+pretrain_epochs=0"
+    assert (v.pretrain_epochs, v.lr, v.online_augment, v.epochs) == (0, 0.001, "none", best.epochs)
+    assert v.fingerprint() != best.fingerprint() and with_overrides(best, []) is best
+    assert with_overrides(best, ["image_size=none"]).image_size is None
+    with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
+        with_overrides(best, ["colour=red"])
+    with pytest.raises(ConfigError, match="--set epochs: 'many' is not a valid int"):
+        with_overrides(best, ["epochs=many"])

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hotspot_jax.errors import ConfigError
-from hotspot_jax.reproduce.recipes import RECIPES, get_recipe
+from hotspot_jax.reproduce.recipes import RECIPES, get_recipe, with_overrides
 from hotspot_jax.reproduce.study import STUDY_ARCHS
 
 
@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--archs", nargs="+", default=list(STUDY_ARCHS), metavar="ARCH",
         help=f"architectures (default: the study's six: {' '.join(STUDY_ARCHS)})")
     arg("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED", help="seeds (default: 0 1 2)")
+    arg("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+        help="change recipe settings to measure a lever, e.g. --set pretrain_epochs=0 (results go to "
+        "results/<recipe>+KEY=VALUE/)")
     arg("--data", help="InfraredSolarModules zip or folder (default: $HOTSPOT_DATA)")
     arg("--pretrained", nargs="+", default=[], metavar="ARCH=FILE.pth",
         help="torchvision ImageNet checkpoints to start from, per architecture (default: none; results say "
@@ -57,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hotspot_jax.reproduce import report
     from hotspot_jax.reproduce.runner import check_archs, run_grid
 
-    recipe = get_recipe(args.recipe)
+    recipe = with_overrides(get_recipe(args.recipe), args.overrides)
     archs = check_archs(args.archs)
     if any(s < 0 for s in args.seeds):
         raise ConfigError(f"--seeds must be non-negative, got {args.seeds}")

@@ -89,16 +89,46 @@ RECIPES: dict[str, Recipe] = {
         description=f"no ImageNet weights: in-domain 12-class pretraining on images outside the split's "
         f"validation and test sets, then fine-tuning with flips and shifts, cosine schedule; {CPU_IMAGE_SIZE} px",
         image_size=CPU_IMAGE_SIZE,
-        epochs=15,
+        epochs=12,
         lr=0.01,
         lr_schedule="cosine",
         warmup_epochs=1,
         online_augment="flip-shift",
         no_anomaly_ratio=1.0,
-        pretrain_epochs=6,
+        pretrain_epochs=5,
         pretrain_lr=0.01,
     ),
 }
+
+
+def with_overrides(recipe: Recipe, items: list[str]) -> Recipe:
+    """``recipe`` with ``KEY=VALUE`` settings replaced (for measuring one lever); the name records them,
+    e.g. ``best+pretrain_epochs=0``, so its results go to their own folder."""
+    if not items:
+        return recipe
+    fields = {f.name: f for f in dataclasses.fields(Recipe) if f.name not in ("name", "description")}
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ConfigError(f"--set expects KEY=VALUE with KEY one of {', '.join(fields)}; got {item!r}")
+        default = getattr(recipe, key)
+        try:
+            if key == "image_size":
+                changes[key] = None if value.lower() == "none" else int(value)
+            elif isinstance(default, bool):
+                changes[key] = value.lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                changes[key] = int(value)
+            elif isinstance(default, float):
+                changes[key] = float(value)
+            else:
+                changes[key] = value
+        except ValueError:
+            raise ConfigError(f"--set {key}: {value!r} is not a valid {type(default).__name__}") from None
+    name = recipe.name + "".join(f"+{k}={v}" for k, v in sorted(changes.items()))
+    return dataclasses.replace(recipe, name=name, description=recipe.description + " | changed: "
+                               + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())), **changes)
 
 
 def get_recipe(name: str) -> Recipe:

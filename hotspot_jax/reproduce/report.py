@@ -32,7 +32,8 @@ METHOD = (
 )
 
 
-def build(results_dir: str | Path, recipe: str, docs: str | Path | None = None, figure_link_root: str = "..") -> dict[str, Any]:
+def build(results_dir: str | Path, recipe: str, docs: str | Path | None = None, figure_link_root: str = "..",
+          description: str | None = None) -> dict[str, Any]:
     """Write report.md, aggregate.json and figures for ``recipe``; update ``docs`` if given. Return aggregate."""
     results_dir = Path(results_dir)
     runs = load_results(results_dir, recipe)
@@ -47,7 +48,7 @@ def build(results_dir: str | Path, recipe: str, docs: str | Path | None = None, 
     aggregate = {"recipe": recipe, "runs": [Path(r["_path"]).name for r in runs], "method": METHOD,
                  "balanced": balanced, "realistic": realistic, "pairs": pairs}
     write_json(outdir / "aggregate.json", aggregate)
-    desc = RECIPES[recipe].description if recipe in RECIPES else runs[0]["recipe"].get("description", "")
+    desc = description or (RECIPES[recipe].description if recipe in RECIPES else runs[0]["recipe"].get("description", ""))
     rel = f"{figure_link_root}/{outdir.as_posix()}" if figure_link_root else outdir.as_posix()
     body = "\n\n".join([
         f"**Recipe `{recipe}`**: {desc}. Runs: {len(runs)} ({', '.join(f'{a} x{len(r)}' for a, r in groups.items())}).",

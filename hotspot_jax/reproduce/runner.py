@@ -1,7 +1,7 @@
 """Train a recipe's grid (architecture x seed) and keep one small JSON summary per finished run.
 
-Work directories (checkpoints, full logs) go to ``<runs>/<recipe>/<arch>-s<seed>/`` (``runs/`` is
-git-ignored); the summary ``<results>/<recipe>/<arch>-s<seed>.json`` is written atomically after the
+Work directories (checkpoints, full logs) go to ``<runs>/<recipe>/<arch>-s<seed>/`` and, for recipes
+with in-domain pretraining, ``<arch>-s<seed>.pretrain/`` (``runs/`` is git-ignored); the summary ``<results>/<recipe>/<arch>-s<seed>.json`` is written atomically after the
 run's final test evaluation. A run whose summary exists with the recipe's fingerprint is skipped; an
 unfinished work directory is resumed by the training loop, so the grid can be stopped and continued.
 """
@@ -187,7 +187,8 @@ def run_grid(
         if recipe.pretrain_epochs and not weights:
             from hotspot_jax.reproduce.pretrain import pretrain_for_run
 
-            pre = pretrain_for_run(recipe, arch, seed, dataset, workdir / "pretrain", progress=progress, log=log)
+            pre = pretrain_for_run(recipe, arch, seed, dataset, workdir.with_name(workdir.name + ".pretrain"),
+                                   progress=progress, log=log)
             init_weights = str(pre["weights"])
             extra["pretraining"] = pre["summary"]
             extra["timing"]["pretrain_seconds"] = pre["summary"]["train_seconds"]

@@ -1,0 +1,129 @@
+"""In-domain pretraining: train the network on the 12-class task over every image of the dataset that
+the binary split does not hold out (never a validation, test or realistic-test image), then start the
+hotspot run from those weights with a new head.
+
+The pool is: all images of the 10 other anomaly classes, the split's training hotspots and training
+No-Anomaly images (originals, no offline copies). It is a pure function of (dataset, seed); the
+invariant "no held-out image enters pretraining" is checked here at run time and by the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hotspot_jax.errors import DataError
+
+HELD_OUT = ("val", "test", "test_realistic")
+NUM_CLASSES = 12
+
+
+def pretrain_pool(dataset, manifest) -> np.ndarray:
+    """Row indices into ``dataset`` of the pretraining images of ``manifest``'s split (sorted)."""
+    held = set()
+    for name in HELD_OUT:
+        held.update(manifest.splits.get(name, ()))
+    keep = np.array([str(i) not in held for i in dataset.ids])
+    idx = np.nonzero(keep)[0]
+    check_disjoint(dataset.ids[idx], manifest)
+    return idx
+
+
+def check_disjoint(ids, manifest, splits: tuple[str, ...] = HELD_OUT) -> None:
+    """DataError if any of ``ids`` (source ids, augmented copies ``id@op`` included) is in one of ``splits``."""
+    held = set()
+    for name in splits:
+        held.update(manifest.splits.get(name, ()))
+    leaked = sorted({str(i).split("@")[0] for i in ids} & held)
+    if leaked:
+        raise DataError(f"{len(leaked)} validation/test image(s) would enter training, e.g. {leaked[:3]}")
+
+
+def pretrain(arch: str, seed: int, dataset, manifest, *, image_size: int, epochs: int, lr: float,
+             batch_size: int = 32, online_augment: str = "flip-shift", outdir: Path,
+             progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``arch`` (12 classes, from scratch) on the pretraining pool; write ``variables.msgpack`` and
+    ``summary.json`` into ``outdir``. Reuses a finished pretraining with the same settings."""
+    import jax
+
+    import architectures
+    from hotspot_jax.train import batching
+    from hotspot_jax.train.levers import make_schedule, online_augment_fn, save_variables
+    from hotspot_jax.train.loop import replicate, unreplicate
+    from hotspot_jax.train.optimizer import sgd_momentum
+    from hotspot_jax.train.state import create_state, init_variables
+    from hotspot_jax.train.step import AXIS, make_train_step
+
+    settings = {"arch": arch, "seed": seed, "image_size": image_size, "epochs": epochs, "lr": lr,
+                "batch_size": batch_size, "online_augment": online_augment, "schedule": "cosine, 1 warmup epoch",
+                "classes": NUM_CLASSES, "dataset_sha256": manifest.dataset_sha256}
+    outdir = Path(outdir)
+    summary_path, weights = outdir / "summary.json", outdir / "variables.msgpack"
+    if summary_path.is_file() and weights.is_file():
+        stored = json.loads(summary_path.read_text())
+        if stored.get("settings") == settings:
+            log(f"pretraining: reusing {weights}")
+            return {"weights": weights, "summary": stored}
+    outdir.mkdir(parents=True, exist_ok=True)
+    idx = pretrain_pool(dataset, manifest)
+    images, labels = dataset.images[idx], dataset.labels[idx].astype(np.int32)
+    counts = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+    log(f"pretraining {arch}: {len(idx)} images, 12 classes, {epochs} epochs")
+    model = architectures.create(arch, num_classes=NUM_CLASSES, bn_axis_name=AXIS)
+    steps = batching.steps_per_epoch(len(idx), batch_size)
+    tx = sgd_momentum(make_schedule(lr, "cosine", steps, epochs, warmup_epochs=1 if epochs > 1 else 0))
+    root = jax.random.fold_in(jax.random.PRNGKey(seed), 11)
+    state = create_state(init_variables(model, jax.random.fold_in(root, 1), image_size), tx)
+    devices = jax.local_devices()
+    step_fn = make_train_step(model, tx, image_size, devices, augment=online_augment_fn(online_augment))
+    rep = replicate(state, devices)
+    n_dev = len(devices)
+    history = []
+    t_start = time.perf_counter()
+    for epoch in range(epochs):
+        order = batching.train_batch_indices(seed + 100_003, epoch, len(idx), batch_size)
+        t0 = time.perf_counter()
+        loss = acc = 0.0
+        for b in tqdm(range(steps), desc=f"pretrain {epoch + 1}/{epochs}", disable=not progress, leave=False):
+            sel = order[b]
+            rep, m = step_fn(rep, batching.shard(images[sel], n_dev), batching.shard(labels[sel], n_dev),
+                             jax.random.fold_in(root, 2))
+            m = jax.device_get(jax.tree.map(lambda x: x[0], m))
+            loss += float(m["loss"])
+            acc += float(m["accuracy"])
+        history.append({"epoch": epoch + 1, "train_loss": loss / steps, "train_accuracy": acc / steps,
+                        "seconds": round(time.perf_counter() - t0, 1)})
+        log(f"pretrain epoch {epoch + 1}/{epochs}: loss {loss / steps:.4f} acc {acc / steps:.4f}")
+    host = unreplicate(rep)
+    save_variables(weights, {"params": host["params"], "batch_stats": host["batch_stats"]})
+    summary = {
+        "settings": settings,
+        "images": int(len(idx)),
+        "class_counts": counts,
+        "history": history,
+        "train_seconds": round(time.perf_counter() - t_start, 1),
+        "initialisation": f"in-domain 12-class pretraining ({epochs} epochs on {len(idx)} images outside "
+        f"the split's validation/test sets), new head",
+    }
+    from hotspot_jax.train.files import write_json_atomic
+
+    write_json_atomic(summary_path, summary)
+    return {"weights": weights, "summary": summary}
+
+
+def pretrain_for_run(recipe, arch: str, seed: int, dataset, outdir: Path, *, progress: bool = True,
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The pretraining a ``recipe`` run needs (on the binary split of ``seed``)."""
+    import architectures
+    from hotspot_jax.data import ProtocolConfig, make_binary_split
+
+    manifest = make_binary_split(dataset, ProtocolConfig(seed=seed))
+    size = recipe.image_size or architectures.get(arch).input_size
+    return pretrain(arch, seed, dataset, manifest, image_size=size, epochs=recipe.pretrain_epochs,
+                    lr=recipe.pretrain_lr, batch_size=recipe.batch_size, online_augment=recipe.online_augment
+                    if recipe.online_augment != "none" else "none", outdir=outdir, progress=progress, log=log)

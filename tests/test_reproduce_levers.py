@@ -1,0 +1,223 @@
+"""The levers of the ``best`` recipe: learning-rate schedule, online augmentation, more No-Anomaly
+training images, in-domain pretraining, and the invariant that no validation or test image of the split
+ever enters pretraining or training (on fake data and on the real dataset's manifests)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from hotspot_jax.data import CLASS_NAMES, ModuleImages, ProtocolConfig, make_binary_split, materialize
+from hotspot_jax.errors import ConfigError, DataError
+from hotspot_jax.reproduce.pretrain import HELD_OUT, check_disjoint, pretrain_pool
+from hotspot_jax.train import levers
+from hotspot_jax.train.config import TrainConfig, identity_differences
+
+SIZES = {"Hot-Spot": 249, "Hot-Spot-Multi": 246, "No-Anomaly": 10000, "Cell": 60, "Soiling": 20, "Diode": 30}
+
+
+def fake_dataset(sizes=SIZES, seed=0) -> ModuleImages:
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([np.full(n, CLASS_NAMES.index(c), np.int32) for c, n in sizes.items()])
+    labels = labels[rng.permutation(len(labels))]
+    images = rng.integers(0, 256, size=(len(labels), 40, 24, 1), dtype=np.uint8)
+    return ModuleImages(images=images, labels=labels, ids=np.arange(len(labels)).astype(str), metadata_sha256="e" * 64)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return fake_dataset()
+
+
+# ------------------------------------------------------------------------------------------ schedule
+def test_cosine_schedule_warms_up_peaks_and_ends_at_zero():
+    lr = levers.make_schedule(0.01, "cosine", steps_per_epoch=10, epochs=5, warmup_epochs=1)
+    assert float(lr(0)) == 0.0
+    assert float(lr(5)) == pytest.approx(0.005)
+    assert float(lr(10)) == pytest.approx(0.01)
+    assert float(lr(30)) == pytest.approx(0.005, rel=1e-5)  # half-way through the 40 decay steps
+    assert float(lr(50)) == pytest.approx(0.0, abs=1e-9)
+    assert levers.make_schedule(0.001, "constant", 10, 5) == 0.001
+    with pytest.raises(ConfigError, match="unknown --lr-schedule 'step'"):
+        levers.make_schedule(0.1, "step", 10, 5)
+    run = {"lr": 0.01, "lr_schedule": "cosine", "epochs": 5, "warmup_epochs": 1}
+    assert levers.lr_at(run, 10, 10) == pytest.approx(0.01)
+
+
+# ------------------------------------------------------------------------------ online augmentation
+def test_online_flips_are_exact_flips_and_shifts_are_edge_replicated_crops():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(16, 40, 24, 1), dtype=np.uint8)
+    flip = levers.online_augment_fn("flip")
+    out = np.asarray(jax.jit(flip)(images, jax.random.PRNGKey(3)))
+    assert out.dtype == np.uint8 and out.shape == images.shape
+    kinds = set()
+    for x, y in zip(images, out):
+        cands = {"id": x, "h": x[:, ::-1], "v": x[::-1, :], "hv": x[::-1, ::-1]}
+        match = [k for k, c in cands.items() if np.array_equal(c, y)]
+        assert match, "each output is one of the four flips of its input"
+        kinds.add(match[0])
+    assert len(kinds) >= 3  # random per image
+    assert np.array_equal(out, np.asarray(flip(images, jax.random.PRNGKey(3))))  # a function of the key
+    shift = levers.online_augment_fn("flip-shift")
+    out = np.asarray(shift(images, jax.random.PRNGKey(5)))
+    s = levers.MAX_SHIFT
+    moved = 0
+    for x, y in zip(images, out):
+        found = False
+        for flipped in (x, x[:, ::-1], x[::-1, :], x[::-1, ::-1]):
+            pad = np.pad(flipped, ((s, s), (s, s), (0, 0)), mode="edge")
+            for dy in range(2 * s + 1):
+                for dx in range(2 * s + 1):
+                    if np.array_equal(pad[dy:dy + 40, dx:dx + 24], y):
+                        found = True
+                        moved += (dy, dx) != (s, s)
+                        break
+                if found:
+                    break
+            if found:
+                break
+        assert found, "each output is a flipped, shifted, edge-replicated copy of its input"
+    assert moved >= 8
+    assert levers.online_augment_fn("none") is None
+    with pytest.raises(ConfigError, match="unknown --online-augment"):
+        levers.online_augment_fn("mixup")
+
+
+# --------------------------------------------------------------------------- more No-Anomaly images
+def test_more_no_anomaly_only_takes_unused_images_and_leaves_val_and_test_alone(dataset):
+    manifest = make_binary_split(dataset, ProtocolConfig(seed=1))
+    arrays = materialize(dataset, manifest)
+    new_manifest, new = levers.add_no_anomaly(dataset, manifest, dict(arrays), 2.0, seed=1)
+    n_hot = int((arrays["train"].labels == 1).sum())
+    assert n_hot == 1388
+    assert len(new["train"]) == len(arrays["train"]) + 1388
+    assert (new["train"].labels == 0).sum() == 2 * 1388
+    extra = set(new["train"].ids.tolist()) - set(arrays["train"].ids.tolist())
+    assert len(extra) == 1388 and all(dataset.labels[int(i)] == CLASS_NAMES.index("No-Anomaly") for i in extra)
+    for split in ("val", "test"):
+        assert new_manifest.splits[split] == manifest.splits[split]
+        assert np.array_equal(new[split].ids, arrays[split].ids)
+        assert not extra & set(manifest.splits[split])
+    assert len(new["test_realistic"]) == len(arrays["test_realistic"]) - 1388
+    assert not extra & set(new_manifest.splits["test_realistic"])
+    assert set(new_manifest.splits["train"]) == set(manifest.splits["train"]) | extra
+    assert new_manifest.counts["train"]["No-Anomaly"] == manifest.counts["train"]["No-Anomaly"] + 1388
+    assert new_manifest.counts["test_realistic"]["No-Anomaly"] == len(new["test_realistic"]) - 74
+    check_disjoint(new["train"].ids, new_manifest)
+    check_disjoint(new["train"].ids, manifest, ("val", "test"))  # the extra images were unused, not held out
+    same = levers.add_no_anomaly(dataset, manifest, dict(arrays), 2.0, seed=1)[1]
+    assert np.array_equal(same["train"].ids, new["train"].ids)  # seeded
+    assert levers.add_no_anomaly(dataset, manifest, arrays, 1.0, seed=1)[1] is arrays
+    with pytest.raises(ConfigError, match="only .* are unused"):
+        levers.add_no_anomaly(dataset, manifest, dict(arrays), 8.0, seed=1)
+
+
+# ------------------------------------------------------------------------------------- pretraining
+def _assert_pool_is_clean(dataset, manifest):
+    idx = pretrain_pool(dataset, manifest)
+    pool = set(dataset.ids[idx].tolist())
+    held = set().union(*(manifest.splits[s] for s in HELD_OUT))
+    assert pool and not pool & held
+    assert pool | held == set(dataset.ids.tolist())  # everything else is used
+    assert set(manifest.splits["train"]) <= pool
+    return pool
+
+
+def test_pretraining_pool_never_holds_a_validation_or_test_image(dataset):
+    for seed in (0, 1, 2):
+        manifest = make_binary_split(dataset, ProtocolConfig(seed=seed))
+        pool = _assert_pool_is_clean(dataset, manifest)
+        assert len(pool) == 1388 + 347 + 60 + 20 + 30
+    with pytest.raises(DataError, match="validation/test image"):
+        check_disjoint([manifest.splits["test"][0] + "@rot180"], manifest)
+
+
+@pytest.mark.needs_data
+@pytest.mark.slow
+def test_real_manifests_keep_held_out_images_out_of_pretraining_and_training(real_dataset):
+    for seed in (0, 1, 2):
+        manifest = make_binary_split(real_dataset, ProtocolConfig(seed=seed))
+        pool = _assert_pool_is_clean(real_dataset, manifest)
+        # 10 other classes (9,505) + 347 training hotspots + 1,388 training No-Anomaly images
+        assert len(pool) == 9505 + 347 + 1388
+        arrays = dict(materialize(real_dataset, manifest))
+        new_manifest, new = levers.add_no_anomaly(real_dataset, manifest, arrays, 2.0, seed)
+        check_disjoint(new["train"].ids, manifest, ("val", "test"))
+        check_disjoint(new["train"].ids, new_manifest)
+        assert len(new["test"]) == 148 and new_manifest.splits["test"] == manifest.splits["test"]
+
+
+# ------------------------------------------------------------------------------------ configuration
+def test_lever_options_are_part_of_a_runs_identity_and_default_to_the_study():
+    base = TrainConfig(arch="squeezenet", image_size=32).resolve()
+    stored = {k: v for k, v in base.to_dict().items()
+              if k not in ("lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "init_weights_sha256")}
+    assert identity_differences(stored, base) == []  # a config written before the levers existed
+    cosine = TrainConfig(arch="squeezenet", image_size=32, lr_schedule="cosine").resolve()
+    assert "lr_schedule: 'constant' -> 'cosine'" in "; ".join(identity_differences(stored, cosine))
+    longer = TrainConfig(arch="squeezenet", image_size=32, lr_schedule="cosine", epochs=50).resolve()
+    assert any(d.startswith("epochs_schedule") for d in identity_differences(cosine.to_dict(), longer))
+    assert identity_differences(base.to_dict(), TrainConfig(arch="squeezenet", image_size=32, epochs=50).resolve()) == []
+    for kwargs, message in (({"lr_schedule": "step"}, "--lr-schedule"), ({"online_augment": "cutout"}, "--online-augment"),
+                            ({"no_anomaly_ratio": 0.5}, "--no-anomaly-ratio"), ({"warmup_epochs": -1}, "--warmup-epochs"),
+                            ({"init_weights": "/nonexistent.msgpack"}, "--init-weights file")):
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig(arch="squeezenet", **kwargs).resolve()
+
+
+def test_variables_file_roundtrip_and_bad_file(tmp_path):
+    v = {"params": {"conv": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}}, "batch_stats": {}}
+    path = levers.save_variables(tmp_path / "v.msgpack", v)
+    back = levers.load_variables(path)
+    assert np.array_equal(back["params"]["conv"]["kernel"], v["params"]["conv"]["kernel"])
+    (tmp_path / "bad.msgpack").write_bytes(b"not msgpack at all")
+    with pytest.raises(ConfigError, match="bad.msgpack: not a Flax variables file"):
+        levers.load_variables(tmp_path / "bad.msgpack")
+
+
+# ------------------------------------------------------------------------------ end to end, tiny CNN
+@pytest.mark.slow
+def test_best_like_recipe_end_to_end_on_a_tiny_cnn(tmp_path):
+    """Pretraining -> fine-tuning with every lever through the grid runner; the held-out images never
+    reach pretraining or training, the summary says how the run was initialised, and a rerun skips it."""
+    from test_train_tiny import TINY  # registers the test-only tiny CNN
+
+    from hotspot_jax.reproduce.recipes import Recipe
+    from hotspot_jax.reproduce.runner import result_path, run_dir, run_grid
+
+    data = fake_dataset({"Hot-Spot": 20, "Hot-Spot-Multi": 20, "No-Anomaly": 300, "Cell": 30, "Diode": 20}, seed=4)
+    recipe = Recipe(name="tiny-best", description="test", image_size=16, epochs=2, batch_size=16, lr=0.01,
+                    lr_schedule="cosine", warmup_epochs=1, online_augment="flip-shift", no_anomaly_ratio=1.5,
+                    pretrain_epochs=1, pretrain_lr=0.01)
+    kw = dict(runs_dir=tmp_path / "runs", results_dir=tmp_path / "results", dataset=data, progress=False,
+              log=lambda m: None)
+    rep = run_grid(recipe, [TINY], [0], **kw)
+    assert rep["done"] == [f"{TINY}-s0"]
+    summary = json.loads(result_path(tmp_path / "results", "tiny-best", TINY, 0).read_text())
+    assert summary["initialisation"].startswith("in-domain 12-class pretraining (1 epochs on 190 images")
+    assert summary["pretraining"]["images"] == 190 and summary["timing"]["pretrain_seconds"] > 0
+    assert summary["test"]["n"] == 12 and len(summary["test_predictions"]["ids"]) == 12
+    assert summary["train_config"]["no_anomaly_ratio"] == 1.5 and summary["train_config"]["init_weights_sha256"]
+    # training saw 28 hotspots x 4 plus 1.5 x 112 No-Anomaly images; nothing held out
+    workdir = run_dir(tmp_path / "runs", "tiny-best", TINY, 0)
+    manifest = json.loads((workdir / "manifest.json").read_text())
+    assert manifest["counts"]["train_augmented"] == {"No-Anomaly": 168, "Hotspot": 112}
+    train = set(manifest["splits"]["train"])
+    for split in ("val", "test", "test_realistic"):
+        assert not train & set(manifest["splits"][split])
+    assert summary["test_realistic"]["n_neg"] == 300 - 168 - 6
+    original = make_binary_split(data, ProtocolConfig(seed=0))
+    pool = set(data.ids[pretrain_pool(data, original)].tolist())
+    for split in ("val", "test"):
+        assert not pool & set(manifest["splits"][split])
+    assert not pool & set(manifest["splits"]["test_realistic"])
+    # the learning rate followed the warmup + cosine schedule
+    history = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    steps = (112 + 168) // 16
+    assert history[0]["lr"] == pytest.approx(0.01 * (steps - 1) / steps, rel=1e-4)
+    assert history[1]["lr"] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * (steps - 1) / steps)), rel=1e-3, abs=1e-7)
+    assert run_grid(recipe, [TINY], [0], **kw)["skipped"] == [f"{TINY}-s0"]
