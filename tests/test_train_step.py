@@ -15,8 +15,9 @@ import numpy as np
 import optax
 import pytest
 
-from test_train_tiny import TinyNet
+from test_train_tiny import TinyNet, fast_compile  # noqa: F401
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
 TESTS = Path(__file__).resolve().parent
 
 EQUIVALENCE_SCRIPT = r"""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -48,6 +49,15 @@ if TINY not in architectures.names():
             num_params=0, classifier=("fc",), first_conv="conv1", description="test-only tiny CNN",
         )
     )
+
+
+@pytest.fixture
+def fast_compile():
+    """Compile with most XLA optimisations off (tiny models: compile time dominates); restored afterwards."""
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
 
 
 def test_epoch_permutation_depends_only_on_seed_and_epoch():

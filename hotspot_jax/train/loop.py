@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hotspot_jax.errors import ConfigError, DataError, HotspotError
-from hotspot_jax.train import batching
+from hotspot_jax.train import batching, levers
 from hotspot_jax.train.checkpoint import BEST_DIR, LATEST_DIR, RunCheckpoints
 from hotspot_jax.train.config import TrainConfig, identity_differences
 from hotspot_jax.train.files import write_json_atomic, write_jsonl_atomic
@@ -163,6 +163,7 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progre
     protocol = ProtocolConfig(seed=cfg.seed)
     manifest = make_binary_split(ds, protocol)
     arrays = dict(materialize(ds, manifest, protocol))
+    manifest, arrays = levers.add_no_anomaly(ds, manifest, arrays, cfg.no_anomaly_ratio, cfg.seed)
     arrays["train"] = _subset(arrays["train"], cfg.limit_train, cfg.seed, 1)
     for k, name in enumerate(("val", *EVAL_SPLITS)):
         arrays[name] = _subset(arrays[name], cfg.limit_eval, cfg.seed, 2 + k)
@@ -192,9 +193,12 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]
     """Weights at step 0: from scratch (seeded) or converted torchvision weights with a new 2-class head."""
     import architectures
 
-    fresh = init_variables(model, key, cfg.image_size)
+    if cfg.init_weights is not None:  # a Flax variables file (in-domain pretraining): new head from the seed
+        loaded = levers.load_variables(cfg.init_weights)
+        fresh = init_variables(model, key, cfg.image_size)
+        return replace_head(loaded, fresh, architectures.get(cfg.arch).classifier, cfg.init_weights)
     if cfg.pretrained is None:
-        return fresh
+        return init_variables(model, key, cfg.image_size)
     try:
         from weights_convert import convert
     except ImportError as err:
@@ -205,6 +209,7 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]
         raise
     except Exception as err:  # torch unpickling and friends: a bad file, reported as such
         raise ConfigError(f"--pretrained {cfg.pretrained}: cannot convert it for {cfg.arch} ({err})") from None
+    fresh = init_variables(model, key, cfg.image_size)  # the new head, drawn from the run's seed
     return replace_head(converted, fresh, architectures.get(cfg.arch).classifier, cfg.pretrained)
 
 
@@ -326,7 +331,6 @@ def train(
     from hotspot_jax.train.restore import build_model
 
     model = build_model({"run": cfg.to_dict()}, bn_axis_name=AXIS)
-    tx = sgd_momentum(cfg.lr, cfg.momentum, cfg.weight_decay)
     root = jax.random.PRNGKey(cfg.seed)
     dropout_key = jax.random.fold_in(root, 2)
     # weights first (a bad --pretrained file fails before the data is read); unused when resuming
@@ -337,6 +341,7 @@ def train(
     steps = batching.steps_per_epoch(len(train_split), cfg.batch_size)
     if steps == 0:
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_split)} images)")
+    tx = levers.make_optimizer(cfg.to_dict(), steps)  # the study's SGD; a schedule needs the steps per epoch
 
     config = {
         "run": cfg.to_dict(),
@@ -390,7 +395,7 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
     n_dev = len(devices)
     workdir = Path(cfg.workdir)
     train_split, val_split = arrays["train"], arrays["val"]
-    train_step = make_train_step(model, tx, cfg.image_size, devices)
+    train_step = make_train_step(model, tx, cfg.image_size, devices, augment=levers.online_augment_fn(cfg.online_augment))
     eval_step = make_eval_step(model, cfg.image_size, devices)
     rep = replicate(state, devices)
     history, best = meta["history"], meta["best"]
@@ -438,7 +443,7 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
             record = {
                 "epoch": epoch + 1,
                 "step": step,
-                "lr": cfg.lr,
+                "lr": levers.lr_at(cfg.to_dict(), steps, step - 1),
                 "train_loss": sums.loss / sums.steps,
                 "train_total_loss": sums.total_loss / sums.steps,
                 "train_accuracy": sums.accuracy / sums.steps,
