@@ -1,0 +1,161 @@
+"""SqueezeNet 1.0 and 1.1 in Flax, computing exactly what torchvision's ``SqueezeNet(version)`` computes.
+
+Paper: Iandola et al., "SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model
+size", arXiv:1602.07360 (2016); version 1.1 from the official SqueezeNet repository (2.4x less
+computation, same accuracy). The study (Açıkgöz et al., 2022) used MATLAB's ``squeezenet``, which is
+v1.1 at 227x227, hence the alias ``squeezenet`` -> ``squeezenet1_1`` and the default size 227.
+
+Sown intermediates (collection ``intermediates``): each name is the dotted path of the torchvision module
+whose output (NCHW there, NHWC here) it equals, so a forward hook on ``model.get_submodule(name)`` gives
+the reference (dotted, because Flax forbids a sown name equal to a submodule name such as ``features_3``):
+``features.2`` (stem: conv, ReLU, max pool), ``features.3`` .. ``features.12`` (every Fire module and
+max pool; same names for both versions), ``classifier`` (final conv, ReLU and global average pool,
+shape (N, 1, 1, num_classes)).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from architectures import layers
+from architectures.registry import ArchSpec, WeightSpec, register
+
+# torchvision's init: kaiming_uniform_ with its defaults (a=0, fan_in, leaky_relu gain sqrt(2)),
+# i.e. U(-sqrt(6 / fan_in), sqrt(6 / fan_in)); the final conv is N(0, 0.01); biases are 0.
+kaiming_uniform = nn.initializers.variance_scaling(2.0, "fan_in", "uniform")
+final_conv_init = nn.initializers.normal(stddev=0.01)
+
+# Feature extractor layouts: ("conv", out, kernel, stride) | ("pool",) | ("fire", squeeze, e1x1, e3x3)
+_FEATURES: dict[str, tuple[tuple, ...]] = {
+    "1_0": (
+        ("conv", 96, 7, 2), ("relu",), ("pool",),
+        ("fire", 16, 64, 64), ("fire", 16, 64, 64), ("fire", 32, 128, 128), ("pool",),
+        ("fire", 32, 128, 128), ("fire", 48, 192, 192), ("fire", 48, 192, 192), ("fire", 64, 256, 256),
+        ("pool",), ("fire", 64, 256, 256),
+    ),
+    "1_1": (
+        ("conv", 64, 3, 2), ("relu",), ("pool",),
+        ("fire", 16, 64, 64), ("fire", 16, 64, 64), ("pool",),
+        ("fire", 32, 128, 128), ("fire", 32, 128, 128), ("pool",),
+        ("fire", 48, 192, 192), ("fire", 48, 192, 192), ("fire", 64, 256, 256), ("fire", 64, 256, 256),
+    ),
+}
+MIN_INPUT_SIZE = {"1_0": 21, "1_1": 17}
+# sown intermediate name -> torchvision module whose output it equals (same for both versions)
+TORCH_STAGES = {**{f"features.{i}": f"features.{i}" for i in range(2, 13)}, "classifier": "classifier"}
+
+
+class Fire(nn.Module):
+    """Fire module: 1x1 ``squeeze`` conv, then parallel 1x1 and 3x3 ``expand`` convs, concatenated."""
+
+    squeeze_planes: int
+    expand1x1_planes: int
+    expand3x3_planes: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        conv = functools.partial(
+            nn.Conv, dtype=self.dtype, param_dtype=jnp.float32,
+            kernel_init=kaiming_uniform, bias_init=nn.initializers.zeros,
+        )
+        x = nn.relu(conv(self.squeeze_planes, (1, 1), padding=layers.torch_padding(0), name="squeeze")(x))
+        e1 = conv(self.expand1x1_planes, (1, 1), padding=layers.torch_padding(0), name="expand1x1")(x)
+        e3 = conv(self.expand3x3_planes, (3, 3), padding=layers.torch_padding(1), name="expand3x3")(x)
+        return jnp.concatenate([nn.relu(e1), nn.relu(e3)], axis=-1)
+
+
+class SqueezeNet(nn.Module):
+    """torchvision's SqueezeNet (``version`` "1_0" or "1_1"): NHWC input, float32 logits (N, num_classes)."""
+
+    version: str = "1_1"
+    num_classes: int = 1000
+    dropout_rate: float = 0.5
+    dtype: Any = jnp.float32
+    bn_axis_name: str | None = None  # SqueezeNet has no BatchNorm; kept for the common module contract
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        if self.version not in _FEATURES:
+            raise ValueError(f"unsupported SqueezeNet version {self.version!r}: '1_0' or '1_1' expected")
+        layers.check_input_size(x, MIN_INPUT_SIZE[self.version], f"squeezenet{self.version}")
+        x = x.astype(self.dtype)
+        for i, layer in enumerate(_FEATURES[self.version]):
+            name = f"features_{i}"
+            kind = layer[0]
+            if kind == "conv":
+                _, out, kernel, stride = layer
+                x = nn.Conv(
+                    out, (kernel, kernel), strides=(stride, stride), padding=layers.torch_padding(0),
+                    dtype=self.dtype, param_dtype=jnp.float32,
+                    kernel_init=kaiming_uniform, bias_init=nn.initializers.zeros, name=name,
+                )(x)
+                continue  # the ReLU that follows is its own torch module (features_1), not a stage
+            if kind == "relu":
+                x = nn.relu(x)
+                continue
+            if kind == "pool":
+                x = layers.max_pool(x, 3, 2, ceil_mode=True)
+            else:
+                _, squeeze, e1, e3 = layer
+                x = Fire(squeeze, e1, e3, dtype=self.dtype, name=name)(x)
+            self.sow("intermediates", f"features.{i}", x)
+
+        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="classifier_0")(x)
+        x = nn.Conv(
+            self.num_classes, (1, 1), padding=layers.torch_padding(0), dtype=self.dtype,
+            param_dtype=jnp.float32, kernel_init=final_conv_init, bias_init=nn.initializers.zeros,
+            name="classifier_1",
+        )(x)
+        x = nn.relu(x).astype(jnp.float32)
+        x = layers.adaptive_avg_pool(x, 1)
+        self.sow("intermediates", "classifier", x)
+        return x.reshape(x.shape[0], -1)
+
+
+def _weights(version: str, file_name: str, acc1: float, num_params: int) -> WeightSpec:
+    return WeightSpec(
+        name=f"squeezenet{version}.tv_in1k",
+        torchvision_enum=f"SqueezeNet{version}_Weights.IMAGENET1K_V1",
+        file_name=file_name,
+        acc1=acc1,
+        num_params=num_params,
+        resize=256,
+        crop=224,
+    )
+
+
+register(
+    ArchSpec(
+        name="squeezenet1_0",
+        constructor=functools.partial(SqueezeNet, version="1_0"),
+        input_size=227,
+        min_input_size=MIN_INPUT_SIZE["1_0"],
+        torchvision_builder="squeezenet1_0",
+        num_params=1_248_424,
+        classifier=("classifier_1",),
+        first_conv="features_0",
+        weights=(_weights("1_0", "squeezenet1_0-b66bff10.pth", 58.092, 1_248_424),),
+        description="SqueezeNet 1.0 (Iandola et al. 2016): Fire modules, no BatchNorm, 1x1 conv classifier.",
+    )
+)
+register(
+    ArchSpec(
+        name="squeezenet1_1",
+        constructor=functools.partial(SqueezeNet, version="1_1"),
+        input_size=227,
+        min_input_size=MIN_INPUT_SIZE["1_1"],
+        torchvision_builder="squeezenet1_1",
+        num_params=1_235_496,
+        classifier=("classifier_1",),
+        first_conv="features_0",
+        weights=(_weights("1_1", "squeezenet1_1-b8a52dc0.pth", 58.178, 1_235_496),),
+        aliases=("squeezenet",),
+        description="SqueezeNet 1.1 (the study's MATLAB squeezenet, 227x227): 2.4x cheaper than 1.0.",
+    )
+)
