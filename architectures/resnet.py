@@ -128,7 +128,7 @@ class ResNet(nn.Module):
                 )(x, train=train)
                 in_channels = out_channels
             self.sow("intermediates", f"layer{stage + 1}", x)
-        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # adaptive avg pool to 1x1 + flatten: (N, C)
+        x = jnp.mean(x.astype(jnp.promote_types(self.dtype, jnp.float32)), axis=(1, 2))  # avg pool + flatten: (N, C)
         self.sow("intermediates", "pooled", x)
         x = nn.Dense(
             self.num_classes,

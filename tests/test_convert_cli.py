@@ -39,6 +39,7 @@ def test_help_lists_every_option_with_its_default():
     assert "resnet50" in text and "resnet=resnet50" in text
 
 
+@pytest.mark.slow
 @pytest.mark.needs_torch
 def test_cli_converts_a_torchvision_checkpoint(tmp_path):
     torch = pytest.importorskip("torch")
