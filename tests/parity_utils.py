@@ -208,24 +208,6 @@ def _num_classes(variables: Mapping, arch: str) -> int:
     return int(head["bias"].shape[-1]) if "bias" in head else int(head["kernel"].shape[-1])
 
 
-def _bn_sizes(model: "torch.nn.Module", x: np.ndarray) -> dict[str, int]:
-    """n = N*H*W seen by each torch BatchNorm (torch stores var * n/(n-1), Flax the biased var)."""
-    sizes, handles = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            def hook(_m, inputs, _o, name=name):
-                shape = inputs[0].shape
-                sizes[name] = int(np.prod(shape) // shape[1])
-            handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(torch.from_numpy(x))
-    finally:
-        for h in handles:
-            h.remove()
-    return sizes
-
-
 def assert_train_parity(
     arch: str,
     torch_model: "torch.nn.Module",
@@ -237,16 +219,14 @@ def assert_train_parity(
 ) -> list[Diff]:
     """Train mode (BN on batch statistics, dropout off): logits and updated running stats equal torch's.
 
-    Flax's new ``var`` is ``m*old + (1-m)*biased``; torch's is ``m*old + (1-m)*biased*n/(n-1)``, so the
-    expected torch value is ``m*old + (new_flax - m*old) * n/(n-1)``, with n = N*H*W per channel.
-    Pass ``dropout_rate=0.0`` in ``arch_options`` for architectures with dropout.
+    ``layers.TorchBatchNorm`` folds the unbiased batch variance into ``var`` as torch does, so the new
+    running statistics are compared directly, with no n/(n-1) correction. Pass ``dropout_rate=0.0`` in ``arch_options`` for architectures with dropout.
     """
     disable_dropout(torch_model)
     torch_model.eval()
     variables = weights_convert.convert(arch, torch_model, **arch_options)
     model = architectures.create(arch, num_classes=_num_classes(variables, arch), **arch_options)
     x = random_input(batch, *size, seed=seed + 100)
-    ns = _bn_sizes(torch_model.eval(), x)  # eval forward: shapes only, statistics untouched
     torch_model.train()
     with torch.no_grad():
         ref = torch_model(torch.from_numpy(x))
@@ -257,7 +237,6 @@ def assert_train_parity(
     tag = f"{arch} train {size[0]}x{size[1]}"
     diffs = [compare(f"{tag} logits", logits, ref, rtol)]
 
-    old = variables["batch_stats"]
     new = new_state["batch_stats"]
     means_ours, means_ref, vars_ours, vars_ref = [], [], [], []
     override = rules.override_for(architectures.get(arch).name)
@@ -265,19 +244,18 @@ def assert_train_parity(
         if not key.endswith(("running_mean", "running_var")):
             continue
         path = rules.flax_path(key, tensor.ndim, override)[1:]
-        ours_new, ours_old = _lookup(new, path), _lookup(old, path)
+        ours_new = _lookup(new, path)
         ref_new = tensor.numpy()
         if key.endswith("running_mean"):
             means_ours.append(ours_new)
             means_ref.append(ref_new)
         else:
-            n = ns[key.rsplit(".", 1)[0]]
-            vars_ours.append(0.9 * ours_old + (ours_new - 0.9 * ours_old) * n / (n - 1))
+            vars_ours.append(ours_new)
             vars_ref.append(ref_new)
     assert means_ref, f"{arch} has no BatchNorm running statistics to compare"
     diffs.append(compare(f"{tag} running_mean ({len(means_ref)} BN)", np.concatenate(means_ours),
                          np.concatenate(means_ref), rtol))
-    diffs.append(compare(f"{tag} running_var x n/(n-1) ({len(vars_ref)} BN)", np.concatenate(vars_ours),
+    diffs.append(compare(f"{tag} running_var ({len(vars_ref)} BN)", np.concatenate(vars_ours),
                          np.concatenate(vars_ref), rtol))
     return check(diffs)
 
