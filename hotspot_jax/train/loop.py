@@ -423,7 +423,8 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
                 elif not compiled:
                     jax.block_until_ready(metrics)
                     compiled = True
-                    log(f"train step compiled and run in {time.perf_counter() - t0:.1f}s")
+                    with tqdm.external_write_mode():
+                        log(f"train step compiled and run in {time.perf_counter() - t0:.1f}s")
                 pending = metrics
                 if delay:
                     time.sleep(delay)
