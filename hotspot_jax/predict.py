@@ -8,7 +8,6 @@ scored the way the test set was.
 from __future__ import annotations
 
 import csv
-import io
 import os
 import zipfile
 from dataclasses import dataclass
