@@ -70,7 +70,7 @@ class TorchBatchNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-        xf = x.astype(jnp.float32)
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # at least float32; float64 stays (tests)
         if self.use_running_average:
             mean, var = ra_mean.value, ra_var.value
         else:
@@ -86,8 +86,8 @@ class TorchBatchNorm(nn.Module):
                 var = jax.lax.pmean(var, self.axis_name)
             if not self.is_initializing():
                 unbiased = var * (n / jnp.maximum(n - 1, 1))
-                ra_mean.value = (1.0 - self.momentum) * ra_mean.value + self.momentum * mean
-                ra_var.value = (1.0 - self.momentum) * ra_var.value + self.momentum * unbiased
+                ra_mean.value = ((1.0 - self.momentum) * ra_mean.value + self.momentum * mean).astype(jnp.float32)
+                ra_var.value = ((1.0 - self.momentum) * ra_var.value + self.momentum * unbiased).astype(jnp.float32)
         y = (xf - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
         return y.astype(self.dtype)
 
