@@ -4,7 +4,6 @@ Most tests build torchvision-format state_dicts as numpy arrays from the Flax sh
 tests that write real ``.pth`` files need torch and skip without it.
 """
 
-import json
 import re
 import zipfile
 
