@@ -104,7 +104,8 @@ class BasicConv2d(nn.Module):
             padding=layers.torch_padding(self.padding), use_bias=False, dtype=self.dtype,
             param_dtype=jnp.float32, kernel_init=trunc_normal_init(), name="conv",
         )(x)
-        x = layers.batch_norm(train, axis_name=self.bn_axis_name, epsilon=BN_EPSILON, dtype=self.dtype, name="bn")(x)
+        bn = layers.batch_norm(train, axis_name=self.bn_axis_name, epsilon=BN_EPSILON, dtype=self.dtype, name="bn")
+        x = bn(x)
         return nn.relu(x)
 
 

@@ -1,5 +1,6 @@
 """AlexNet: param count, registry, init, min input size, torchvision parity (eval and train)."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,14 +109,35 @@ def test_dropout_only_in_training():
     )
     apply = jax.jit(lambda v, x, r, train: model.apply(v, x, train=train, rngs={"dropout": r}), static_argnums=3)
     eval_logits = apply(variables, x, jax.random.PRNGKey(2), False)
-    np.testing.assert_array_equal(np.asarray(eval_logits), np.asarray(apply(variables, x, jax.random.PRNGKey(3), False)))
+    eval_again = apply(variables, x, jax.random.PRNGKey(3), False)
+    np.testing.assert_array_equal(np.asarray(eval_logits), np.asarray(eval_again))
     assert float(jnp.abs(eval_logits).max()) > 0.01
     assert float(jnp.abs(apply(variables, x, jax.random.PRNGKey(2), True) - eval_logits).max()) > 1e-3
 
 
+def test_dtype_reaches_every_layer():
+    model = architectures.create("alexnet", num_classes=3, dtype=jnp.bfloat16)
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        if context.method_name == "__call__" and isinstance(context.module, (nn.Conv, nn.Dense)):
+            seen.append(context.module)
+        return next_fun(*args, **kwargs)
+
+    x = jnp.zeros((2, 63, 63, 3))
+    with nn.intercept_methods(record):
+        variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+    assert len(seen) == 8 and all(m.dtype == jnp.bfloat16 and m.param_dtype == jnp.float32 for m in seen)
+    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    logits = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 63, 63, 3)), train=False), variables)
+    assert logits.dtype == jnp.float32
+
+
 def test_min_input_size():
     model = architectures.create("alexnet", num_classes=2)
-    init = lambda h, w: jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3)), train=False))
+    def init(h, w):
+        return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3)), train=False))
+
     init(63, 63)  # accepted
     for h, w in ((62, 63), (63, 62)):
         with pytest.raises(ConfigError, match="alexnet needs inputs of at least 63x63"):

@@ -1,6 +1,7 @@
 """GoogLeNet: param counts (with and without aux heads), registry, init, aux heads, transform_input, min input
 size, torchvision parity (eval logits and stages, train-mode BN statistics, aux logits)."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,9 +134,36 @@ def test_shapes_stages_and_aux_heads_only_when_asked_and_training():
     assert "aux_logits" not in state
 
 
+def test_bn_axis_name_and_dtype_reach_every_layer():
+    # every BatchNorm must average over pmap devices, every conv/dense compute in the requested dtype
+    model = architectures.create("googlenet", num_classes=3, aux_logits=True, bn_axis_name="d", dtype=jnp.bfloat16)
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        if context.method_name == "__call__":
+            seen.append(context.module)
+        return next_fun(*args, **kwargs)
+
+    keys = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+    with nn.intercept_methods(record):
+        variables = jax.eval_shape(lambda: model.init(keys, jnp.zeros((2, 15, 15, 3)), train=True))
+    bns = [m for m in seen if "bn" == m.name]
+    convs = [m for m in seen if isinstance(m, (nn.Conv, nn.Dense))]
+    assert len(bns) == 59 and len(convs) == 59 + 5  # 57 + 2 aux BasicConv2d; fc, aux fc1/fc2
+    assert all(m.axis_name == "d" and m.dtype == jnp.bfloat16 for m in bns)
+    assert all(m.dtype == jnp.bfloat16 and m.param_dtype == jnp.float32 for m in convs)
+    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    logits = jax.eval_shape(
+        lambda v: model.apply(v, jnp.zeros((2, 15, 15, 3)), train=False), variables
+    )
+    assert logits.dtype == jnp.float32
+
+
 def test_min_input_size():
     model = architectures.create("googlenet", num_classes=2, aux_logits=True)
-    init = lambda h, w: jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3)), train=False))
+    def init(h, w):
+        return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3)), train=False))
+
     init(15, 15)  # accepted, aux heads included (adaptive pooling of a 1x1 map up to 4x4)
     for h, w in ((14, 15), (15, 14)):
         with pytest.raises(ConfigError, match="googlenet needs inputs of at least 15x15"):

@@ -65,7 +65,7 @@ def test_registry_matches_torchvision_meta():
 
 
 def numpy_variables(model, x, seed=0):
-    """Variables of ``model`` drawn with numpy (He-scaled N(0, 2/fan_in) kernels, small biases): no slow init compile."""
+    """Variables of ``model`` drawn with numpy (He-scaled kernels, small biases), avoiding a slow init compile."""
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
     rng = np.random.default_rng(seed)
 
@@ -115,7 +115,8 @@ def test_dropout_only_in_training():
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 17, 17, 3))
     variables = numpy_variables(model, x)
     apply = jax.jit(lambda v, x, r, train: model.apply(v, x, train=train, rngs={"dropout": r}), static_argnums=3)
-    eval1, eval2 = apply(variables, x, jax.random.PRNGKey(2), False), apply(variables, x, jax.random.PRNGKey(3), False)
+    eval1 = apply(variables, x, jax.random.PRNGKey(2), False)
+    eval2 = apply(variables, x, jax.random.PRNGKey(3), False)
     np.testing.assert_array_equal(np.asarray(eval1), np.asarray(eval2))
     assert float(jnp.abs(eval1).max()) > 0.01
     train = apply(variables, x, jax.random.PRNGKey(2), True)
@@ -136,7 +137,9 @@ def test_bfloat16_compute_keeps_float32_logits():
 @pytest.mark.parametrize("arch, smallest", [("squeezenet1_0", 21), ("squeezenet1_1", 17)])
 def test_min_input_size(arch, smallest):
     model = architectures.create(arch, num_classes=2)
-    init = lambda h, w: jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3)), train=False))
+    def init(h, w):
+        return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3)), train=False))
+
     init(smallest, smallest)  # accepted
     for h, w in ((smallest - 1, smallest), (smallest, smallest - 1)):
         with pytest.raises(ConfigError, match=f"{arch} needs inputs of at least {smallest}x{smallest}"):
