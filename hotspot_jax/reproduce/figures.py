@@ -66,7 +66,7 @@ def metric_bars(groups: dict[str, list[dict]], summaries: dict[str, dict], title
     ax.set_xticks(x, [display_name(a) for a in archs])
     ax.set_ylabel("metric on the balanced test set")
     ax.grid(True, axis="y", color="0.9")
-    ax.legend(loc="lower left", ncols=6, fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=6, fontsize=8)
     ax.set_title(title)
     return fig
 
