@@ -231,7 +231,8 @@ def test_recipes_are_the_study_settings():
     cfg = paper.train_config("alexnet", 3, "/tmp/x").resolve()
     assert (cfg.image_size, cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.seed) == (227, 40, 32, 1e-3, 0.9, 3)
     assert paper.train_config("resnet50", 0, "/tmp/x").resolve().image_size == 224
-    assert cpu.train_config("googlenet", 0, "/tmp/x").resolve().image_size == cpu.image_size
+    assert cpu.train_config("googlenet", 0, "/tmp/x").resolve().image_size == cpu.image_size == 32
+    assert cpu.train_config("alexnet", 0, "/tmp/x").resolve().image_size == 63  # AlexNet's minimum input
     assert paper.lever_options() == {} and cpu.lever_options() == {}
     assert paper.fingerprint() != cpu.fingerprint()
 

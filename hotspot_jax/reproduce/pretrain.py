@@ -123,7 +123,8 @@ def pretrain_for_run(recipe, arch: str, seed: int, dataset, outdir: Path, *, pro
     from hotspot_jax.data import ProtocolConfig, make_binary_split
 
     manifest = make_binary_split(dataset, ProtocolConfig(seed=seed))
-    size = recipe.image_size or architectures.get(arch).input_size
+    spec = architectures.get(arch)
+    size = max(recipe.image_size, spec.min_input_size) if recipe.image_size else spec.input_size
     return pretrain(arch, seed, dataset, manifest, image_size=size, epochs=recipe.pretrain_epochs,
                     lr=recipe.pretrain_lr, batch_size=recipe.batch_size, online_augment=recipe.online_augment
                     if recipe.online_augment != "none" else "none", outdir=outdir, progress=progress, log=log)

@@ -1,7 +1,8 @@
 """Train a recipe's grid (architecture x seed) and keep one small JSON summary per finished run.
 
-Work directories (checkpoints, full logs) go to ``<runs>/<recipe>/<arch>-s<seed>/`` and, for recipes
-with in-domain pretraining, ``<arch>-s<seed>.pretrain/`` (``runs/`` is git-ignored); the summary ``<results>/<recipe>/<arch>-s<seed>.json`` is written atomically after the
+Work directories (checkpoints, full logs) go to ``<runs>/<recipe>/<arch>-s<seed>/`` and in-domain
+pretrainings to ``<runs>/pretrain/<arch>-s<seed>-<settings>/``, reused by every recipe with the same
+pretraining settings (``runs/`` is git-ignored); the summary ``<results>/<recipe>/<arch>-s<seed>.json`` is written atomically after the
 run's final test evaluation. A run whose summary exists with the recipe's fingerprint is skipped; an
 unfinished work directory is resumed by the training loop, so the grid can be stopped and continued.
 """
@@ -31,6 +32,12 @@ def result_path(results_dir: str | Path, recipe: str, arch: str, seed: int) -> P
 def run_dir(runs_dir: str | Path, recipe: str, arch: str, seed: int) -> Path:
     """The work directory of one run (checkpoints, logs; not committed)."""
     return Path(runs_dir) / recipe / f"{arch}-s{seed}"
+
+
+def pretrain_dir(runs_dir: str | Path, recipe: Recipe, arch: str, seed: int) -> Path:
+    """Where a run's in-domain pretraining lives: shared by every recipe with the same pretraining settings."""
+    key = f"{arch}-s{seed}-{recipe.image_size or 'native'}px-e{recipe.pretrain_epochs}-lr{recipe.pretrain_lr:g}-{recipe.online_augment}"
+    return Path(runs_dir) / "pretrain" / key
 
 
 def is_finished(path: Path, recipe: Recipe) -> bool:
@@ -187,7 +194,7 @@ def run_grid(
         if recipe.pretrain_epochs and not weights:
             from hotspot_jax.reproduce.pretrain import pretrain_for_run
 
-            pre = pretrain_for_run(recipe, arch, seed, dataset, workdir.with_name(workdir.name + ".pretrain"),
+            pre = pretrain_for_run(recipe, arch, seed, dataset, pretrain_dir(runs_dir, recipe, arch, seed),
                                    progress=progress, log=log)
             init_weights = str(pre["weights"])
             extra["pretraining"] = pre["summary"]
