@@ -153,6 +153,7 @@ def test_bad_images_in_a_folder_name_the_file(tmp_path):
 def test_failed_tfds_build_leaves_nothing_and_keeps_the_old_build(tmp_path, monkeypatch):
     from hotspot_jax.data.tfds_builder import InfraredSolarModules
 
+    monkeypatch.delenv("HOTSPOT_DATA", raising=False)  # the last load must come from the cache, not CI's dataset
     cache = tmp_path / "cache"
     good = make_synthetic_release(tmp_path / "good", SMALL)
     before = load_dataset(good, cache_dir=cache, progress=False)
