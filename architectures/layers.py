@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from architectures.pooling import max_pool_nhwc
+
 Dtype = Any
 
 # Initialisers matching torchvision's ``_initialize_weights`` conventions.
@@ -133,16 +135,13 @@ def _pool_padding(size: int, window: int, stride: int, pad: int, ceil_mode: bool
 def max_pool(
     x: jax.Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False
 ) -> jax.Array:
-    """torch.nn.MaxPool2d on NHWC (padding counts as -inf, as in torch)."""
-    pads = [_pool_padding(x.shape[ax], window, stride, padding, ceil_mode) for ax in (1, 2)]
-    return jax.lax.reduce_window(
-        x,
-        -jnp.inf,
-        jax.lax.max,
-        (1, window, window, 1),
-        (1, stride, stride, 1),
-        ((0, 0), pads[0], pads[1], (0, 0)),
-    )
+    """torch.nn.MaxPool2d on NHWC (padding counts as -inf, as in torch).
+
+    The gradient goes to each window's first maximum, as in torch, through the dense backward pass of
+    :mod:`architectures.pooling` (JAX's own select_and_scatter is about half a CPU training step).
+    """
+    pads = tuple(_pool_padding(x.shape[ax], window, stride, padding, ceil_mode) for ax in (1, 2))
+    return max_pool_nhwc(x, window, stride, pads)
 
 
 def avg_pool(

@@ -1,0 +1,94 @@
+"""Depthwise convolution (one k x k filter per channel) with a gradient XLA's CPU backend runs fast.
+
+``lax.conv`` with ``feature_group_count == C`` differentiates into two poor CPU programs: the filter
+gradient becomes a *dense* C x C convolution whose diagonal is kept (C times the work: 576x for
+MobileNetV2's widest layers), and the input gradient of a strided layer becomes an input-dilated
+convolution that falls back to a slow generic loop. Here both are written as k*k shifted, strided
+multiply-adds (the filter gradient as k*k per-channel reductions, the input gradient placed back with
+:func:`architectures.pooling.place_window_parts`). The forward pass stays ``lax.conv`` (XNNPACK/YNN).
+
+:class:`DepthwiseConv` is a drop-in for ``nn.Conv(features=C, feature_group_count=C)`` on C input
+channels: same parameter names and shapes (``kernel`` (kh, kw, 1, C), optional ``bias``), same init.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from architectures.pooling import place_window_parts, window_slice
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _conv(x: jax.Array, kernel: jax.Array, stride: int, pads: Pads) -> jax.Array:
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=x.shape[-1],
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def depthwise_conv_nhwc(x: jax.Array, kernel: jax.Array, stride: int, pads: Pads) -> jax.Array:
+    """Depthwise conv of NHWC ``x`` with an HWIO ``kernel`` (kh, kw, 1, C), explicit zero padding."""
+    return _conv(x, kernel, stride, pads)
+
+
+def _forward(x, kernel, stride, pads):
+    return _conv(x, kernel, stride, pads), (x, kernel)
+
+
+def _backward(stride, pads, residuals, g):
+    x, kernel = residuals
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    h, w = x.shape[1], x.shape[2]
+    ho, wo = g.shape[1], g.shape[2]
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    acc = jnp.promote_types(g.dtype, jnp.float32)  # filter sums in at least float32, like the conv
+    dk = jnp.stack([
+        jnp.stack([
+            jnp.sum(window_slice(xp, i, j, stride, (ho, wo)).astype(acc) * g.astype(acc), axis=(0, 1, 2))
+            for j in range(kw)
+        ])
+        for i in range(kh)
+    ])[:, :, None, :].astype(kernel.dtype)
+    parts = {(i, j): g * kernel[i, j, 0].astype(g.dtype) for i in range(kh) for j in range(kw)}
+    dxp = place_window_parts(parts, stride, xp.shape[1:3])
+    top, left = pads[0][0], pads[1][0]
+    return dxp[:, top : top + h, left : left + w, :].astype(x.dtype), dk
+
+
+depthwise_conv_nhwc.defvjp(_forward, _backward)
+
+
+class DepthwiseConv(nn.Module):
+    """``nn.Conv(features, kernel_size, feature_group_count=features)`` on ``features`` channels, NHWC."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: Pads = ((0, 0), (0, 0))
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.shape[-1] != self.features:
+            raise ValueError(f"DepthwiseConv: {self.features} features but {x.shape[-1]} input channels")
+        if self.strides[0] != self.strides[1]:
+            raise ValueError(f"DepthwiseConv: square strides only, got {self.strides}")
+        kh, kw = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, self.features), self.param_dtype)
+        dtype = self.dtype or jnp.result_type(x, kernel)
+        y = depthwise_conv_nhwc(x.astype(dtype), kernel.astype(dtype), self.strides[0], tuple(self.padding))
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            y = y + bias.astype(dtype)
+        return y

@@ -1,0 +1,96 @@
+"""The fast max-pool gradient (architectures.pooling) against JAX's own autodiff and torch's max_pool2d.
+
+Every pooling configuration the six architectures use is checked, plus ties (the first maximum of a
+window in row-major order gets the gradient, as in torch) and bfloat16.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from architectures import layers
+from architectures.pooling import max_pool_nhwc
+
+# (window, stride, padding, ceil_mode) of every max pool in the six architectures
+CONFIGS = [
+    (3, 2, 0, True),  # SqueezeNet, GoogLeNet
+    (3, 2, 0, False),  # AlexNet
+    (3, 2, 1, False),  # ResNet, ShuffleNetV2
+    (3, 1, 1, True),  # GoogLeNet inception branch
+    (2, 2, 0, True),  # GoogLeNet maxpool4
+]
+
+
+def _pads(shape, window, stride, padding, ceil_mode):
+    return tuple(layers._pool_padding(shape[ax], window, stride, padding, ceil_mode) for ax in (1, 2))
+
+
+def _reference(x, window, stride, pads):
+    """JAX's own autodiff of reduce_window max (select_and_scatter)."""
+    return jax.lax.reduce_window(
+        x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1), ((0, 0), pads[0], pads[1], (0, 0))
+    )
+
+
+def _loss(pool, weights):
+    return lambda x: jnp.sum(pool(x) * weights)
+
+
+@pytest.mark.parametrize("window,stride,padding,ceil_mode", CONFIGS)
+@pytest.mark.parametrize("hw", [(9, 9), (8, 11)])
+def test_values_and_gradient_equal_autodiff(window, stride, padding, ceil_mode, hw):
+    rng = np.random.default_rng(hash((window, stride, padding, ceil_mode, hw)) % 2**32)
+    x = jnp.asarray(rng.standard_normal((2, *hw, 3), dtype=np.float32))
+    pads = _pads(x.shape, window, stride, padding, ceil_mode)
+    y_ref = _reference(x, window, stride, pads)
+    y = max_pool_nhwc(x, window, stride, pads)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(y_ref))
+    w = jnp.asarray(rng.standard_normal(y.shape, dtype=np.float32))
+    g_ref = jax.grad(_loss(lambda v: _reference(v, window, stride, pads), w))(x)
+    g = jax.jit(jax.grad(_loss(lambda v: max_pool_nhwc(v, window, stride, pads), w)))(x)
+    assert g.shape == x.shape
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-6, atol=1e-6)
+    assert float(jnp.abs(g).sum()) > 0
+
+
+def test_ties_go_to_the_first_maximum():
+    """A constant image: every window's maximum is tied; torch gives the whole gradient to its first cell."""
+    x = jnp.ones((1, 5, 5, 1), jnp.float32)
+    pads = _pads(x.shape, 3, 2, 0, False)  # windows start at rows/cols 0 and 2
+    g = jax.grad(lambda v: jnp.sum(max_pool_nhwc(v, 3, 2, pads)))(x)[0, :, :, 0]
+    expected = np.zeros((5, 5), np.float32)
+    for r in (0, 2):
+        for c in (0, 2):
+            expected[r, c] = 1.0
+    np.testing.assert_array_equal(np.asarray(g), expected)
+
+
+def test_bfloat16_keeps_dtype():
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 9, 9, 4)), jnp.bfloat16)
+    pads = _pads(x.shape, 3, 2, 1, False)
+    g = jax.grad(lambda v: jnp.sum(max_pool_nhwc(v, 3, 2, pads).astype(jnp.float32)))(x)
+    assert g.dtype == jnp.bfloat16
+    assert float(jnp.sum(g.astype(jnp.float32))) == pytest.approx(2 * 5 * 5 * 4)  # one unit per output cell
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("window,stride,padding,ceil_mode", CONFIGS)
+def test_gradient_equals_torch(window, stride, padding, ceil_mode):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 10, 7, 3)).astype(np.float32)
+    x[:, ::3, ::2] = 0.25  # plateaus: ties inside windows
+    pads = _pads(x.shape, window, stride, padding, ceil_mode)
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    ty = torch.nn.functional.max_pool2d(tx, window, stride, padding, ceil_mode=ceil_mode)
+    w = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    (ty * torch.from_numpy(w)).sum().backward()
+    y = max_pool_nhwc(jnp.asarray(x), window, stride, pads)
+    np.testing.assert_array_equal(np.asarray(y), ty.detach().numpy().transpose(0, 2, 3, 1))
+    g = jax.grad(_loss(lambda v: max_pool_nhwc(v, window, stride, pads), jnp.asarray(w.transpose(0, 2, 3, 1))))(
+        jnp.asarray(x)
+    )
+    np.testing.assert_allclose(np.asarray(g), tx.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
