@@ -1,6 +1,6 @@
 """The fast depthwise conv (architectures.depthwise) against ``nn.Conv(feature_group_count=C)``.
 
-Same parameters from the same init, same forward, and gradients equal to JAX's autodiff of the
+Same parameters from the same init, the same forward (to float32 rounding), and gradients equal to JAX's autodiff of the
 grouped convolution for every stride and padding MobileNetV2 and ShuffleNetV2 use; bfloat16 too.
 """
 

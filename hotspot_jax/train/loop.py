@@ -214,9 +214,13 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]
 
 
 def replicate(tree: Any, devices) -> Any:
-    """Copy a host pytree onto every device along a leading axis (the pmap layout)."""
-    mesh = jax.sharding.Mesh(np.array(devices), ("d",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
+    """Copy a host pytree onto every device along a leading axis (the pmap layout).
+
+    The mesh axis is named like the steps' pmap axis, so the copy has the very sharding the train
+    step returns: another layout would make the first two train steps compile once each.
+    """
+    mesh = jax.sharding.Mesh(np.array(devices), (AXIS,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
     return jax.tree.map(lambda x: jax.device_put(np.stack([np.asarray(x)] * len(devices)), sharding), tree)
 
 
