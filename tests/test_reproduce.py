@@ -250,3 +250,13 @@ def test_overrides_make_a_named_variant_of_a_recipe():
         with_overrides(best, ["colour=red"])
     with pytest.raises(ConfigError, match="--set epochs: 'many' is not a valid int"):
         with_overrides(best, ["epochs=many"])
+
+
+def test_study_accuracies_are_whole_images_of_its_148_test_set():
+    from hotspot_jax.reproduce.study import STUDY_ARCHS, STUDY_TABLE3, STUDY_TEST_SIZE
+
+    for arch in STUDY_ARCHS:
+        acc = STUDY_TABLE3[arch]["accuracy"]
+        assert acc is not None, arch
+        correct = round(acc * STUDY_TEST_SIZE)
+        assert round(correct / STUDY_TEST_SIZE, 4) == acc, arch  # a 4-decimal rounding of k/148
