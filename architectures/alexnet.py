@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from architectures import layers
+from architectures.conv import Conv
 from architectures.registry import ArchSpec, WeightSpec, register
 
 MIN_INPUT_SIZE = 63
@@ -57,7 +58,7 @@ class AlexNet(nn.Module):
         x = x.astype(self.dtype)
         in_channels = x.shape[-1]
         for index, out, kernel, stride, padding, pool_index in _CONVS:
-            x = nn.Conv(
+            x = Conv(
                 out, (kernel, kernel), strides=(stride, stride), padding=layers.torch_padding(padding),
                 dtype=self.dtype, param_dtype=jnp.float32,
                 kernel_init=layers.torch_default_kernel_init,

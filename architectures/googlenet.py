@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from architectures import layers
+from architectures.conv import Conv
 from architectures.registry import ArchSpec, WeightSpec, register
 
 MIN_INPUT_SIZE = 15
@@ -99,7 +100,7 @@ class BasicConv2d(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        x = nn.Conv(
+        x = Conv(
             self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
             padding=layers.torch_padding(self.padding), use_bias=False, dtype=self.dtype,
             param_dtype=jnp.float32, kernel_init=trunc_normal_init(), name="conv",

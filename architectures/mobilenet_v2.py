@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from architectures import layers
+from architectures.conv import Conv
 from architectures.depthwise import DepthwiseConv
 from architectures.registry import ArchSpec, WeightSpec, register
 
@@ -55,7 +56,7 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any, groups: int = 1) -> nn.Module:
     """Bias-free conv, padding (kernel - 1) // 2 on each side, kaiming-normal fan-out init."""
-    if groups > 1:  # depthwise: same params and forward as nn.Conv, a much faster CPU gradient
+    if groups > 1:  # depthwise: same params and forward as Conv, a much faster CPU gradient
         if groups != features:
             raise ValueError(f"only depthwise grouped convs are used here, got groups={groups}, features={features}")
         return DepthwiseConv(
@@ -69,12 +70,11 @@ def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any, groups
             param_dtype=jnp.float32,
             name=name,
         )
-    return nn.Conv(
+    return Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
         padding=layers.torch_padding((kernel - 1) // 2),
-        feature_group_count=groups,
         use_bias=False,
         kernel_init=layers.kaiming_normal_fan_out,
         dtype=dtype,

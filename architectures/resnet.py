@@ -15,12 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from architectures import layers
+from architectures.conv import Conv
 from architectures.registry import ArchSpec, WeightSpec, register
 
 
-def _conv(features: int, kernel: int, stride: int, padding: int, dtype: Any, name: str) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, padding: int, dtype: Any, name: str) -> Conv:
     """A bias-free conv with torch padding and torchvision's kaiming-normal (fan_out) init."""
-    return nn.Conv(
+    return Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),

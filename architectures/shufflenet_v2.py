@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from architectures import layers
+from architectures.conv import Conv
 from architectures.depthwise import DepthwiseConv
 from architectures.registry import ArchSpec, WeightSpec, register
 
@@ -32,7 +33,7 @@ def _conv(
     features: int, kernel: int, stride: int, padding: int, name: str, dtype: Any, groups: int = 1
 ) -> nn.Module:
     """Bias-free conv with torch's symmetric padding and torch's default (kaiming-uniform) init."""
-    if groups > 1:  # depthwise: same params and forward as nn.Conv, a much faster CPU gradient
+    if groups > 1:  # depthwise: same params and forward as Conv, a much faster CPU gradient
         if groups != features:
             raise ValueError(f"only depthwise grouped convs are used here, got groups={groups}, features={features}")
         return DepthwiseConv(
@@ -46,12 +47,11 @@ def _conv(
             param_dtype=jnp.float32,
             name=name,
         )
-    return nn.Conv(
+    return Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
         padding=layers.torch_padding(padding),
-        feature_group_count=groups,
         use_bias=False,
         kernel_init=layers.torch_default_kernel_init,
         dtype=dtype,

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from architectures import layers
+from architectures.conv import Conv
 from architectures.registry import ArchSpec, WeightSpec, register
 
 # torchvision's init: kaiming_uniform_ with its defaults (a=0, fan_in, leaky_relu gain sqrt(2)),
@@ -61,7 +62,7 @@ class Fire(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         conv = functools.partial(
-            nn.Conv, dtype=self.dtype, param_dtype=jnp.float32,
+            Conv, dtype=self.dtype, param_dtype=jnp.float32,
             kernel_init=kaiming_uniform, bias_init=nn.initializers.zeros,
         )
         x = nn.relu(conv(self.squeeze_planes, (1, 1), padding=layers.torch_padding(0), name="squeeze")(x))
@@ -90,7 +91,7 @@ class SqueezeNet(nn.Module):
             kind = layer[0]
             if kind == "conv":
                 _, out, kernel, stride = layer
-                x = nn.Conv(
+                x = Conv(
                     out, (kernel, kernel), strides=(stride, stride), padding=layers.torch_padding(0),
                     dtype=self.dtype, param_dtype=jnp.float32,
                     kernel_init=kaiming_uniform, bias_init=nn.initializers.zeros, name=name,
@@ -107,7 +108,7 @@ class SqueezeNet(nn.Module):
             self.sow("intermediates", f"features.{i}", x)
 
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="classifier_0")(x)
-        x = nn.Conv(
+        x = Conv(
             self.num_classes, (1, 1), padding=layers.torch_padding(0), dtype=self.dtype,
             param_dtype=jnp.float32, kernel_init=final_conv_init, bias_init=nn.initializers.zeros,
             name="classifier_1",

@@ -9,6 +9,7 @@ import pytest
 import architectures
 import weights_convert
 from architectures.alexnet import TORCH_STAGES
+from architectures.conv import Conv
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
     assert_eval_parity,
@@ -120,7 +121,7 @@ def test_dtype_reaches_every_layer():
     seen = []
 
     def record(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and isinstance(context.module, (nn.Conv, nn.Dense)):
+        if context.method_name == "__call__" and isinstance(context.module, (Conv, nn.Dense)):
             seen.append(context.module)
         return next_fun(*args, **kwargs)
 

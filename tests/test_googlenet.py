@@ -9,6 +9,7 @@ import pytest
 
 import architectures
 import weights_convert
+from architectures.conv import Conv
 from architectures.googlenet import TORCH_STAGES
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
@@ -148,7 +149,7 @@ def test_bn_axis_name_and_dtype_reach_every_layer():
     with nn.intercept_methods(record):
         variables = jax.eval_shape(lambda: model.init(keys, jnp.zeros((2, 15, 15, 3)), train=True))
     bns = [m for m in seen if "bn" == m.name]
-    convs = [m for m in seen if isinstance(m, (nn.Conv, nn.Dense))]
+    convs = [m for m in seen if isinstance(m, (Conv, nn.Dense))]
     assert len(bns) == 59 and len(convs) == 59 + 5  # 57 + 2 aux BasicConv2d; fc, aux fc1/fc2
     assert all(m.axis_name == "d" and m.dtype == jnp.bfloat16 for m in bns)
     assert all(m.dtype == jnp.bfloat16 and m.param_dtype == jnp.float32 for m in convs)

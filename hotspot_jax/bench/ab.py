@@ -77,11 +77,26 @@ def _grouped_forward_depthwise() -> None:
     depthwise._shifted_sum = depthwise._conv  # looked up at call time by the forward and its VJP
 
 
+def _conv_setting(name: str, value: Any) -> Callable[[], None]:
+    """Set one of architectures.conv's module-level switches (read at trace time by every Conv)."""
+
+    def apply() -> None:
+        from architectures import conv
+
+        setattr(conv, name, value)
+
+    return apply
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "max_pool=reference": _patch_max_pool(_reference_max_pool),
     "max_pool=fast": _patch_max_pool(_fast_max_pool),
     "depthwise=reference": _reference_depthwise,
     "depthwise=grouped-forward": _grouped_forward_depthwise,
+    "conv=xla": _conv_setting("IMPL", "xla"),
+    "conv=patches": _conv_setting("IMPL", "patches"),
+    "conv=no-strided-patches": _conv_setting("PATCHES_FOR_STRIDED", False),
+    "conv=patches-up-to-64px": _conv_setting("PATCHES_MAX_OUTPUT_PIXELS", 64),
 }
 
 

@@ -1,0 +1,92 @@
+"""The CPU-fast convolution (architectures.conv) against ``nn.Conv``: the same parameters from the same
+init, the same outputs and gradients (to float32 rounding) for every path, and the rule that picks
+patches or lax.conv."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from architectures import conv
+
+
+CASES = [  # (h, w, cin, cout, kernel, stride, padding): shapes these networks use on module images
+    (2, 2, 16, 8, 3, 1, 1),  # ResNet layer4 at 64 px: padding as large as the map
+    (1, 1, 8, 8, 3, 1, 1),
+    (3, 3, 12, 6, 3, 1, 1),  # AlexNet conv3-5 at 63 px
+    (9, 7, 5, 7, 3, 2, 1),  # strided, non-square map
+    (16, 16, 4, 6, 7, 2, 3),  # a first layer
+    (15, 15, 3, 4, 11, 4, 2),  # AlexNet conv1
+    (6, 5, 8, 16, 1, 1, 0),  # 1x1
+    (7, 7, 8, 16, 1, 2, 0),  # strided 1x1 (ResNet downsample)
+    (10, 10, 4, 4, 3, 1, 1),  # large enough for lax.conv under "auto"
+]
+
+
+def _modules(cout, k, s, p):
+    kwargs = dict(features=cout, kernel_size=(k, k), strides=(s, s), padding=((p, p), (p, p)))
+    return conv.Conv(**kwargs), nn.Conv(**kwargs)
+
+
+@pytest.mark.parametrize("impl", ["patches", "auto"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+def test_same_params_outputs_and_gradients_as_nn_conv(case, impl, monkeypatch):
+    monkeypatch.setattr(conv, "IMPL", impl)
+    h, w, cin, cout, k, s, p = case
+    ours, ref = _modules(cout, k, s, p)
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, h, w, cin))
+    params = ours.init(jax.random.PRNGKey(0), x)
+    ref_params = ref.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.structure(params) == jax.tree.structure(ref_params)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
+        np.testing.assert_array_equal(a, b)  # same names, shapes and init draws
+
+    y, y_ref = ours.apply(params, x), ref.apply(params, x)
+    assert y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+
+    def loss(module):
+        return lambda prm, inp: jnp.sum(jnp.sin(module.apply(prm, inp)))
+
+    g = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+    g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_the_rule_on_the_cpu_backend(monkeypatch):
+    monkeypatch.setattr(conv, "IMPL", "auto")
+    no_pad = ((0, 0), (0, 0))
+    same3 = ((1, 1), (1, 1))
+    assert jax.default_backend() == "cpu"
+    assert conv.uses_patches((56, 56), (1, 1), (1, 1), no_pad)  # every 1x1
+    assert conv.uses_patches((2, 2), (3, 3), (1, 1), same3)  # tiny map
+    assert conv.uses_patches((4, 4), (3, 3), (1, 1), same3)  # 16 output pixels
+    assert not conv.uses_patches((5, 4), (3, 3), (1, 1), same3)  # 20
+    assert conv.uses_patches((56, 56), (3, 3), (2, 2), same3)  # strided
+    assert not conv.uses_patches((56, 56), (3, 3), (1, 1), same3)
+    monkeypatch.setattr(conv, "PATCHES_FOR_STRIDED", False)
+    assert not conv.uses_patches((56, 56), (3, 3), (2, 2), same3)
+    assert not conv.uses_patches((4, 4), (3, 3), (1, 1), same3, impl="xla")
+    assert conv.uses_patches((56, 56), (3, 3), (1, 1), same3, impl="patches")
+
+
+def test_other_backends_keep_lax_conv(monkeypatch):
+    monkeypatch.setattr(conv, "IMPL", "auto")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not conv.uses_patches((2, 2), (3, 3), (1, 1), ((1, 1), (1, 1)))
+    assert not conv.uses_patches((8, 8), (1, 1), (1, 1), ((0, 0), (0, 0)))
+
+
+def test_bfloat16_compute_float32_params():
+    ours = conv.Conv(features=8, kernel_size=(3, 3), padding=((1, 1), (1, 1)), dtype=jnp.bfloat16)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 3, 4))
+    params = ours.init(jax.random.PRNGKey(0), x)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
+    y = ours.apply(params, x)
+    assert y.dtype == jnp.bfloat16
+    ref = nn.Conv(features=8, kernel_size=(3, 3), padding=((1, 1), (1, 1))).apply(params, x)
+    np.testing.assert_allclose(np.asarray(y, np.float32), ref, rtol=0.05, atol=0.05)
