@@ -88,11 +88,21 @@ def _conv_setting(name: str, value: Any) -> Callable[[], None]:
     return apply
 
 
+def _always_pmean() -> None:
+    """The train step's device mean as a pmean even on one device (before it was skipped there)."""
+    import jax
+
+    from hotspot_jax.train import step
+
+    step.device_mean = lambda tree: jax.lax.pmean(tree, step.AXIS)  # looked up when the step is traced
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "max_pool=reference": _patch_max_pool(_reference_max_pool),
     "max_pool=fast": _patch_max_pool(_fast_max_pool),
     "depthwise=reference": _reference_depthwise,
     "depthwise=grouped-forward": _grouped_forward_depthwise,
+    "step=always-pmean": _always_pmean,
     "conv=xla": _conv_setting("IMPL", "xla"),
     "conv=patches": _conv_setting("IMPL", "patches"),
     "conv=no-strided-patches": _conv_setting("PATCHES_FOR_STRIDED", False),
