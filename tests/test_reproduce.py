@@ -260,3 +260,29 @@ def test_study_accuracies_are_whole_images_of_its_148_test_set():
         assert acc is not None, arch
         correct = round(acc * STUDY_TEST_SIZE)
         assert round(correct / STUDY_TEST_SIZE, 4) == acc, arch  # a 4-decimal rounding of k/148
+
+
+def test_lever_table_compares_each_run_with_the_baseline_on_the_same_images(tmp_path, capsys):
+    from hotspot_jax.reproduce.cli import main
+    from hotspot_jax.reproduce.recipes import with_overrides
+
+    results = tmp_path / "results"
+    base, lever = RECIPES["best"], with_overrides(RECIPES["best"], ["image_size=32"])
+    # same seed, so the same test ids: the lever gets 2 images right that the base missed, loses none
+    runs = [fake_run("shufflenet_v2_x1_0", 0, 9, 1, 3, 7, recipe=base),
+            fake_run("shufflenet_v2_x1_0", 0, 10, 0, 2, 8, recipe=lever)]
+    for run, recipe in zip(runs, (base, lever)):
+        run["train_config"]["image_size"] = recipe.image_size  # the size the run trained at
+    write_runs(results, runs)
+    docs = tmp_path / "results.md"
+    docs.write_text("intro\n")
+    assert main(["--lever-table", "best", lever.name, "--results-dir", str(results), "--docs", str(docs)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| `")]
+    assert len(rows) == 2
+    assert "| 48 px, 12 ep, lr 0.01, cosine, flip-shift, pretrain 5 ep | 0.8000 |" in rows[0] and rows[0].endswith("| — |")
+    assert "32 px" in rows[1] and "| 0.9000 |" in rows[1]
+    assert f"2 / 0, p = {stats.mcnemar_exact(2, 0):.3f}" in rows[1]
+    assert "<!-- BEGIN generated:levers -->" in docs.read_text()
+    with pytest.raises(DataError, match="no run summaries"):
+        main(["--lever-table", "best+nothing", "--results-dir", str(results), "--docs", "none"])

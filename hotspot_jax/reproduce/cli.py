@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Finished runs are skipped, unfinished ones resumed: rerun the same command to continue.",
     )
     arg = p.add_argument
-    arg("--recipe", required=True, choices=tuple(RECIPES), help="; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
+    arg("--recipe", choices=tuple(RECIPES), help="; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
     arg("--archs", nargs="+", default=list(STUDY_ARCHS), metavar="ARCH",
         help=f"architectures (default: the study's six: {' '.join(STUDY_ARCHS)})")
     arg("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED", help="seeds (default: 0 1 2)")
@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="markdown file whose generated block for the recipe is refreshed (default: docs/results.md; 'none' to skip)")
     arg("--report-only", action="store_true", help="train nothing: regenerate tables and figures from the summaries")
     arg("--no-progress", action="store_true", help="no progress bars")
+    arg("--lever-table", nargs="+", metavar="FOLDER",
+        help="train nothing: print one table of the runs in these results folders (e.g. best best+image_size=32), "
+        "each compared with the same network and seed in --lever-baseline, and refresh the 'levers' block of --docs")
+    arg("--lever-baseline", metavar="FOLDER", help="results folder the lever rows are compared with (default: the first)")
     return p
 
 
@@ -56,7 +60,20 @@ def parse_pretrained(items: Sequence[str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    docs = None if args.docs.lower() == "none" else args.docs
+    if args.lever_table:
+        from hotspot_jax.reproduce.lever_table import lever_table
+        from hotspot_jax.reproduce.report import update_docs
+
+        table = lever_table(args.results_dir, args.lever_table, args.lever_baseline)
+        print(table)
+        if docs:
+            update_docs(Path(docs), "levers", table)
+        return 0
+    if not args.recipe:
+        parser.error("--recipe is required (unless --lever-table is given)")
     from hotspot_jax.reproduce import report
     from hotspot_jax.reproduce.runner import check_archs, run_grid
 
@@ -64,7 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     archs = check_archs(args.archs)
     if any(s < 0 for s in args.seeds):
         raise ConfigError(f"--seeds must be non-negative, got {args.seeds}")
-    docs = None if args.docs.lower() == "none" else args.docs
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

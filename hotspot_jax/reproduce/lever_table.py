@@ -1,0 +1,75 @@
+"""One table of single runs across recipe variants (the lever measurements), each compared with a
+baseline run of the same architecture and seed (so the same 148 test images) by an exact McNemar test.
+
+Rows come from the committed run summaries in ``results/<recipe variant>/``; nothing is retrained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from hotspot_jax.errors import DataError
+from hotspot_jax.reproduce.aggregate import _correct_by_id
+from hotspot_jax.reproduce.runner import load_results
+from hotspot_jax.reproduce.stats import mcnemar_exact
+from hotspot_jax.reproduce.study import display_name
+from hotspot_jax.reproduce.tables import _table, fmt
+
+#: recipe settings shown in the table (those a lever changes)
+SETTINGS = ("image_size", "epochs", "lr", "lr_schedule", "online_augment", "no_anomaly_ratio", "pretrain_epochs")
+
+
+def _settings(run: dict[str, Any]) -> str:
+    rec = run.get("recipe", {})
+    cfg = run.get("train_config", {})
+    size = cfg.get("image_size") or rec.get("image_size")
+    parts = [f"{size} px", f"{rec.get('epochs')} ep", f"lr {rec.get('lr'):g}"]
+    if rec.get("lr_schedule", "constant") != "constant":
+        parts.append(rec["lr_schedule"])
+    if rec.get("online_augment", "none") != "none":
+        parts.append(rec["online_augment"])
+    if rec.get("no_anomaly_ratio", 1.0) != 1.0:
+        parts.append(f"{rec['no_anomaly_ratio']:g}x No-Anomaly")
+    parts.append(f"pretrain {rec.get('pretrain_epochs', 0)} ep" if rec.get("pretrain_epochs") else "scratch")
+    return ", ".join(parts)
+
+
+def lever_runs(results_dir: str | Path, folders: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(folder, run summary) for every run in ``folders`` of ``results_dir``, in the given folder order."""
+    out = []
+    for folder in folders:
+        runs = load_results(results_dir, folder)
+        if not runs:
+            raise DataError(f"no run summaries under {Path(results_dir) / folder}")
+        out += [(folder, r) for r in runs]
+    return out
+
+
+def lever_table(results_dir: str | Path, folders: Sequence[str], baseline: str | None = None) -> str:
+    """Markdown: one row per run, with test metrics, realistic false alarms, time, and McNemar vs ``baseline``
+    (the run of ``baseline`` with the same arch and seed; ``baseline`` defaults to the first folder)."""
+    rows_in = lever_runs(results_dir, folders)
+    base_name = baseline or folders[0]
+    base = {(r["arch"], r["seed"]): r for f, r in rows_in if f == base_name}
+    if baseline and not base:
+        base = {(r["arch"], r["seed"]): r for r in load_results(results_dir, baseline)}
+    header = ["Results folder", "Network", "Seed", "Settings", "Accuracy", "Sensitivity", "Specificity", "ROC AUC",
+              "False alarms / 1000 (realistic)", "Minutes", f"vs `{base_name}`: only this / only base right, McNemar p"]
+    rows = []
+    for folder, r in rows_in:
+        t, rt, timing = r["test"], r.get("test_realistic", {}), r.get("timing", {})
+        minutes = ((timing.get("train_seconds") or 0) + (timing.get("pretrain_seconds") or 0)) / 60
+        ref = base.get((r["arch"], r["seed"]))
+        if ref is None or ref is r:
+            versus = "—"
+        else:
+            mine, theirs = _correct_by_id(r), _correct_by_id(ref)
+            common = mine.keys() & theirs.keys()
+            b = sum(mine[i] and not theirs[i] for i in common)
+            c = sum(theirs[i] and not mine[i] for i in common)
+            versus = f"{b} / {c}, p = {mcnemar_exact(b, c):.3f}"
+        rows.append([f"`{folder}`", display_name(r["arch"]), str(r["seed"]), _settings(r), fmt(t["accuracy"]),
+                     fmt(t["sensitivity"], 3), fmt(t["specificity"], 3), fmt(t.get("roc_auc"), 3),
+                     fmt(rt.get("false_alarms_per_1000"), 1), f"{minutes:.1f}", versus])
+    return _table(header, rows)
