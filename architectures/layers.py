@@ -7,7 +7,6 @@ momentum and epsilon. Inputs are NHWC.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable
 

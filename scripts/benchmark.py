@@ -3,7 +3,6 @@
 
 import sys
 
-import hotspot_jax  # noqa: F401  (first: sets the project's XLA flags before JAX starts)
 from hotspot_jax.bench.cli import main
 from hotspot_jax.cli import run_cli
 

@@ -8,13 +8,13 @@ training loop feeds them. FLOPs come from XLA's cost analysis of the lowered ste
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import jax
 import numpy as np
 
 from hotspot_jax.bench.batch import SyntheticBatch
+from hotspot_jax.bench.timing import warm_up
 
 
 def _flops(lowered) -> float | None:
@@ -72,14 +72,7 @@ class JaxWorkload:
 
     def warm_up(self, train_steps: int = 2) -> list[float]:
         """Compile and run: the first calls' seconds (compilation included) are returned and kept."""
-        for _ in range(train_steps):
-            t0 = time.perf_counter()
-            self.train(1)
-            self.warmup_seconds.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        self.infer(1)
-        self.warmup_seconds.append(time.perf_counter() - t0)
-        return self.warmup_seconds
+        return warm_up(self, train_steps)
 
     def train(self, steps: int) -> None:
         """``steps`` training steps on the batch, blocking until the last one is done."""

@@ -58,3 +58,16 @@ class Measurement:
             "rep_cpu_seconds": [round(s, 4) for s in self.cpu_seconds],
             "rep_load": self.load,
         }
+
+
+def warm_up(workload: Any, train_steps: int = 2) -> list[float]:
+    """Run a workload's first ``train_steps`` train calls and one inference call (compilation, allocator
+    and kernel caches warm up); their seconds are appended to ``workload.warmup_seconds`` and returned."""
+    for _ in range(train_steps):
+        t0 = time.perf_counter()
+        workload.train(1)
+        workload.warmup_seconds.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    workload.infer(1)
+    workload.warmup_seconds.append(time.perf_counter() - t0)
+    return workload.warmup_seconds

@@ -9,10 +9,10 @@ Tensors are NCHW (torchvision's default layout, the one its users get).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from hotspot_jax.bench.batch import SyntheticBatch
+from hotspot_jax.bench.timing import warm_up
 from hotspot_jax.errors import ConfigError
 
 MEAN = (0.485, 0.456, 0.406)
@@ -72,14 +72,7 @@ class TorchWorkload:
 
     def warm_up(self, train_steps: int = 2) -> list[float]:
         """First calls (allocator and oneDNN primitive caches warm up); their seconds are kept."""
-        for _ in range(train_steps):
-            t0 = time.perf_counter()
-            self.train(1)
-            self.warmup_seconds.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        self.infer(1)
-        self.warmup_seconds.append(time.perf_counter() - t0)
-        return self.warmup_seconds
+        return warm_up(self, train_steps)
 
     def train(self, steps: int) -> None:
         """``steps`` SGD steps on the batch."""

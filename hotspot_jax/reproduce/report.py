@@ -4,7 +4,6 @@ block of ``docs/results.md`` between ``<!-- BEGIN generated:<recipe> -->`` and `
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any

@@ -32,7 +32,6 @@ from hotspot_jax.train import batching, levers
 from hotspot_jax.train.checkpoint import BEST_DIR, LATEST_DIR, RunCheckpoints
 from hotspot_jax.train.config import TrainConfig, identity_differences
 from hotspot_jax.train.files import write_json_atomic, write_jsonl_atomic
-from hotspot_jax.train.optimizer import sgd_momentum
 from hotspot_jax.train.state import create_state, init_variables, replace_head
 from hotspot_jax.train.step import AXIS, make_eval_step, make_train_step
 
