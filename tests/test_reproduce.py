@@ -284,5 +284,12 @@ def test_lever_table_compares_each_run_with_the_baseline_on_the_same_images(tmp_
     assert "32 px" in rows[1] and "| 0.9000 |" in rows[1]
     assert f"2 / 0, p = {stats.mcnemar_exact(2, 0):.3f}" in rows[1]
     assert "<!-- BEGIN generated:levers -->" in docs.read_text()
+    # an explicit baseline: its run of the same network and seed comes first, as the reference row
+    write_runs(results, [fake_run("shufflenet_v2_x1_0", 0, 8, 2, 3, 7), fake_run("alexnet", 0, 8, 2, 3, 7)])
+    assert main(["--lever-table", lever.name, "--lever-baseline", "paper-cpu", "--results-dir", str(results),
+                 "--docs", "none"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert len(rows) == 2 and rows[0].startswith("| `paper-cpu` | ShuffleNetV2 |") and rows[0].endswith("| — |")
+    assert f"3 / 0, p = {stats.mcnemar_exact(3, 0):.3f}" in rows[1]
     with pytest.raises(DataError, match="no run summaries"):
         main(["--lever-table", "best+nothing", "--results-dir", str(results), "--docs", "none"])

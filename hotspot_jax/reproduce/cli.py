@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--no-progress", action="store_true", help="no progress bars")
     arg("--lever-table", nargs="+", metavar="FOLDER",
         help="train nothing: print one table of the runs in these results folders (e.g. best best+image_size=32), "
-        "each compared with the same network and seed in --lever-baseline, and refresh the 'levers' block of --docs")
-    arg("--lever-baseline", metavar="FOLDER", help="results folder the lever rows are compared with (default: the first)")
+        "each compared with the first run of the same network and seed (or the one in --lever-baseline), and refresh "
+        "the 'levers' block of --docs")
+    arg("--lever-baseline", metavar="FOLDER", help="results folder the lever rows are compared with (default: the first row of each network and seed)")
     return p
 
 

@@ -47,15 +47,21 @@ def lever_runs(results_dir: str | Path, folders: Sequence[str]) -> list[tuple[st
 
 
 def lever_table(results_dir: str | Path, folders: Sequence[str], baseline: str | None = None) -> str:
-    """Markdown: one row per run, with test metrics, realistic false alarms, time, and McNemar vs ``baseline``
-    (the run of ``baseline`` with the same arch and seed; ``baseline`` defaults to the first folder)."""
+    """Markdown: one row per run, with test metrics, realistic false alarms, time, and McNemar against the
+    baseline run of the same network and seed: the one in ``baseline`` if given, else the first row of that
+    network and seed in ``folders`` order."""
     rows_in = lever_runs(results_dir, folders)
-    base_name = baseline or folders[0]
-    base = {(r["arch"], r["seed"]): r for f, r in rows_in if f == base_name}
-    if baseline and not base:
-        base = {(r["arch"], r["seed"]): r for r in load_results(results_dir, baseline)}
+    base: dict[tuple[str, int], dict[str, Any]] = {}
+    if baseline:  # its runs of the networks and seeds the levers have come first, as reference rows
+        keys = {(r["arch"], r["seed"]) for _, r in rows_in}
+        base = {(r["arch"], r["seed"]): r for r in load_results(results_dir, baseline) if (r["arch"], r["seed"]) in keys}
+        rows_in = [(baseline, base[k]) for k in sorted(base)] + rows_in
+    else:
+        for _, r in rows_in:
+            base.setdefault((r["arch"], r["seed"]), r)
+    base_name = f"`{baseline}`" if baseline else "the first row of the same network and seed"
     header = ["Results folder", "Network", "Seed", "Settings", "Accuracy", "Sensitivity", "Specificity", "ROC AUC",
-              "False alarms / 1000 (realistic)", "Minutes", f"vs `{base_name}`: only this / only base right, McNemar p"]
+              "False alarms / 1000 (realistic)", "Minutes", f"vs {base_name}: only this / only that right, McNemar p"]
     rows = []
     for folder, r in rows_in:
         t, rt, timing = r["test"], r.get("test_realistic", {}), r.get("timing", {})
