@@ -5,8 +5,8 @@ forward grouped convolution itself (4-20x slower than the same sum written out, 
 MobileNetV2's shapes), its filter gradient, which becomes a *dense* C x C convolution whose diagonal is
 kept (C times the work: 576x for MobileNetV2's widest layers), and the input gradient of a strided
 layer, an input-dilated convolution on a slow generic path. Here all three are k*k shifted, strided
-multiply-adds that XLA fuses into single loops: the forward sum, the filter gradient as k*k
-per-channel reductions, the input gradient placed back with
+multiply-adds that XLA fuses into single loops: the forward sum, the filter gradient as one variadic
+reduction of k*k per-channel sums, the input gradient placed back with
 :func:`architectures.pooling.place_window_parts`. Sums are accumulated in at least float32.
 
 :class:`DepthwiseConv` is a drop-in for ``nn.Conv(features=C, feature_group_count=C)`` on C input
@@ -68,18 +68,27 @@ def _backward(stride, pads, residuals, g):
     h, w = x.shape[1], x.shape[2]
     ho, wo = g.shape[1], g.shape[2]
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    acc = jnp.promote_types(g.dtype, jnp.float32)  # filter sums in at least float32, like the conv
-    dk = jnp.stack([
-        jnp.stack([
-            jnp.sum(window_slice(xp, i, j, stride, (ho, wo)).astype(acc) * g.astype(acc), axis=(0, 1, 2))
-            for j in range(kw)
-        ])
-        for i in range(kh)
-    ])[:, :, None, :].astype(kernel.dtype)
+    dk = _filter_grad(xp, g, (kh, kw), stride).astype(kernel.dtype)
     parts = {(i, j): g * kernel[i, j, 0].astype(g.dtype) for i in range(kh) for j in range(kw)}
     dxp = place_window_parts(parts, stride, xp.shape[1:3])
     top, left = pads[0][0], pads[1][0]
     return dxp[:, top : top + h, left : left + w, :].astype(x.dtype), dk
+
+
+def _filter_grad(xp: jax.Array, g: jax.Array, kernel_hw: tuple[int, int], stride: int) -> jax.Array:
+    """dk[i, j, 0, c] = sum over (n, y, x) of window (i, j) of the padded input times the output gradient.
+
+    The k*k sums are one variadic reduction (one loop reading the input and gradient once, measured 3x
+    faster than k*k separate reductions at MobileNetV2's 32x32x96 maps), over (N, H) first and then W,
+    in at least float32.
+    """
+    kh, kw = kernel_hw
+    acc = jnp.promote_types(g.dtype, jnp.float32)
+    gf = g.astype(acc)
+    terms = tuple(window_slice(xp, i, j, stride, g.shape[1:3]).astype(acc) * gf for i in range(kh) for j in range(kw))
+    zeros = tuple(jnp.zeros((), acc) for _ in terms)
+    sums = jax.lax.reduce(terms, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1))  # k*k x (W, C)
+    return jnp.stack([s.sum(0) for s in sums]).reshape(kh, kw, 1, -1)
 
 
 depthwise_conv_nhwc.defvjp(_forward, _backward)

@@ -77,6 +77,26 @@ def _grouped_forward_depthwise() -> None:
     depthwise._shifted_sum = depthwise._conv  # looked up at call time by the forward and its VJP
 
 
+def _separate_filter_sums() -> None:
+    """Depthwise filter gradient as k*k separate reductions (before the one variadic reduction)."""
+    import jax.numpy as jnp
+
+    from architectures import depthwise
+
+    def filter_grad(xp, g, kernel_hw, stride):
+        acc = jnp.promote_types(g.dtype, jnp.float32)
+        return jnp.stack([
+            jnp.stack([
+                jnp.sum(depthwise.window_slice(xp, i, j, stride, g.shape[1:3]).astype(acc) * g.astype(acc),
+                        axis=(0, 1, 2))
+                for j in range(kernel_hw[1])
+            ])
+            for i in range(kernel_hw[0])
+        ])[:, :, None, :]
+
+    depthwise._filter_grad = filter_grad  # looked up when the backward pass is traced
+
+
 def _conv_setting(name: str, value: Any) -> Callable[[], None]:
     """Set one of architectures.conv's module-level switches (read at trace time by every Conv)."""
 
@@ -102,6 +122,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "max_pool=fast": _patch_max_pool(_fast_max_pool),
     "depthwise=reference": _reference_depthwise,
     "depthwise=grouped-forward": _grouped_forward_depthwise,
+    "depthwise=separate-filter-sums": _separate_filter_sums,
     "step=always-pmean": _always_pmean,
     "conv=xla": _conv_setting("IMPL", "xla"),
     "conv=patches": _conv_setting("IMPL", "patches"),
