@@ -83,12 +83,29 @@ def environment() -> dict[str, Any]:
     devices = jax.local_devices()
     return {
         "versions": versions,
+        "git_commit": _git_commit(),
         "platform": platform.platform(),
         "backend": jax.default_backend(),
         "device_count": len(devices),
         "device_kind": devices[0].device_kind,
         "devices": [str(d) for d in devices],
     }
+
+
+def _git_commit() -> str | None:
+    """The commit of the code that ran (``+dirty`` with uncommitted changes), or None outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def _now() -> str:
