@@ -293,3 +293,21 @@ def test_lever_table_compares_each_run_with_the_baseline_on_the_same_images(tmp_
     assert f"3 / 0, p = {stats.mcnemar_exact(3, 0):.3f}" in rows[1]
     with pytest.raises(DataError, match="no run summaries"):
         main(["--lever-table", "best+nothing", "--results-dir", str(results), "--docs", "none"])
+
+
+def test_a_stale_work_directory_is_set_aside_not_fatal(tmp_path):
+    from hotspot_jax.reproduce.runner import set_aside_stale_workdir
+
+    recipe = RECIPES["paper-cpu"]
+    workdir = tmp_path / "runs" / "paper-cpu" / "squeezenet1_1-s0"
+    cfg = recipe.train_config("squeezenet1_1", 0, str(workdir))
+    assert set_aside_stale_workdir(workdir, cfg) is None  # nothing there yet
+    workdir.mkdir(parents=True)
+    (workdir / "config.json").write_text(json.dumps({"run": cfg.resolve().to_dict()}))
+    assert set_aside_stale_workdir(workdir, cfg) is None and workdir.is_dir()  # the same run: resumed later
+    old = {**cfg.resolve().to_dict(), "image_size": 64}  # the recipe changed since
+    (workdir / "config.json").write_text(json.dumps({"run": old}))
+    messages = []
+    moved = set_aside_stale_workdir(workdir, cfg, messages.append)
+    assert moved is not None and moved.name.startswith("squeezenet1_1-s0.stale-") and (moved / "config.json").is_file()
+    assert not workdir.exists() and "image_size: 64 -> 32" in messages[0]

@@ -201,6 +201,7 @@ def run_grid(
             extra["timing"]["pretrain_seconds"] = pre["summary"]["train_seconds"]
             extra["initialisation"] = pre["summary"]["initialisation"]
         cfg = recipe.train_config(arch, seed, str(workdir), data, pretrained=weights, init_weights=init_weights)
+        set_aside_stale_workdir(workdir, cfg, log)
         result = train_fn(cfg, progress=progress, log=log, dataset=dataset)
         if result.interrupted:
             report["interrupted"].append(f"{arch}-s{seed}")
@@ -214,6 +215,28 @@ def run_grid(
         log(f"wrote {out}: test accuracy {summary['test']['accuracy']:.4f}, realistic false alarms/1000 "
             f"{summary['test_realistic'].get('false_alarms_per_1000')}")
     return report
+
+
+def set_aside_stale_workdir(workdir: Path, cfg, log: Callable[[str], None] = print) -> Path | None:
+    """Rename ``workdir`` to ``<name>.stale-<time>`` when it holds a run of other settings (the recipe was
+    changed since), so the grid starts this run afresh instead of stopping; returns the new path, if any.
+    Its stale summary was already not counted as finished (fingerprint); nothing is deleted."""
+    from hotspot_jax.train.config import identity_differences
+
+    config_path = Path(workdir) / "config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        stored = json.loads(config_path.read_text())["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: the training loop reports it
+    diffs = identity_differences(stored, cfg.resolve())
+    if not diffs:
+        return None
+    target = Path(workdir).with_name(f"{Path(workdir).name}.stale-{time.strftime('%Y%m%dT%H%M%S')}")
+    Path(workdir).rename(target)
+    log(f"{workdir} held a run of other settings ({'; '.join(diffs)}): moved to {target}, starting afresh")
+    return target
 
 
 def load_results(results_dir: str | Path, recipe: str) -> list[dict[str, Any]]:
