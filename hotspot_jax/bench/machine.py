@@ -59,5 +59,6 @@ def machine_info(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "backend": jax.default_backend(),
         "devices": [f"{d.platform}:{d.device_kind}" for d in devices],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # huge pages: hotspot_jax/hugepages.py
         "versions": versions(),
     }

@@ -75,7 +75,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     return [
         f"{m['date']}  {m['cpu']} ({m['cpu_cores']} cores), backend {m['backend']}",
         f"jax {v.get('jax')}, flax {v.get('flax')}, torch {v.get('torch')}, torchvision {v.get('torchvision')}"
-        + (f"; XLA_FLAGS={m['xla_flags']}" if m.get("xla_flags") else ""),
+        + (f"; XLA_FLAGS={m['xla_flags']}" if m.get("xla_flags") else "")
+        + (f"; GLIBC_TUNABLES={m['glibc_tunables']}" if m.get("glibc_tunables") else ""),
         f"measured float32 matmul peak: {_f(peak / 1e9 if peak else None, '.1f')} GFLOP/s",
         f"command: {m['command']}",
     ]

@@ -89,6 +89,7 @@ def environment() -> dict[str, Any]:
         "device_count": len(devices),
         "device_kind": devices[0].device_kind,
         "devices": [str(d) for d in devices],
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # huge pages or not: hotspot_jax/hugepages.py
     }
 
 

@@ -1,0 +1,75 @@
+"""The scripts' restart with glibc's huge-page tunable: when it applies, and that it really restarts once."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hotspot_jax import hugepages
+
+LINUX = dict(system="Linux", libc=("glibc", "2.36"), thp=True)
+
+
+def test_wanted_on_linux_glibc_with_thp():
+    assert hugepages.wanted({}, **LINUX)
+
+
+@pytest.mark.parametrize(
+    "environ, overrides",
+    [
+        ({"HOTSPOT_HUGEPAGES": "0"}, {}),
+        ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, {}),
+        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0"}, {}),  # the user chose
+        ({}, {"system": "Darwin"}),
+        ({}, {"libc": ("", "")}),
+        ({}, {"libc": ("glibc", "2.31")}),
+        ({}, {"thp": False}),
+    ],
+)
+def test_not_wanted(environ, overrides):
+    assert not hugepages.wanted(environ, **{**LINUX, **overrides})
+
+
+def test_tunable_appended_to_existing_ones():
+    assert hugepages.environ_with_tunable({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    env = hugepages.environ_with_tunable({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "X": "1"})
+    assert env == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1", "X": "1"}
+
+
+def test_thp_mode_file(tmp_path):
+    f = tmp_path / "enabled"
+    f.write_text("always [madvise] never\n")
+    assert hugepages._thp_available(f)
+    f.write_text("always madvise [never]\n")
+    assert not hugepages._thp_available(f)
+    assert not hugepages._thp_available(tmp_path / "missing")
+
+
+def test_restart_happens_once_keeps_pid_and_arguments(tmp_path):
+    """A script calling restart_with_hugepages() runs its body once, after the restart, same pid and argv."""
+    script = tmp_path / "probe.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys
+        print("start", os.getpid(), flush=True)
+        from hotspot_jax.hugepages import restart_with_hugepages
+        restart_with_hugepages()
+        print("body", os.getpid(), os.environ.get("GLIBC_TUNABLES", ""), sys.argv[1:], flush=True)
+    """))
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "HOTSPOT_HUGEPAGES")}
+    out = subprocess.run([sys.executable, "-u", str(script), "--x", "1"], capture_output=True, text=True,
+                         env=env, timeout=120, check=True).stdout.splitlines()
+    bodies = [line for line in out if line.startswith("body")]
+    assert len(bodies) == 1
+    starts = [line.split()[1] for line in out if line.startswith("start")]
+    expected = hugepages.wanted(env, system=__import__("platform").system(),
+                                libc=__import__("platform").libc_ver(), thp=hugepages._thp_available())
+    assert len(starts) == (2 if expected else 1)
+    assert len(set(starts)) == 1 and bodies[0].split()[1] == starts[0]  # execve keeps the process id
+    assert bodies[0].endswith("['--x', '1']")
+    assert ("glibc.malloc.hugetlb=1" in bodies[0]) == expected
+    off = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True,
+                         env={**env, "HOTSPOT_HUGEPAGES": "0"}).stdout.splitlines()
+    assert sum(line.startswith("start") for line in off) == 1
