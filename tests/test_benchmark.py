@@ -47,6 +47,7 @@ def test_one_small_case_writes_table_and_json(tmp_path):
     for key in ("date", "command", "cpu", "cpu_cores", "backend", "versions"):
         assert m[key], key
     assert m["versions"]["jax"] and m["versions"]["torch"]
+    assert "cpu_details" in m and "glibc_tunables" in m
     assert "--archs squeezenet" in m["command"]
     assert data["settings"]["torch_threads"] == [1]
     assert data["peak"]["flops_per_second"] > 1e6
@@ -122,3 +123,15 @@ def test_ab_table_reports_ratios_to_the_first_variant():
     text = ab.format_ab(result)
     assert "| b | 15.0 | 1.50 | 4.00 | 1.25 |" in text
     assert "load 1.0-2.0" in text
+
+
+def test_cpu_details_tell_cpu_generations_apart():
+    """Two VMs both named "AMD EPYC": the SIMD flags and model numbers are what differ."""
+    from hotspot_jax.bench.machine import cpu_details
+
+    zen3 = "processor\t: 0\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx avx2 fma sha_ni\n\n"
+    zen4 = zen3.replace("model\t\t: 1", "model\t\t: 17").replace("sha_ni", "avx512f avx512_bf16 sha_ni")
+    assert cpu_details(zen3) == {"family": "25", "model": "1", "simd": ["avx2", "fma"]}
+    assert cpu_details(zen4) == {"family": "25", "model": "17", "simd": ["avx2", "fma", "avx512f", "avx512_bf16"]}
+    assert report._cpu_details(cpu_details(zen3)) == " (family 25 model 1; avx2 fma)"
+    assert report._cpu_details(None) == ""

@@ -35,6 +35,32 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+
+
+def cpu_details(cpuinfo: str | None = None) -> dict[str, Any]:
+    """CPU family/model numbers and the SIMD extensions XLA's and torch's kernels pick from.
+
+    "AMD EPYC" alone hides the generation: a Zen 3 (no AVX-512) and a Zen 4 (AVX-512, BF16) VM of the
+    same name gave this project's benchmark different JAX/torch ratios, so every result records this.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return {}
+    first = cpuinfo.split("\n\n", 1)[0]
+    fields = {}
+    for line in first.splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            fields[key.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    return {"family": fields.get("cpu family"), "model": fields.get("model"),
+            "simd": [f for f in SIMD_FLAGS if f in flags]}
+
+
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in PACKAGES:
@@ -55,6 +81,7 @@ def machine_info(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "hostname": platform.node(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_details": cpu_details(),
         "cpu_cores": cpu_cores(),
         "backend": jax.default_backend(),
         "devices": [f"{d.platform}:{d.device_kind}" for d in devices],

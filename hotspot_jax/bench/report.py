@@ -67,13 +67,20 @@ def markdown_table(results: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _cpu_details(d: dict[str, Any] | None) -> str:
+    """`` (family 25 model 1; avx2 fma)`` from machine_info's cpu_details, or nothing for older files."""
+    if not d:
+        return ""
+    return f" (family {d.get('family')} model {d.get('model')}; {' '.join(d.get('simd') or []) or 'no AVX2'})"
+
+
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """Header lines printed above the table: machine, peak, versions."""
     m = result["machine"]
     peak = result.get("peak", {}).get("flops_per_second")
     v = m["versions"]
     return [
-        f"{m['date']}  {m['cpu']} ({m['cpu_cores']} cores), backend {m['backend']}",
+        f"{m['date']}  {m['cpu']}{_cpu_details(m.get('cpu_details'))} ({m['cpu_cores']} cores), backend {m['backend']}",
         f"jax {v.get('jax')}, flax {v.get('flax')}, torch {v.get('torch')}, torchvision {v.get('torchvision')}"
         + (f"; XLA_FLAGS={m['xla_flags']}" if m.get("xla_flags") else "")
         + (f"; GLIBC_TUNABLES={m['glibc_tunables']}" if m.get("glibc_tunables") else ""),
