@@ -88,8 +88,9 @@ def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: P
     return conv_xla(x, kernel, strides, pads)
 
 
-class Conv(nn.Module):
-    """``nn.Conv(features, kernel_size, strides, padding)`` (no groups) on NHWC, fast on the CPU."""
+class ConvAttributes(nn.Module):
+    """The attributes ``nn.Conv`` takes (no groups), shared by :class:`Conv` and ``DepthwiseConv``, plus
+    the bias step both end with; subclasses write ``__call__``."""
 
     features: int
     kernel_size: tuple[int, int]
@@ -101,6 +102,16 @@ class Conv(nn.Module):
     kernel_init: Callable = nn.initializers.lecun_normal()
     bias_init: Callable = nn.initializers.zeros
 
+    def add_bias(self, y: jax.Array, dtype: Any) -> jax.Array:
+        """``y + bias`` (a ``bias`` parameter of ``features`` entries) when ``use_bias``, else ``y``."""
+        if not self.use_bias:
+            return y
+        return y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(dtype)
+
+
+class Conv(ConvAttributes):
+    """``nn.Conv(features, kernel_size, strides, padding)`` (no groups) on NHWC, fast on the CPU."""
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kh, kw = self.kernel_size
@@ -108,7 +119,4 @@ class Conv(nn.Module):
         kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features), self.param_dtype)
         dtype = self.dtype or jnp.result_type(x, kernel)
         y = conv_nhwc(x.astype(dtype), kernel.astype(dtype), tuple(self.strides), tuple(map(tuple, self.padding)))
-        if self.use_bias:
-            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            y = y + bias.astype(dtype)
-        return y
+        return self.add_bias(y, dtype)

@@ -16,12 +16,12 @@ channels: same parameter names and shapes (``kernel`` (kh, kw, 1, C), optional `
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from architectures.conv import ConvAttributes
 from architectures.pooling import place_window_parts, window_slice
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -66,7 +66,6 @@ def _backward(stride, pads, residuals, g):
     x, kernel = residuals
     kh, kw = kernel.shape[0], kernel.shape[1]
     h, w = x.shape[1], x.shape[2]
-    ho, wo = g.shape[1], g.shape[2]
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     dk = _filter_grad(xp, g, (kh, kw), stride).astype(kernel.dtype)
     parts = {(i, j): g * kernel[i, j, 0].astype(g.dtype) for i in range(kh) for j in range(kw)}
@@ -94,18 +93,8 @@ def _filter_grad(xp: jax.Array, g: jax.Array, kernel_hw: tuple[int, int], stride
 depthwise_conv_nhwc.defvjp(_forward, _backward)
 
 
-class DepthwiseConv(nn.Module):
+class DepthwiseConv(ConvAttributes):
     """``nn.Conv(features, kernel_size, feature_group_count=features)`` on ``features`` channels, NHWC."""
-
-    features: int
-    kernel_size: tuple[int, int]
-    strides: tuple[int, int] = (1, 1)
-    padding: Pads = ((0, 0), (0, 0))
-    use_bias: bool = True
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    kernel_init: Callable = nn.initializers.lecun_normal()
-    bias_init: Callable = nn.initializers.zeros
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -117,7 +106,4 @@ class DepthwiseConv(nn.Module):
         kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, self.features), self.param_dtype)
         dtype = self.dtype or jnp.result_type(x, kernel)
         y = depthwise_conv_nhwc(x.astype(dtype), kernel.astype(dtype), self.strides[0], tuple(self.padding))
-        if self.use_bias:
-            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            y = y + bias.astype(dtype)
-        return y
+        return self.add_bias(y, dtype)
