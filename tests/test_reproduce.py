@@ -70,6 +70,19 @@ def test_t_interval_matches_scipy_and_handles_few_values():
     assert stats.t_interval([None]).mean is None
 
 
+def test_seed_interval_is_clipped_to_the_metric_range():
+    """Two seeds far apart: the raw t interval of a proportion reaches past 0 and 1; the reported one does not."""
+    from hotspot_jax.reproduce.aggregate import metric_bounds
+
+    raw = stats.t_interval([0.80, 0.99])
+    assert raw.low < 0 and raw.high > 1
+    clipped = stats.t_interval([0.80, 0.99], bounds=metric_bounds("accuracy"))
+    assert (clipped.low, clipped.high) == (0.0, 1.0) and clipped.mean == raw.mean and clipped.sd == raw.sd
+    assert metric_bounds("false_alarms_per_1000") == (0.0, 1000.0)
+    inside = stats.t_interval([0.90, 0.91], bounds=(0.0, 1.0))
+    assert (inside.low, inside.high) == (stats.t_interval([0.90, 0.91]).low, stats.t_interval([0.90, 0.91]).high)
+
+
 def test_wilson_interval_known_values():
     # textbook values (Newcombe 1998 / Agresti-Coull): 0/10 -> [0, 0.2775], 5/10 -> [0.2366, 0.7634]
     assert stats.wilson_interval(0, 10) == (pytest.approx(0.0, abs=1e-12), pytest.approx(0.2775, abs=1e-4))
@@ -101,7 +114,7 @@ def test_aggregation_of_fake_runs():
     assert acc["values"] == [0.95, 0.9, 1.0]
     assert acc["seeds"]["mean"] == pytest.approx(0.95) and acc["seeds"]["sd"] == pytest.approx(0.05)
     half = st.t.ppf(0.975, 2) * 0.05 / math.sqrt(3)
-    assert acc["seeds"]["ci95"] == [pytest.approx(0.95 - half), pytest.approx(0.95 + half)]
+    assert acc["seeds"]["ci95"] == [pytest.approx(0.95 - half), 1.0]  # 0.95 + half > 1: clipped to the range
     assert acc["pooled"]["k"] == 57 and acc["pooled"]["n"] == 60
     assert acc["pooled"]["ci95"] == pytest.approx(list(stats.wilson_interval(57, 60)))
     assert s["metrics"]["sensitivity"]["pooled"]["k"] == 28 and s["metrics"]["sensitivity"]["pooled"]["n"] == 30

@@ -24,6 +24,11 @@ def by_arch(runs: Sequence[dict[str, Any]], order: Sequence[str] = ()) -> dict[s
     return {a: sorted(groups[a], key=lambda r: r["seed"]) for a in names}
 
 
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a metric can take, to which its seed interval is clipped."""
+    return (0.0, 1000.0) if metric.endswith("_per_1000") else (0.0, 1.0)
+
+
 def summarize(runs: Sequence[dict[str, Any]], split: str = "test",
               metrics: Sequence[str] = TABLE3_METRICS) -> dict[str, Any]:
     """Per metric: the over-seeds summary (``seeds``) and the pooled-count view (``pooled``) of ``split``."""
@@ -32,7 +37,7 @@ def summarize(runs: Sequence[dict[str, Any]], split: str = "test",
     for m in metrics:
         out["metrics"][m] = {
             "values": [r[split].get(m) for r in runs],
-            "seeds": t_interval([r[split].get(m) for r in runs]).to_dict(),
+            "seeds": t_interval([r[split].get(m) for r in runs], bounds=metric_bounds(m)).to_dict(),
             "pooled": pooled_view(counts, m),
         }
     cm = np.zeros((2, 2), np.int64)

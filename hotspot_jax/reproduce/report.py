@@ -23,7 +23,8 @@ from hotspot_jax.reproduce.study import STUDY_ARCHS
 
 METHOD = (
     "Intervals: *mean ± sd [95% interval]* over seeds, where each seed draws a new split and a new "
-    "initialisation; the interval is Student's t on the seed means (sd with ddof=1). The pooled view adds "
+    "initialisation; the interval is Student's t on the seed means (sd with ddof=1), clipped to the "
+    "metric's range (0-1; 0-1000 for false alarms). The pooled view adds "
     "the test counts of all seeds and gives a Wilson score interval; it only covers binomial noise of the "
     "finite test sets (and seeds' test sets share images), so it is narrower than the seed interval. "
     "Paired comparisons use the same seeds (same split and test images) for both networks: a paired t "

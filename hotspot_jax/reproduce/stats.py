@@ -34,8 +34,10 @@ class SeedSummary:
         return {"n": self.n, "mean": self.mean, "sd": self.sd, "ci95": [self.low, self.high]}
 
 
-def t_interval(values: Sequence[float | None], confidence: float = 0.95) -> SeedSummary:
-    """Student-t interval of the mean of ``values`` (None entries are ignored).
+def t_interval(values: Sequence[float | None], confidence: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> SeedSummary:
+    """Student-t interval of the mean of ``values`` (None entries are ignored), clipped to ``bounds``
+    (e.g. (0, 1) for a proportion: with two or three seeds the raw interval easily reaches past 1).
 
     One value: mean only (sd and interval None); no values: everything None.
     """
@@ -48,7 +50,10 @@ def t_interval(values: Sequence[float | None], confidence: float = 0.95) -> Seed
         return SeedSummary(1, mean, None, None, None)
     sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
     half = float(_st.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return SeedSummary(n, mean, sd, mean - half, mean + half)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return SeedSummary(n, mean, sd, low, high)
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
@@ -100,7 +105,7 @@ def pooled_view(counts: Sequence[dict], metric: str, confidence: float = 0.95) -
 
 def paired_t(diffs: Sequence[float], confidence: float = 0.95) -> dict:
     """Mean difference of paired values (same seed = same split), its t-interval and two-sided p-value."""
-    s = t_interval(diffs, confidence)
+    s = t_interval(diffs, confidence, bounds=(-1.0, 1.0))  # differences of proportions
     p = None
     if s.n >= 2 and s.sd is not None:
         if s.sd == 0:
