@@ -23,16 +23,25 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _cpuinfo_fields(cpuinfo: str | None = None) -> dict[str, str]:
+    """``key: value`` fields of the first processor in /proc/cpuinfo (or of ``cpuinfo``); {} if unreadable."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return {}
+    fields = {}
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            fields[key.strip()] = value.strip()
+    return fields
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo, else platform.processor()."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return _cpuinfo_fields().get("model name") or platform.processor() or "unknown"
 
 
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
@@ -44,18 +53,9 @@ def cpu_details(cpuinfo: str | None = None) -> dict[str, Any]:
     "AMD EPYC" alone hides the generation: a Zen 3 (no AVX-512) and a Zen 4 (AVX-512, BF16) VM of the
     same name gave this project's benchmark different JAX/torch ratios, so every result records this.
     """
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as fh:
-                cpuinfo = fh.read()
-        except OSError:
-            return {}
-    first = cpuinfo.split("\n\n", 1)[0]
-    fields = {}
-    for line in first.splitlines():
-        if ":" in line:
-            key, value = line.split(":", 1)
-            fields[key.strip()] = value.strip()
+    fields = _cpuinfo_fields(cpuinfo)
+    if not fields:
+        return {}
     flags = set(fields.get("flags", "").split())
     return {"family": fields.get("cpu family"), "model": fields.get("model"),
             "simd": [f for f in SIMD_FLAGS if f in flags]}
