@@ -221,3 +221,74 @@ def test_best_like_recipe_end_to_end_on_a_tiny_cnn(tmp_path):
     assert history[0]["lr"] == pytest.approx(0.01 * (steps - 1) / steps, rel=1e-4)
     assert history[1]["lr"] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * (steps - 1) / steps)), rel=1e-3, abs=1e-7)
     assert run_grid(recipe, [TINY], [0], **kw)["skipped"] == [f"{TINY}-s0"]
+
+
+# ------------------------------------------------------------------- pretraining: Ctrl-C and resume
+def test_interrupted_pretraining_continues_to_the_same_weights(tmp_path, monkeypatch):
+    """Ctrl-C mid-epoch saves the position; the rerun continues there and ends with the very weights and
+    history of an uninterrupted pretraining; the grid reports the run as interrupted, not failed."""
+    import os
+    import signal
+
+    from test_train_tiny import TINY  # registers the test-only tiny CNN
+
+    from hotspot_jax.reproduce import pretrain as pretrain_mod
+    from hotspot_jax.train import step as step_mod
+
+    data = fake_dataset({"Hot-Spot": 20, "Hot-Spot-Multi": 20, "No-Anomaly": 200, "Cell": 30}, seed=5)
+    manifest = make_binary_split(data, ProtocolConfig(seed=0))
+    kw = dict(image_size=16, epochs=2, lr=0.01, batch_size=16, online_augment="flip-shift", progress=False,
+              log=lambda m: None)
+    whole = pretrain_mod.pretrain(TINY, 0, data, manifest, outdir=tmp_path / "whole", **kw)
+
+    real_make = step_mod.make_train_step
+    calls = {"n": 0}
+
+    def make_interrupting(*args, **kwargs):
+        step = real_make(*args, **kwargs)
+
+        def interrupting(*a):
+            calls["n"] += 1
+            out = step(*a)
+            if calls["n"] == 3:  # mid-way through the first epoch
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+        return interrupting
+
+    monkeypatch.setattr(step_mod, "make_train_step", make_interrupting)
+    out = tmp_path / "cut"
+    assert pretrain_mod.pretrain(TINY, 0, data, manifest, outdir=out, **kw) == {"interrupted": True}
+    assert (out / pretrain_mod.PROGRESS).is_file() and not (out / "summary.json").exists()
+    monkeypatch.setattr(step_mod, "make_train_step", real_make)
+    logs = []
+    resumed = pretrain_mod.pretrain(TINY, 0, data, manifest, outdir=out, **dict(kw, log=logs.append))
+    assert "pretraining: continuing at epoch 1, batch 3" in logs
+    assert not (out / pretrain_mod.PROGRESS).exists()
+    assert (out / "variables.msgpack").read_bytes() == whole["weights"].read_bytes()
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["summary"]["history"]]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in whole["summary"]["history"]]
+
+    # progress of other settings is not used (started afresh), and an unreadable file neither
+    (out / "summary.json").unlink()
+    pretrain_mod.save_progress(out / pretrain_mod.PROGRESS, {"other": 1}, {"x": np.zeros(2)}, epoch=1, batch=0)
+    assert pretrain_mod.load_progress(out / pretrain_mod.PROGRESS, {"arch": TINY}, {"x": np.zeros(2)}) is None
+    (out / pretrain_mod.PROGRESS).write_bytes(b"not an npz")
+    assert pretrain_mod.load_progress(out / pretrain_mod.PROGRESS, {"other": 1}, {"x": np.zeros(2)}) is None
+
+
+def test_grid_reports_a_run_interrupted_in_pretraining(tmp_path, monkeypatch):
+    from test_train_tiny import TINY
+
+    from hotspot_jax.reproduce import pretrain as pretrain_mod
+    from hotspot_jax.reproduce.recipes import Recipe
+    from hotspot_jax.reproduce.runner import result_path, run_grid
+
+    monkeypatch.setattr(pretrain_mod, "pretrain_for_run", lambda *a, **k: {"interrupted": True})
+    recipe = Recipe(name="tiny-pre", description="test", image_size=16, epochs=1, batch_size=16, lr=0.01,
+                    pretrain_epochs=1, pretrain_lr=0.01)
+    trained = []
+    rep = run_grid(recipe, [TINY], [0, 1], runs_dir=tmp_path / "runs", results_dir=tmp_path / "results",
+                   dataset=fake_dataset({"Hot-Spot": 20, "Hot-Spot-Multi": 20, "No-Anomaly": 200}, seed=6),
+                   progress=False, log=lambda m: None, train_fn=lambda *a, **k: trained.append(a))
+    assert rep == {"done": [], "skipped": [], "interrupted": [f"{TINY}-s0"]} and not trained
+    assert not result_path(tmp_path / "results", "tiny-pre", TINY, 0).exists()

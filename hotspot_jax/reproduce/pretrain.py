@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import jax
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -21,6 +22,7 @@ from hotspot_jax.errors import DataError
 
 HELD_OUT = ("val", "test", "test_realistic")
 NUM_CLASSES = 12
+PROGRESS = "progress.npz"  # the state of an unfinished pretraining (epoch boundary or Ctrl-C)
 
 
 def pretrain_pool(dataset, manifest) -> np.ndarray:
@@ -48,13 +50,12 @@ def pretrain(arch: str, seed: int, dataset, manifest, *, image_size: int, epochs
              batch_size: int = 32, online_augment: str = "flip-shift", outdir: Path,
              progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``arch`` (12 classes, from scratch) on the pretraining pool; write ``variables.msgpack`` and
-    ``summary.json`` into ``outdir``. Reuses a finished pretraining with the same settings."""
-    import jax
-
+    ``summary.json`` into ``outdir``. Reuses a finished pretraining with the same settings and continues an
+    unfinished one from its last epoch or Ctrl-C; returns ``{"interrupted": True}`` after a Ctrl-C."""
     import architectures
     from hotspot_jax.train import batching
     from hotspot_jax.train.levers import make_schedule, online_augment_fn, save_variables
-    from hotspot_jax.train.loop import replicate, unreplicate
+    from hotspot_jax.train.loop import InterruptFlag, replicate, unreplicate
     from hotspot_jax.train.optimizer import sgd_momentum
     from hotspot_jax.train.state import create_state, init_variables
     from hotspot_jax.train.step import AXIS, make_train_step
@@ -81,24 +82,47 @@ def pretrain(arch: str, seed: int, dataset, manifest, *, image_size: int, epochs
     state = create_state(init_variables(model, jax.random.fold_in(root, 1), image_size), tx)
     devices = jax.local_devices()
     step_fn = make_train_step(model, tx, image_size, devices, augment=online_augment_fn(online_augment))
+    position = load_progress(outdir / PROGRESS, settings, state)
+    if position is not None:
+        state = position.pop("state")
+        log(f"pretraining: continuing at epoch {position['epoch'] + 1}, batch {position['batch']}")
+    else:
+        position = {"epoch": 0, "batch": 0, "loss": 0.0, "accuracy": 0.0, "history": [], "seconds": 0.0}
     rep = replicate(state, devices)
     n_dev = len(devices)
-    history = []
-    t_start = time.perf_counter()
-    for epoch in range(epochs):
-        order = batching.train_batch_indices(seed + 100_003, epoch, len(idx), batch_size)
-        t0 = time.perf_counter()
-        loss = acc = 0.0
-        for b in tqdm(range(steps), desc=f"pretrain {epoch + 1}/{epochs}", disable=not progress, leave=False):
-            sel = order[b]
-            rep, m = step_fn(rep, batching.shard(images[sel], n_dev), batching.shard(labels[sel], n_dev),
-                             jax.random.fold_in(root, 2))
-            m = jax.device_get(jax.tree.map(lambda x: x[0], m))
-            loss += float(m["loss"])
-            acc += float(m["accuracy"])
-        history.append({"epoch": epoch + 1, "train_loss": loss / steps, "train_accuracy": acc / steps,
-                        "seconds": round(time.perf_counter() - t0, 1)})
-        log(f"pretrain epoch {epoch + 1}/{epochs}: loss {loss / steps:.4f} acc {acc / steps:.4f}")
+    history = position["history"]
+    t_start = time.perf_counter() - position["seconds"]
+    with InterruptFlag() as stop:
+        for epoch in range(position["epoch"], epochs):
+            order = batching.train_batch_indices(seed + 100_003, epoch, len(idx), batch_size)
+            first = position["batch"] if epoch == position["epoch"] else 0
+            loss, acc = (position["loss"], position["accuracy"]) if first else (0.0, 0.0)
+            t0 = time.perf_counter()
+            b = first
+            for b in tqdm(range(first, steps), desc=f"pretrain {epoch + 1}/{epochs}", disable=not progress,
+                          leave=False, initial=first, total=steps):
+                sel = order[b]
+                rep, m = step_fn(rep, batching.shard(images[sel], n_dev), batching.shard(labels[sel], n_dev),
+                                 jax.random.fold_in(root, 2))
+                m = jax.device_get(jax.tree.map(lambda x: x[0], m))
+                loss += float(m["loss"])
+                acc += float(m["accuracy"])
+                if stop.requested:
+                    break
+            if stop.requested and b + 1 < steps:  # mid-epoch: keep the position and the partial sums
+                save_progress(outdir / PROGRESS, settings, unreplicate(rep), epoch=epoch, batch=b + 1, loss=loss,
+                              accuracy=acc, history=history, seconds=time.perf_counter() - t_start)
+                log(f"pretraining interrupted at epoch {epoch + 1}, batch {b + 1}/{steps}; progress saved")
+                return {"interrupted": True}
+            history = history + [{"epoch": epoch + 1, "train_loss": loss / steps, "train_accuracy": acc / steps,
+                                  "seconds": round(time.perf_counter() - t0, 1)}]
+            log(f"pretrain epoch {epoch + 1}/{epochs}: loss {loss / steps:.4f} acc {acc / steps:.4f}")
+            if epoch + 1 < epochs:
+                save_progress(outdir / PROGRESS, settings, unreplicate(rep), epoch=epoch + 1, batch=0, loss=0.0,
+                              accuracy=0.0, history=history, seconds=time.perf_counter() - t_start)
+                if stop.requested:
+                    log(f"pretraining interrupted after epoch {epoch + 1}; progress saved")
+                    return {"interrupted": True}
     host = unreplicate(rep)
     save_variables(weights, {"params": host["params"], "batch_stats": host["batch_stats"]})
     summary = {
@@ -113,7 +137,42 @@ def pretrain(arch: str, seed: int, dataset, manifest, *, image_size: int, epochs
     from hotspot_jax.train.files import write_json_atomic
 
     write_json_atomic(summary_path, summary)
+    (outdir / PROGRESS).unlink(missing_ok=True)
     return {"weights": weights, "summary": summary}
+
+
+def save_progress(path: Path, settings: dict[str, Any], state, **position) -> None:
+    """Write the pretraining state and its position (epoch, batch, running sums, history) as one .npz file,
+    atomically, so that an interrupted pretraining continues where it stopped."""
+    from hotspot_jax.train.files import write_atomic
+
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
+    meta = json.dumps({"settings": settings, **position})
+    arrays = {f"leaf{i:04d}": x for i, x in enumerate(leaves)}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(meta), **arrays)
+
+    write_atomic(path, write)
+
+
+def load_progress(path: Path, settings: dict[str, Any], like) -> dict[str, Any] | None:
+    """The saved position with ``state`` (shaped like ``like``) when ``path`` holds progress of these
+    ``settings``; None when there is none, it is of other settings, or it is unreadable (start afresh)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            leaves = [z[f"leaf{i:04d}"] for i in range(len(z.files) - 1)]
+    except (OSError, ValueError, KeyError):
+        return None
+    template, treedef = jax.tree.flatten(like)
+    if meta.pop("settings", None) != settings or len(leaves) != len(template) or any(
+            np.shape(a) != np.shape(b) or np.asarray(a).dtype != np.asarray(b).dtype for a, b in zip(leaves, template)):
+        return None
+    return dict(meta, state=jax.tree.unflatten(treedef, leaves))
 
 
 def pretrain_for_run(recipe, arch: str, seed: int, dataset, outdir: Path, *, progress: bool = True,

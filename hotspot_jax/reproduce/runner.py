@@ -196,6 +196,10 @@ def run_grid(
 
             pre = pretrain_for_run(recipe, arch, seed, dataset, pretrain_dir(runs_dir, recipe, arch, seed),
                                    progress=progress, log=log)
+            if pre.get("interrupted"):
+                report["interrupted"].append(f"{arch}-s{seed}")
+                log(f"interrupted {recipe.name}/{arch}-s{seed} in pretraining; rerun the same command to continue")
+                break
             init_weights = str(pre["weights"])
             extra["pretraining"] = pre["summary"]
             extra["timing"]["pretrain_seconds"] = pre["summary"]["train_seconds"]
