@@ -113,10 +113,14 @@ class Conv(ConvAttributes):
     """``nn.Conv(features, kernel_size, strides, padding)`` (no groups) on NHWC, fast on the CPU."""
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, kernel_only: bool = False) -> jax.Array:
+        """The convolution of ``x``; with ``kernel_only`` just the kernel for ``x``'s channels (cast to the
+        compute dtype), for callers that fuse several convolutions of one input into one (GoogLeNet)."""
         kh, kw = self.kernel_size
         cin = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features), self.param_dtype)
         dtype = self.dtype or jnp.result_type(x, kernel)
+        if kernel_only:
+            return kernel.astype(dtype)
         y = conv_nhwc(x.astype(dtype), kernel.astype(dtype), tuple(self.strides), tuple(map(tuple, self.padding)))
         return self.add_bias(y, dtype)

@@ -39,10 +39,13 @@ import jax
 import jax.numpy as jnp
 
 from architectures import layers
-from architectures.conv import Conv
+from architectures.conv import Conv, conv_nhwc
 from architectures.registry import ArchSpec, WeightSpec, register
 
 MIN_INPUT_SIZE = 15
+#: compute each Inception block's three 1x1 convolutions of its input as one matrix product (same
+#: parameters and result; faster on the CPU, measured in docs/performance.md); False: one product each
+FUSE_1X1 = True
 BN_EPSILON = 1e-3
 
 # Inception blocks: name -> (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj), torchvision's table.
@@ -99,12 +102,21 @@ class BasicConv2d(nn.Module):
     bn_axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        x = Conv(
-            self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-            padding=layers.torch_padding(self.padding), use_bias=False, dtype=self.dtype,
-            param_dtype=jnp.float32, kernel_init=trunc_normal_init(), name="conv",
-        )(x)
+    def __call__(self, x: jax.Array, *, train: bool, conv_out: jax.Array | None = None,
+                 kernel_only: bool = False) -> jax.Array:
+        """conv -> bn -> relu of ``x``. For a fused 1x1 convolution (:class:`Inception`): ``kernel_only``
+        returns the conv's kernel for ``x``; a later call with ``conv_out`` (this conv's slice of the fused
+        product) applies bn and relu to it."""
+        if conv_out is None:
+            x = Conv(
+                self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
+                padding=layers.torch_padding(self.padding), use_bias=False, dtype=self.dtype,
+                param_dtype=jnp.float32, kernel_init=trunc_normal_init(), name="conv",
+            )(x, kernel_only=kernel_only)
+            if kernel_only:
+                return x
+        else:
+            x = conv_out
         bn = layers.batch_norm(train, axis_name=self.bn_axis_name, epsilon=BN_EPSILON, dtype=self.dtype, name="bn")
         x = bn(x)
         return nn.relu(x)
@@ -129,10 +141,16 @@ class Inception(nn.Module):
                 features, kernel, padding=padding, dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=name
             )
 
-        b1 = conv(self.ch1x1, 1, 0, "branch1")(x, train=train)
-        b2 = conv(self.ch3x3red, 1, 0, "branch2_0")(x, train=train)
+        heads = [conv(self.ch1x1, 1, 0, "branch1"), conv(self.ch3x3red, 1, 0, "branch2_0"),
+                 conv(self.ch5x5red, 1, 0, "branch3_0")]
+        if FUSE_1X1:  # one matrix product for the three 1x1 convs of x; each keeps its own bn and params
+            kernel = jnp.concatenate([h(x, train=train, kernel_only=True) for h in heads], axis=-1)
+            fused = conv_nhwc(x, kernel, (1, 1), ((0, 0), (0, 0)))
+            cuts = [self.ch1x1, self.ch1x1 + self.ch3x3red]
+            b1, b2, b3 = (h(x, train=train, conv_out=y) for h, y in zip(heads, jnp.split(fused, cuts, axis=-1)))
+        else:
+            b1, b2, b3 = (h(x, train=train) for h in heads)
         b2 = conv(self.ch3x3, 3, 1, "branch2_1")(b2, train=train)
-        b3 = conv(self.ch5x5red, 1, 0, "branch3_0")(x, train=train)
         b3 = conv(self.ch5x5, 3, 1, "branch3_1")(b3, train=train)
         b4 = layers.max_pool(x, 3, 1, padding=1, ceil_mode=True)
         b4 = conv(self.pool_proj, 1, 0, "branch4_1")(b4, train=train)

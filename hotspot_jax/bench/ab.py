@@ -117,6 +117,13 @@ def _always_pmean() -> None:
     step.device_mean = lambda tree: jax.lax.pmean(tree, step.AXIS)  # looked up when the step is traced
 
 
+def _googlenet_separate_1x1() -> None:
+    """GoogLeNet's three 1x1 convolutions of an Inception input as three products (before the fusion)."""
+    from architectures import googlenet
+
+    googlenet.FUSE_1X1 = False  # read when the model is traced
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "max_pool=reference": _patch_max_pool(_reference_max_pool),
     "max_pool=fast": _patch_max_pool(_fast_max_pool),
@@ -128,6 +135,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "conv=patches": _conv_setting("IMPL", "patches"),
     "conv=no-strided-patches": _conv_setting("PATCHES_FOR_STRIDED", False),
     "conv=patches-up-to-64px": _conv_setting("PATCHES_MAX_OUTPUT_PIXELS", 64),
+    "googlenet=separate-1x1": _googlenet_separate_1x1,
 }
 
 
