@@ -324,3 +324,18 @@ def test_a_stale_work_directory_is_set_aside_not_fatal(tmp_path):
     moved = set_aside_stale_workdir(workdir, cfg, messages.append)
     assert moved is not None and moved.name.startswith("squeezenet1_1-s0.stale-") and (moved / "config.json").is_file()
     assert not workdir.exists() and "image_size: 64 -> 32" in messages[0]
+
+
+def test_shared_errors_count_images_wrong_by_k_networks_and_score_the_ensemble():
+    runs = [fake_run(*g) for g in GRID]
+    rows = aggregate.shared_errors(aggregate.by_arch(runs, ["squeezenet1_1", "alexnet"]))
+    assert [r["seed"] for r in rows] == [0, 1, 2] and all(r["n_images"] == 20 for r in rows)
+    # seed 0: squeezenet wrong on image 10 (a missed hotspot); alexnet wrong on 8, 9 (false alarms), 10, 11
+    assert rows[0]["wrong_by_k"] == [16, 3, 1] and rows[0]["wrong_by_majority"] == 1
+    assert rows[0]["wrong_by_majority_hotspots"] == 1
+    assert rows[0]["best_single_accuracy"] == pytest.approx(0.95) and rows[0]["right_by_any"] == pytest.approx(0.95)
+    # the fake probabilities are 0.9/0.1, so the mean is 0.5 (a hotspot call) where the two disagree
+    assert rows[0]["ensemble_accuracy"] == pytest.approx((20 - 1 - 2) / 20)
+    assert aggregate.shared_errors({"alexnet": runs[3:4]}) == []
+    md = report.tables.shared_errors_table(rows)
+    assert "| 0 | 2 | 20 | 16 | 3 | 1 | 1 (1) | 0.8500 | 0.9500 | 0.9500 |" in md

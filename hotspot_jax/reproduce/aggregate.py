@@ -81,3 +81,38 @@ def paired_comparisons(groups: dict[str, list[dict[str, Any]]]) -> list[dict[str
         out.append({"a": a, "b": b, "seeds": common, **{"diff_" + k: v for k, v in paired_t(diffs).items()},
                     "only_a_right": only_a, "only_b_right": only_b, "mcnemar_p": mcnemar_exact(only_a, only_b)})
     return out
+
+
+def shared_errors(groups: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per seed run by two or more architectures (same split, same test images): how many images exactly
+    k of the n networks got wrong (k = 0..n), and the accuracy of the networks' mean-probability ensemble
+    (threshold 0.5) against the best single network. Concentrated errors (most images right by all, a
+    few wrong by most) mean the networks share their mistakes, so ensembling them cannot help much."""
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    for arch, runs in groups.items():
+        for r in runs:
+            by_seed.setdefault(r["seed"], {})[arch] = r
+    out = []
+    for seed in sorted(by_seed):
+        runs = by_seed[seed]
+        if len(runs) < 2:
+            continue
+        preds = [r["test_predictions"] for r in runs.values()]
+        ids = sorted(set.intersection(*(set(p["ids"]) for p in preds)))
+        if not ids:
+            continue
+        labels = np.array([dict(zip(preds[0]["ids"], preds[0]["labels"]))[i] for i in ids], np.int64)
+        probs = np.array([[dict(zip(p["ids"], p["probs"]))[i] for i in ids] for p in preds], np.float64)
+        wrong = np.array([[dict(zip(p["ids"], p["pred"]))[i] for i in ids] for p in preds]) != labels
+        k = wrong.sum(axis=0)
+        n_nets = len(runs)
+        out.append({
+            "seed": seed, "archs": list(runs), "n_images": len(ids),
+            "wrong_by_k": np.bincount(k, minlength=n_nets + 1).tolist(),
+            "wrong_by_majority": int((k > n_nets / 2).sum()),
+            "wrong_by_majority_hotspots": int(((k > n_nets / 2) & (labels == 1)).sum()),
+            "ensemble_accuracy": float(((probs.mean(axis=0) >= 0.5) == labels).mean()),
+            "best_single_accuracy": float((~wrong).mean(axis=1).max()),
+            "right_by_any": float((k < n_nets).mean()),
+        })
+    return out

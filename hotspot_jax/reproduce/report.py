@@ -14,6 +14,7 @@ from hotspot_jax.reproduce.aggregate import (
     REALISTIC_METRICS,
     by_arch,
     paired_comparisons,
+    shared_errors,
     summarize,
 )
 from hotspot_jax.reproduce.figures import write_figures
@@ -43,10 +44,11 @@ def build(results_dir: str | Path, recipe: str, docs: str | Path | None = None, 
     balanced = {a: summarize(rs, "test") for a, rs in groups.items()}
     realistic = {a: summarize(rs, "test_realistic", REALISTIC_METRICS) for a, rs in groups.items()}
     pairs = paired_comparisons(groups)
+    shared = shared_errors(groups)
     outdir = results_dir / recipe
     figs = write_figures(outdir, groups, balanced, recipe)
     aggregate = {"recipe": recipe, "runs": [Path(r["_path"]).name for r in runs], "method": METHOD,
-                 "balanced": balanced, "realistic": realistic, "pairs": pairs}
+                 "balanced": balanced, "realistic": realistic, "pairs": pairs, "shared_errors": shared}
     write_json(outdir / "aggregate.json", aggregate)
     desc = description or (RECIPES[recipe].description if recipe in RECIPES else runs[0]["recipe"].get("description", ""))
     rel = f"{figure_link_root}/{outdir.as_posix()}" if figure_link_root else outdir.as_posix()
@@ -61,6 +63,9 @@ def build(results_dir: str | Path, recipe: str, docs: str | Path | None = None, 
         tables.realistic_table(groups, realistic),
         "Paired comparisons of test accuracy:",
         tables.comparisons_table(pairs) if pairs else "(fewer than two architectures)",
+        "Errors shared between architectures (per seed: same split and test images; ensemble = mean hotspot "
+        "probability of the networks, a hotspot at 0.5 or more):",
+        tables.shared_errors_table(shared) if shared else "(no seed with two or more architectures)",
         "Wall time, throughput and machine of every run:",
         tables.timing_table(runs),
         f"![Figure 10]({rel}/{figs['fig10'].name})\n\n![Figure 11]({rel}/{figs['fig11'].name})\n\n"

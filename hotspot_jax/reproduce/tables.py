@@ -112,3 +112,19 @@ def timing_table(runs: Sequence[dict]) -> str:
                      fmt(t.get("train_seconds"), 0), fmt(t.get("pretrain_seconds"), 0),
                      fmt(t.get("images_per_second_median"), 0), mach])
     return _table(header, rows)
+
+
+def shared_errors_table(rows: list[dict[str, Any]]) -> str:
+    """Per seed: images wrong by k of the n networks, wrong by a majority, and the ensemble's accuracy."""
+    n_max = max(len(r["archs"]) for r in rows)
+    header = (["Seed", "Networks", "Images"] + [f"wrong by {k}" for k in range(n_max + 1)]
+              + ["wrong by a majority (hotspots)", "mean-probability ensemble", "best single network",
+                 "right by at least one"])
+    body = []
+    for r in rows:
+        counts = r["wrong_by_k"] + [None] * (n_max + 1 - len(r["wrong_by_k"]))
+        body.append([str(r["seed"]), str(len(r["archs"])), str(r["n_images"])]
+                    + ["—" if c is None else str(c) for c in counts]
+                    + [f"{r['wrong_by_majority']} ({r['wrong_by_majority_hotspots']})", fmt(r["ensemble_accuracy"]),
+                       fmt(r["best_single_accuracy"]), fmt(r["right_by_any"])])
+    return _table(header, body)
