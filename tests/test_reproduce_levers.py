@@ -226,7 +226,7 @@ def test_best_like_recipe_end_to_end_on_a_tiny_cnn(tmp_path):
 # ------------------------------------------------------------------- pretraining: Ctrl-C and resume
 def test_interrupted_pretraining_continues_to_the_same_weights(tmp_path, monkeypatch):
     """Ctrl-C mid-epoch saves the position; the rerun continues there and ends with the very weights and
-    history of an uninterrupted pretraining; the grid reports the run as interrupted, not failed."""
+    history of an uninterrupted pretraining; progress of other settings or an unreadable file is ignored."""
     import os
     import signal
 

@@ -97,13 +97,15 @@ def shared_errors(groups: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any
         runs = by_seed[seed]
         if len(runs) < 2:
             continue
-        preds = [r["test_predictions"] for r in runs.values()]
-        ids = sorted(set.intersection(*(set(p["ids"]) for p in preds)))
+        correct = [_correct_by_id(r) for r in runs.values()]
+        probs_by_id = [dict(zip(r["test_predictions"]["ids"], r["test_predictions"]["probs"])) for r in runs.values()]
+        ids = sorted(set.intersection(*(set(c) for c in correct)))
         if not ids:
             continue
-        labels = np.array([dict(zip(preds[0]["ids"], preds[0]["labels"]))[i] for i in ids], np.int64)
-        probs = np.array([[dict(zip(p["ids"], p["probs"]))[i] for i in ids] for p in preds], np.float64)
-        wrong = np.array([[dict(zip(p["ids"], p["pred"]))[i] for i in ids] for p in preds]) != labels
+        first = next(iter(runs.values()))["test_predictions"]
+        labels = np.array([dict(zip(first["ids"], first["labels"]))[i] for i in ids], np.int64)
+        probs = np.array([[p[i] for i in ids] for p in probs_by_id], np.float64)
+        wrong = ~np.array([[c[i] for i in ids] for c in correct])
         k = wrong.sum(axis=0)
         n_nets = len(runs)
         out.append({

@@ -92,6 +92,11 @@ def pretrain(arch: str, seed: int, dataset, manifest, *, image_size: int, epochs
     n_dev = len(devices)
     history = position["history"]
     t_start = time.perf_counter() - position["seconds"]
+
+    def keep(**where) -> None:  # the state after the last step taken, and where the next one starts
+        save_progress(outdir / PROGRESS, settings, unreplicate(rep), history=history,
+                      seconds=time.perf_counter() - t_start, **where)
+
     with InterruptFlag() as stop:
         for epoch in range(position["epoch"], epochs):
             order = batching.train_batch_indices(seed + 100_003, epoch, len(idx), batch_size)
@@ -110,16 +115,14 @@ def pretrain(arch: str, seed: int, dataset, manifest, *, image_size: int, epochs
                 if stop.requested:
                     break
             if stop.requested and b + 1 < steps:  # mid-epoch: keep the position and the partial sums
-                save_progress(outdir / PROGRESS, settings, unreplicate(rep), epoch=epoch, batch=b + 1, loss=loss,
-                              accuracy=acc, history=history, seconds=time.perf_counter() - t_start)
+                keep(epoch=epoch, batch=b + 1, loss=loss, accuracy=acc)
                 log(f"pretraining interrupted at epoch {epoch + 1}, batch {b + 1}/{steps}; progress saved")
                 return {"interrupted": True}
             history = history + [{"epoch": epoch + 1, "train_loss": loss / steps, "train_accuracy": acc / steps,
                                   "seconds": round(time.perf_counter() - t0, 1)}]
             log(f"pretrain epoch {epoch + 1}/{epochs}: loss {loss / steps:.4f} acc {acc / steps:.4f}")
             if epoch + 1 < epochs:
-                save_progress(outdir / PROGRESS, settings, unreplicate(rep), epoch=epoch + 1, batch=0, loss=0.0,
-                              accuracy=0.0, history=history, seconds=time.perf_counter() - t_start)
+                keep(epoch=epoch + 1, batch=0, loss=0.0, accuracy=0.0)
                 if stop.requested:
                     log(f"pretraining interrupted after epoch {epoch + 1}; progress saved")
                     return {"interrupted": True}
