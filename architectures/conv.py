@@ -11,8 +11,11 @@ So on the CPU backend :class:`Conv` computes the convolution as ``patches @ kern
 strided slices of the padded input concatenated on the channel axis, times the kernel reshaped to
 (kh*kw*Cin, Cout); JAX differentiates that into matrix products and pads. It does so for 1x1 kernels,
 for outputs of at most :data:`PATCHES_MAX_OUTPUT_PIXELS` pixels and for strided kernels; larger stride-1
-maps keep ``lax.conv``, which is faster there. Other backends (GPU: cuDNN) always use ``lax.conv``.
-The measurements behind the rule are in docs/performance.md.
+maps keep ``lax.conv``, which is faster there forward and for the input gradient, but not for the kernel
+gradient (3-10x slower than the forward pass on this CPU): on the CPU backend those convolutions get
+their kernel gradient from :func:`kernel_grad_by_shifts` instead (a custom VJP). Other backends (GPU:
+cuDNN) always use ``lax.conv`` and its own gradients. The measurements behind the rules are in
+docs/performance.md.
 
 :class:`Conv` is a drop-in for ``nn.Conv`` without groups: same parameter names and shapes (``kernel``
 (kh, kw, Cin, Cout), optional ``bias``), same init, explicit ``((top, bottom), (left, right))`` padding.
@@ -20,6 +23,7 @@ The measurements behind the rule are in docs/performance.md.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -35,6 +39,12 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 PATCHES_MAX_OUTPUT_PIXELS = 16
 #: strided kernels use patches at any size (their lax.conv gradient is slow on the CPU)
 PATCHES_FOR_STRIDED = True
+#: "shifts": stride-1 convolutions left to lax.conv on the CPU get their kernel gradient from
+#: kernel_grad_by_shifts (row 13 of docs/performance.md); "xla": XLA's own (the A/B switch)
+KERNEL_GRAD = "shifts"
+#: kernel_grad_by_shifts sums over the batch in chunks of about this many output pixels (a 56x56 map per
+#: chunk measured fastest among 1 and 4 images; smaller maps take several images per chunk)
+KERNEL_GRAD_CHUNK_PIXELS = 3136
 #: "auto" (patches where the rule above says so, on the CPU backend only), "xla" (always lax.conv),
 #: "patches" (always patches): a switch for the A/B benchmark and the tests
 IMPL = "auto"
@@ -80,11 +90,69 @@ def conv_xla(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pa
     return jax.lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def images_per_chunk(n: int, pixels_per_image: int) -> int:
+    """The largest divisor of the batch ``n`` whose images hold at most KERNEL_GRAD_CHUNK_PIXELS output
+    pixels (at least one image)."""
+    target = max(1, KERNEL_GRAD_CHUNK_PIXELS // max(1, pixels_per_image))
+    return max(d for d in range(1, min(n, target) + 1) if n % d == 0)
+
+
+def kernel_grad_by_shifts(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], pads: Pads) -> jax.Array:
+    """Kernel gradient of a stride-1 NHWC x HWIO convolution: for each kernel offset (i, j), the shifted
+    input's transpose times the output gradient, summed over chunks of images by ``lax.scan`` so that
+    each chunk's operands stay in cache (XLA:CPU's own kernel gradient is a slow generic loop)."""
+    kh, kw = kernel_hw
+    n, cin = x.shape[0], x.shape[-1]
+    _, ho, wo, cout = dy.shape
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    chunk = images_per_chunk(n, ho * wo)
+    xs = xp.reshape(n // chunk, chunk, *xp.shape[1:])
+    dys = dy.reshape(n // chunk, chunk * ho * wo, cout)
+
+    def add_chunk(acc, operands):
+        xc, dc = operands
+        parts = [jax.lax.dot_general(xc[:, i:i + ho, j:j + wo].reshape(-1, cin), dc, (((0,), (0,)), ((), ())),
+                                     preferred_element_type=jnp.float32)
+                 for i in range(kh) for j in range(kw)]
+        return acc + jnp.stack(parts), None
+
+    acc, _ = jax.lax.scan(add_chunk, jnp.zeros((kh * kw, cin, cout), jnp.float32), (xs, dys))
+    return acc.reshape(kh, kw, cin, cout)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_xla_shift_grad(x: jax.Array, kernel: jax.Array, pads: Pads) -> jax.Array:
+    """A stride-1 ``lax.conv`` whose kernel gradient is :func:`kernel_grad_by_shifts` (input gradient: XLA's)."""
+    return conv_xla(x, kernel, (1, 1), pads)
+
+
+def _shift_grad_forward(x, kernel, pads):
+    return conv_xla(x, kernel, (1, 1), pads), (x, kernel)
+
+
+def _shift_grad_backward(pads, residuals, dy):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x_: conv_xla(x_, kernel, (1, 1), pads), x)
+    (dx,) = input_vjp(dy)
+    return dx, kernel_grad_by_shifts(x, dy, kernel.shape[:2], pads).astype(kernel.dtype)
+
+
+conv_xla_shift_grad.defvjp(_shift_grad_forward, _shift_grad_backward)
+
+
+def uses_shift_grad(strides: tuple[int, int], impl: str | None = None) -> bool:
+    """Whether a convolution left to ``lax.conv`` takes its kernel gradient from kernel_grad_by_shifts."""
+    return ((impl or IMPL) == "auto" and KERNEL_GRAD == "shifts" and tuple(strides) == (1, 1)
+            and jax.default_backend() == "cpu")
+
+
 def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads,
               impl: str | None = None) -> jax.Array:
     """Convolution of NHWC ``x`` with an HWIO ``kernel``, by patches or by ``lax.conv`` (module doc)."""
     if uses_patches(x.shape[1:3], kernel.shape[:2], strides, pads, impl):
         return conv_patches(x, kernel, strides, pads)
+    if uses_shift_grad(strides, impl):
+        return conv_xla_shift_grad(x, kernel, tuple(map(tuple, pads)))
     return conv_xla(x, kernel, strides, pads)
 
 

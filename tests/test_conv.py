@@ -22,7 +22,8 @@ CASES = [  # (h, w, cin, cout, kernel, stride, padding): shapes these networks u
     (15, 15, 3, 4, 11, 4, 2),  # AlexNet conv1
     (6, 5, 8, 16, 1, 1, 0),  # 1x1
     (7, 7, 8, 16, 1, 2, 0),  # strided 1x1 (ResNet downsample)
-    (10, 10, 4, 4, 3, 1, 1),  # large enough for lax.conv under "auto"
+    (10, 10, 4, 4, 3, 1, 1),  # large enough for lax.conv under "auto" (kernel gradient by shifts)
+    (12, 11, 4, 6, 5, 1, 2),  # AlexNet conv2's 5x5, by lax.conv with the shifted kernel gradient
 ]
 
 
@@ -79,14 +80,59 @@ def test_other_backends_keep_lax_conv(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert not conv.uses_patches((2, 2), (3, 3), (1, 1), ((1, 1), (1, 1)))
     assert not conv.uses_patches((8, 8), (1, 1), (1, 1), ((0, 0), (0, 0)))
+    assert not conv.uses_shift_grad((1, 1))
 
 
-def test_bfloat16_compute_float32_params():
+def test_which_convolutions_take_the_shifted_kernel_gradient(monkeypatch):
+    monkeypatch.setattr(conv, "IMPL", "auto")
+    monkeypatch.setattr(conv, "KERNEL_GRAD", "shifts")
+    assert conv.uses_shift_grad((1, 1))
+    assert not conv.uses_shift_grad((2, 2))  # strided convolutions are patches anyway
+    assert not conv.uses_shift_grad((1, 1), impl="xla")  # the A/B baseline: XLA's gradient
+    monkeypatch.setattr(conv, "KERNEL_GRAD", "xla")
+    assert not conv.uses_shift_grad((1, 1))
+
+
+def test_images_per_chunk_divides_the_batch(monkeypatch):
+    monkeypatch.setattr(conv, "KERNEL_GRAD_CHUNK_PIXELS", 3136)
+    assert conv.images_per_chunk(32, 56 * 56) == 1
+    assert conv.images_per_chunk(32, 16 * 16) == 8  # 12 images fit; 8 is the largest divisor of 32 below
+    assert conv.images_per_chunk(30, 16 * 16) == 10
+    assert conv.images_per_chunk(7, 100 * 100) == 1
+    assert conv.images_per_chunk(5, 1) == 5
+
+
+@pytest.mark.parametrize("chunk_pixels", [1, 10**6, 150])  # one image per chunk, the whole batch, 2 of 6
+@pytest.mark.parametrize("kernel_hw, pads", [((3, 3), ((1, 1), (1, 1))), ((5, 3), ((2, 1), (0, 2)))])
+def test_kernel_grad_by_shifts_equals_xla_kernel_gradient(kernel_hw, pads, chunk_pixels, monkeypatch):
+    monkeypatch.setattr(conv, "KERNEL_GRAD_CHUNK_PIXELS", chunk_pixels)
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 9, 8, 5))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (*kernel_hw, 5, 7))
+    y, kernel_vjp = jax.vjp(lambda k: conv.conv_xla(x, k, (1, 1), pads), kernel)
+    dy = jax.random.normal(jax.random.PRNGKey(2), y.shape)
+    (expected,) = kernel_vjp(dy)
+    got = conv.kernel_grad_by_shifts(x, dy, kernel_hw, pads)
+    assert got.shape == kernel.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+    def loss(f):
+        return lambda inp, k: jnp.sum(jnp.sin(f(inp, k)))
+
+    g = jax.grad(loss(lambda inp, k: conv.conv_xla_shift_grad(inp, k, pads)), argnums=(0, 1))(x, kernel)
+    g_ref = jax.grad(loss(lambda inp, k: conv.conv_xla(inp, k, (1, 1), pads)), argnums=(0, 1))(x, kernel)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("hw", [3, 10], ids=["patches", "lax-conv-shifted-kernel-grad"])
+def test_bfloat16_compute_float32_params(hw):
     ours = conv.Conv(features=8, kernel_size=(3, 3), padding=((1, 1), (1, 1)), dtype=jnp.bfloat16)
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 3, 4))
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, hw, hw, 4))
     params = ours.init(jax.random.PRNGKey(0), x)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
     y = ours.apply(params, x)
     assert y.dtype == jnp.bfloat16
     ref = nn.Conv(features=8, kernel_size=(3, 3), padding=((1, 1), (1, 1))).apply(params, x)
     np.testing.assert_allclose(np.asarray(y, np.float32), ref, rtol=0.05, atol=0.05)
+    grads = jax.grad(lambda prm: jnp.sum(ours.apply(prm, x).astype(jnp.float32) ** 2))(params)
+    assert all(leaf.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(grads))

@@ -135,6 +135,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "conv=patches": _conv_setting("IMPL", "patches"),
     "conv=no-strided-patches": _conv_setting("PATCHES_FOR_STRIDED", False),
     "conv=patches-up-to-64px": _conv_setting("PATCHES_MAX_OUTPUT_PIXELS", 64),
+    "conv=xla-kernel-grad": _conv_setting("KERNEL_GRAD", "xla"),
     "googlenet=separate-1x1": _googlenet_separate_1x1,
 }
 
