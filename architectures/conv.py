@@ -10,7 +10,8 @@ bwd, measured at every size these networks use).
 So on the CPU backend :class:`Conv` computes the convolution as ``patches @ kernel``: the k*k shifted,
 strided slices of the padded input concatenated on the channel axis, times the kernel reshaped to
 (kh*kw*Cin, Cout); JAX differentiates that into matrix products and pads. It does so for 1x1 kernels,
-for outputs of at most :data:`PATCHES_MAX_OUTPUT_PIXELS` pixels and for strided kernels; larger stride-1
+for outputs of at most :data:`PATCHES_MAX_OUTPUT_PIXELS` pixels and for strided kernels (except large
+first-layer kernels on the image's few channels, :data:`FIRST_LAYER_MAX_CHANNELS`); larger stride-1
 maps keep ``lax.conv``, which is faster there forward and for the input gradient, but not for the kernel
 gradient (3-10x slower than the forward pass on this CPU): on the CPU backend those convolutions get
 their kernel gradient from :func:`kernel_grad_by_shifts` instead (a custom VJP). Other backends (GPU:
@@ -45,6 +46,13 @@ KERNEL_GRAD = "shifts"
 #: kernel_grad_by_shifts sums over the batch in chunks of about this many output pixels (a 56x56 map per
 #: chunk measured fastest among 1 and 4 images; smaller maps take several images per chunk)
 KERNEL_GRAD_CHUNK_PIXELS = 3136
+#: strided convolutions of at most this many input channels and kernels of at least
+#: FIRST_LAYER_MIN_KERNEL_PIXELS (a network's 7x7 or 11x11 first layer on the image) keep lax.conv forward
+#: with kernel_grad_by_shifts instead of patches, whose k*k-wide matrix costs more than the product there
+#: (docs/performance.md row 15: AlexNet at 224 px 1.04x train, 1.18x inference; 3x3 first layers were
+#: neutral to 0.92x, so they stay patches); 0 turns it off (the A/B switch)
+FIRST_LAYER_MAX_CHANNELS = 4
+FIRST_LAYER_MIN_KERNEL_PIXELS = 25
 #: "auto" (patches where the rule above says so, on the CPU backend only), "xla" (always lax.conv),
 #: "patches" (always patches): a switch for the A/B benchmark and the tests
 IMPL = "auto"
@@ -55,8 +63,15 @@ def output_hw(in_hw: tuple[int, int], kernel_hw: tuple[int, int], strides: tuple
     return tuple((in_hw[a] + pads[a][0] + pads[a][1] - kernel_hw[a]) // strides[a] + 1 for a in (0, 1))
 
 
+def first_layer_xla(kernel_hw: tuple[int, int], strides: tuple[int, int], in_channels: int | None) -> bool:
+    """Whether a strided, large-kernel convolution on few channels (a first layer) runs as ``lax.conv``
+    with the shifted-product kernel gradient; the caller has checked backend and ``IMPL``."""
+    return (in_channels is not None and in_channels <= FIRST_LAYER_MAX_CHANNELS and tuple(strides) != (1, 1)
+            and kernel_hw[0] * kernel_hw[1] >= FIRST_LAYER_MIN_KERNEL_PIXELS and KERNEL_GRAD == "shifts")
+
+
 def uses_patches(in_hw: tuple[int, int], kernel_hw: tuple[int, int], strides: tuple[int, int], pads: Pads,
-                 impl: str | None = None) -> bool:
+                 impl: str | None = None, in_channels: int | None = None) -> bool:
     """Whether :func:`conv_nhwc` computes this convolution as patches @ kernel (see the module doc)."""
     impl = impl or IMPL
     if impl != "auto":
@@ -65,6 +80,8 @@ def uses_patches(in_hw: tuple[int, int], kernel_hw: tuple[int, int], strides: tu
         return False
     if kernel_hw == (1, 1):
         return True
+    if first_layer_xla(kernel_hw, strides, in_channels):
+        return False
     if PATCHES_FOR_STRIDED and strides != (1, 1):
         return True
     ho, wo = output_hw(in_hw, kernel_hw, strides, pads)
@@ -97,11 +114,13 @@ def images_per_chunk(n: int, pixels_per_image: int) -> int:
     return max(d for d in range(1, min(n, target) + 1) if n % d == 0)
 
 
-def kernel_grad_by_shifts(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], pads: Pads) -> jax.Array:
-    """Kernel gradient of a stride-1 NHWC x HWIO convolution: for each kernel offset (i, j), the shifted
-    input's transpose times the output gradient, summed over chunks of images by ``lax.scan`` so that
+def kernel_grad_by_shifts(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], pads: Pads,
+                          strides: tuple[int, int] = (1, 1)) -> jax.Array:
+    """Kernel gradient of an NHWC x HWIO convolution: for each kernel offset (i, j), the shifted (and
+    strided) input's transpose times the output gradient, summed over chunks of images by ``lax.scan`` so that
     each chunk's operands stay in cache (XLA:CPU's own kernel gradient is a slow generic loop)."""
     kh, kw = kernel_hw
+    sh, sw = strides
     n, cin = x.shape[0], x.shape[-1]
     _, ho, wo, cout = dy.shape
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
@@ -111,7 +130,8 @@ def kernel_grad_by_shifts(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int
 
     def add_chunk(acc, operands):
         xc, dc = operands
-        parts = [jax.lax.dot_general(xc[:, i:i + ho, j:j + wo].reshape(-1, cin), dc, (((0,), (0,)), ((), ())),
+        parts = [jax.lax.dot_general(xc[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw].reshape(-1, cin),
+                                     dc, (((0,), (0,)), ((), ())),
                                      preferred_element_type=jnp.float32)
                  for i in range(kh) for j in range(kw)]
         return acc + jnp.stack(parts), None
@@ -120,21 +140,21 @@ def kernel_grad_by_shifts(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int
     return acc.reshape(kh, kw, cin, cout)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_xla_shift_grad(x: jax.Array, kernel: jax.Array, pads: Pads) -> jax.Array:
-    """A stride-1 ``lax.conv`` whose kernel gradient is :func:`kernel_grad_by_shifts` (input gradient: XLA's)."""
-    return conv_xla(x, kernel, (1, 1), pads)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_xla_shift_grad(x: jax.Array, kernel: jax.Array, pads: Pads, strides: tuple[int, int] = (1, 1)) -> jax.Array:
+    """A ``lax.conv`` whose kernel gradient is :func:`kernel_grad_by_shifts` (input gradient: XLA's)."""
+    return conv_xla(x, kernel, strides, pads)
 
 
-def _shift_grad_forward(x, kernel, pads):
-    return conv_xla(x, kernel, (1, 1), pads), (x, kernel)
+def _shift_grad_forward(x, kernel, pads, strides):
+    return conv_xla(x, kernel, strides, pads), (x, kernel)
 
 
-def _shift_grad_backward(pads, residuals, dy):
+def _shift_grad_backward(pads, strides, residuals, dy):
     x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda x_: conv_xla(x_, kernel, (1, 1), pads), x)
+    _, input_vjp = jax.vjp(lambda x_: conv_xla(x_, kernel, strides, pads), x)
     (dx,) = input_vjp(dy)
-    return dx, kernel_grad_by_shifts(x, dy, kernel.shape[:2], pads).astype(kernel.dtype)
+    return dx, kernel_grad_by_shifts(x, dy, kernel.shape[:2], pads, strides).astype(kernel.dtype)
 
 
 conv_xla_shift_grad.defvjp(_shift_grad_forward, _shift_grad_backward)
@@ -149,10 +169,11 @@ def uses_shift_grad(strides: tuple[int, int], impl: str | None = None) -> bool:
 def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads,
               impl: str | None = None) -> jax.Array:
     """Convolution of NHWC ``x`` with an HWIO ``kernel``, by patches or by ``lax.conv`` (module doc)."""
-    if uses_patches(x.shape[1:3], kernel.shape[:2], strides, pads, impl):
+    if uses_patches(x.shape[1:3], kernel.shape[:2], strides, pads, impl, in_channels=x.shape[-1]):
         return conv_patches(x, kernel, strides, pads)
-    if uses_shift_grad(strides, impl):
-        return conv_xla_shift_grad(x, kernel, tuple(map(tuple, pads)))
+    if uses_shift_grad(strides, impl) or ((impl or IMPL) == "auto" and jax.default_backend() == "cpu"
+                                          and first_layer_xla(kernel.shape[:2], strides, x.shape[-1])):
+        return conv_xla_shift_grad(x, kernel, tuple(map(tuple, pads)), tuple(strides))
     return conv_xla(x, kernel, strides, pads)
 
 

@@ -75,6 +75,35 @@ def test_the_rule_on_the_cpu_backend(monkeypatch):
     assert conv.uses_patches((56, 56), (3, 3), (1, 1), same3, impl="patches")
 
 
+def test_large_first_layer_kernels_on_few_channels_keep_lax_conv(monkeypatch):
+    monkeypatch.setattr(conv, "IMPL", "auto")
+    monkeypatch.setattr(conv, "FIRST_LAYER_MAX_CHANNELS", 4)
+    pads = ((2, 2), (2, 2))
+    assert not conv.uses_patches((224, 224), (11, 11), (4, 4), pads, in_channels=3)  # AlexNet's first layer
+    assert not conv.uses_patches((224, 224), (7, 7), (2, 2), pads, in_channels=3)  # GoogLeNet's, ResNet's
+    assert conv.uses_patches((224, 224), (3, 3), (2, 2), pads, in_channels=3)  # 3x3 first layers stay patches
+    assert conv.uses_patches((56, 56), (7, 7), (2, 2), pads, in_channels=64)  # not a first layer
+    assert conv.uses_patches((224, 224), (7, 7), (1, 1), pads, in_channels=3, impl="patches")
+    monkeypatch.setattr(conv, "FIRST_LAYER_MAX_CHANNELS", 0)  # the A/B switch
+    assert conv.uses_patches((224, 224), (11, 11), (4, 4), pads, in_channels=3)
+
+
+@pytest.mark.parametrize("kernel_hw, strides, pads", [((11, 11), (4, 4), ((2, 2), (2, 2))),
+                                                      ((7, 7), (2, 2), ((3, 2), (3, 3))),
+                                                      ((5, 5), (3, 2), ((0, 1), (2, 0)))])
+def test_strided_shift_grad_equals_xla_gradients(kernel_hw, strides, pads):
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 37, 29, 3))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (*kernel_hw, 3, 6))
+
+    def loss(f):
+        return lambda inp, k: jnp.sum(jnp.sin(f(inp, k)))
+
+    g = jax.grad(loss(lambda inp, k: conv.conv_xla_shift_grad(inp, k, pads, strides)), argnums=(0, 1))(x, kernel)
+    g_ref = jax.grad(loss(lambda inp, k: conv.conv_xla(inp, k, strides, pads)), argnums=(0, 1))(x, kernel)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_other_backends_keep_lax_conv(monkeypatch):
     monkeypatch.setattr(conv, "IMPL", "auto")
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
