@@ -160,10 +160,13 @@ def _shift_grad_backward(pads, strides, residuals, dy):
 conv_xla_shift_grad.defvjp(_shift_grad_forward, _shift_grad_backward)
 
 
-def uses_shift_grad(strides: tuple[int, int], impl: str | None = None) -> bool:
-    """Whether a convolution left to ``lax.conv`` takes its kernel gradient from kernel_grad_by_shifts."""
-    return ((impl or IMPL) == "auto" and KERNEL_GRAD == "shifts" and tuple(strides) == (1, 1)
-            and jax.default_backend() == "cpu")
+def uses_shift_grad(strides: tuple[int, int], impl: str | None = None, kernel_hw: tuple[int, int] | None = None,
+                    in_channels: int | None = None) -> bool:
+    """Whether a convolution left to ``lax.conv`` takes its kernel gradient from kernel_grad_by_shifts:
+    stride-1 ones, and the large first layers of :func:`first_layer_xla` (given kernel size and channels)."""
+    if (impl or IMPL) != "auto" or KERNEL_GRAD != "shifts" or jax.default_backend() != "cpu":
+        return False
+    return tuple(strides) == (1, 1) or (kernel_hw is not None and first_layer_xla(kernel_hw, strides, in_channels))
 
 
 def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads,
@@ -171,8 +174,7 @@ def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: P
     """Convolution of NHWC ``x`` with an HWIO ``kernel``, by patches or by ``lax.conv`` (module doc)."""
     if uses_patches(x.shape[1:3], kernel.shape[:2], strides, pads, impl, in_channels=x.shape[-1]):
         return conv_patches(x, kernel, strides, pads)
-    if uses_shift_grad(strides, impl) or ((impl or IMPL) == "auto" and jax.default_backend() == "cpu"
-                                          and first_layer_xla(kernel.shape[:2], strides, x.shape[-1])):
+    if uses_shift_grad(strides, impl, kernel.shape[:2], x.shape[-1]):
         return conv_xla_shift_grad(x, kernel, tuple(map(tuple, pads)), tuple(strides))
     return conv_xla(x, kernel, strides, pads)
 
