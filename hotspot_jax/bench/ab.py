@@ -97,6 +97,26 @@ def _separate_filter_sums() -> None:
     depthwise._filter_grad = filter_grad  # looked up when the backward pass is traced
 
 
+def _batch_filter_sums() -> None:
+    """Depthwise filter gradient as one variadic reduction over the whole batch (before row 16's scan)."""
+    import jax
+    import jax.numpy as jnp
+
+    from architectures import depthwise
+
+    def filter_grad(xp, g, kernel_hw, stride):
+        kh, kw = kernel_hw
+        acc = jnp.promote_types(g.dtype, jnp.float32)
+        gf = g.astype(acc)
+        terms = tuple(depthwise.window_slice(xp, i, j, stride, g.shape[1:3]).astype(acc) * gf
+                      for i in range(kh) for j in range(kw))
+        zeros = tuple(jnp.zeros((), acc) for _ in terms)
+        sums = jax.lax.reduce(terms, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1))
+        return jnp.stack([s.sum(0) for s in sums]).reshape(kh, kw, 1, -1)
+
+    depthwise._filter_grad = filter_grad  # looked up when the backward pass is traced
+
+
 def _conv_setting(name: str, value: Any) -> Callable[[], None]:
     """Set one of architectures.conv's module-level switches (read at trace time by every Conv)."""
 
@@ -130,6 +150,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "depthwise=reference": _reference_depthwise,
     "depthwise=grouped-forward": _grouped_forward_depthwise,
     "depthwise=separate-filter-sums": _separate_filter_sums,
+    "depthwise=batch-filter-sums": _batch_filter_sums,
     "step=always-pmean": _always_pmean,
     "conv=xla": _conv_setting("IMPL", "xla"),
     "conv=patches": _conv_setting("IMPL", "patches"),
