@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from architectures.batchnorm import normalize_batch
 from architectures.pooling import max_pool_nhwc
 
 Dtype = Any
@@ -23,6 +24,12 @@ Dtype = Any
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 # torch's default Conv2d/Linear init: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+# How BatchNorm is computed: "custom" (statistics folded into one multiply-add per element, and in training
+# architectures.batchnorm's closed-form gradient) or "autodiff" (``(x - mean) * a + bias`` differentiated by
+# JAX: the form before optimisation row 17, kept for the A/B tool and the tests). Read when a model is traced.
+BATCHNORM_GRAD = "custom"
 
 
 def torch_default_bias_init(fan_in: int) -> Callable:
@@ -53,6 +60,7 @@ class TorchBatchNorm(nn.Module):
     ``nn.BatchNorm`` folds the biased one, which drifts from torch when feature maps are small (the
     2x1 maps of a 40x24 module image make n/(n-1) about 1.6% at batch 32). With ``axis_name`` the
     statistics are averaged over ``pmap`` devices, so the device count does not change the result.
+    Training mode has a hand-written gradient (:mod:`architectures.batchnorm`), faster on XLA:CPU.
     Parameter and statistic names (``scale``, ``bias``, ``mean``, ``var``) are Flax's, so converted
     torchvision checkpoints load unchanged.
     """
@@ -74,23 +82,40 @@ class TorchBatchNorm(nn.Module):
         xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # at least float32; float64 stays (tests)
         if self.use_running_average:
             mean, var = ra_mean.value, ra_var.value
+            a = jax.lax.rsqrt(var + self.epsilon) * scale
+            if BATCHNORM_GRAD == "autodiff":  # the form before row 17
+                return ((xf - mean) * a + bias).astype(self.dtype)
+            return (xf * a + (bias - mean * a)).astype(self.dtype)  # torch's CPU form: one multiply-add
+        axis_name = None if self.is_initializing() else self.axis_name
+        if BATCHNORM_GRAD == "autodiff":
+            y, mean, var = _normalize_batch_autodiff(xf, scale, bias, self.epsilon, axis_name)
+        elif BATCHNORM_GRAD == "autodiff-folded":
+            _, mean, var = _normalize_batch_autodiff(xf, scale, bias, self.epsilon, axis_name)
+            a = jax.lax.rsqrt(var + self.epsilon) * scale
+            y = xf * a + (bias - mean * a)
         else:
-            axes = tuple(range(x.ndim - 1))
+            y, mean, var = normalize_batch(xf, scale, bias, self.epsilon, axis_name)
+        if not self.is_initializing():
+            mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
             n = math.prod(x.shape[:-1])
-            mean = jnp.mean(xf, axes)
-            if self.axis_name is not None and not self.is_initializing():
-                mean = jax.lax.pmean(mean, self.axis_name)
-                n = n * jax.lax.psum(1, self.axis_name)
-            # two-pass variance: accurate where E[x^2] - E[x]^2 cancels
-            var = jnp.mean(jnp.square(xf - mean), axes)
-            if self.axis_name is not None and not self.is_initializing():
-                var = jax.lax.pmean(var, self.axis_name)
-            if not self.is_initializing():
-                unbiased = var * (n / jnp.maximum(n - 1, 1))
-                ra_mean.value = ((1.0 - self.momentum) * ra_mean.value + self.momentum * mean).astype(jnp.float32)
-                ra_var.value = ((1.0 - self.momentum) * ra_var.value + self.momentum * unbiased).astype(jnp.float32)
-        y = (xf - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+            if axis_name is not None:
+                n = n * jax.lax.psum(1, axis_name)
+            unbiased = var * (n / jnp.maximum(n - 1, 1))
+            ra_mean.value = ((1.0 - self.momentum) * ra_mean.value + self.momentum * mean).astype(jnp.float32)
+            ra_var.value = ((1.0 - self.momentum) * ra_var.value + self.momentum * unbiased).astype(jnp.float32)
         return y.astype(self.dtype)
+
+
+def _normalize_batch_autodiff(xf, scale, bias, epsilon, axis_name):
+    """Training-mode BatchNorm left to JAX's autodiff (before row 17; the A/B base and the tests' reference)."""
+    axes = tuple(range(xf.ndim - 1))
+    mean = jnp.mean(xf, axes)
+    if axis_name is not None:
+        mean = jax.lax.pmean(mean, axis_name)
+    var = jnp.mean(jnp.square(xf - mean), axes)  # two-pass variance: accurate where E[x^2] - E[x]^2 cancels
+    if axis_name is not None:
+        var = jax.lax.pmean(var, axis_name)
+    return (xf - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias, mean, var
 
 
 def batch_norm(

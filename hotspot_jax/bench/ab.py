@@ -117,6 +117,13 @@ def _batch_filter_sums() -> None:
     depthwise._filter_grad = filter_grad  # looked up when the backward pass is traced
 
 
+def _batchnorm_autodiff() -> None:
+    """BatchNorm as (x - mean) * a + bias differentiated by JAX (before row 17's closed-form gradient)."""
+    from architectures import layers
+
+    layers.BATCHNORM_GRAD = "autodiff"  # read when the model is traced
+
+
 def _conv_setting(name: str, value: Any) -> Callable[[], None]:
     """Set one of architectures.conv's module-level switches (read at trace time by every Conv)."""
 
@@ -151,6 +158,8 @@ PATCHES: dict[str, Callable[[], None]] = {
     "depthwise=grouped-forward": _grouped_forward_depthwise,
     "depthwise=separate-filter-sums": _separate_filter_sums,
     "depthwise=batch-filter-sums": _batch_filter_sums,
+    "batchnorm=autodiff": _batchnorm_autodiff,
+    "batchnorm=autodiff-folded": lambda: setattr(__import__("architectures.layers").layers, "BATCHNORM_GRAD", "autodiff-folded"),
     "step=always-pmean": _always_pmean,
     "conv=xla": _conv_setting("IMPL", "xla"),
     "conv=patches": _conv_setting("IMPL", "patches"),
