@@ -117,11 +117,11 @@ def _batch_filter_sums() -> None:
     depthwise._filter_grad = filter_grad  # looked up when the backward pass is traced
 
 
-def _batchnorm_autodiff() -> None:
-    """BatchNorm as (x - mean) * a + bias differentiated by JAX (before row 17's closed-form gradient)."""
+def _batchnorm_centred() -> None:
+    """BatchNorm as (x - mean) * a + bias (before row 17's folded multiply-add)."""
     from architectures import layers
 
-    layers.BATCHNORM_GRAD = "autodiff"  # read when the model is traced
+    layers.BATCHNORM_FORM = "centred"  # read when the model is traced
 
 
 def _conv_setting(name: str, value: Any) -> Callable[[], None]:
@@ -158,8 +158,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "depthwise=grouped-forward": _grouped_forward_depthwise,
     "depthwise=separate-filter-sums": _separate_filter_sums,
     "depthwise=batch-filter-sums": _batch_filter_sums,
-    "batchnorm=autodiff": _batchnorm_autodiff,
-    "batchnorm=autodiff-folded": lambda: setattr(__import__("architectures.layers").layers, "BATCHNORM_GRAD", "autodiff-folded"),
+    "batchnorm=centred": _batchnorm_centred,
     "step=always-pmean": _always_pmean,
     "conv=xla": _conv_setting("IMPL", "xla"),
     "conv=patches": _conv_setting("IMPL", "patches"),
