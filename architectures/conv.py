@@ -12,10 +12,9 @@ strided slices of the padded input concatenated on the channel axis, times the k
 (kh*kw*Cin, Cout); JAX differentiates that into matrix products and pads. It does so for 1x1 kernels,
 for outputs of at most :data:`PATCHES_MAX_OUTPUT_PIXELS` pixels and for strided kernels (except large
 first-layer kernels on the image's few channels, :data:`FIRST_LAYER_MAX_CHANNELS`); larger stride-1
-maps keep ``lax.conv``, which is faster there forward, but not for the kernel gradient (3-10x slower than
-the forward pass on this CPU) nor, on inputs of at most 64 channels, for the input gradient: on the CPU
-backend those convolutions get their kernel gradient from :func:`kernel_grad_by_shifts` and, for narrow
-inputs, their input gradient from :func:`input_grad_by_shifts` instead (a custom VJP). Other backends (GPU:
+maps keep ``lax.conv``, which is faster there forward and for the input gradient, but not for the kernel
+gradient (3-10x slower than the forward pass on this CPU): on the CPU backend those convolutions get
+their kernel gradient from :func:`kernel_grad_by_shifts` instead (a custom VJP). Other backends (GPU:
 cuDNN) always use ``lax.conv`` and its own gradients. The measurements behind the rules are in
 docs/performance.md.
 
@@ -54,11 +53,6 @@ KERNEL_GRAD_CHUNK_PIXELS = 3136
 #: neutral to 0.92x, so they stay patches); 0 turns it off (the A/B switch)
 FIRST_LAYER_MAX_CHANNELS = 4
 FIRST_LAYER_MIN_KERNEL_PIXELS = 25
-#: stride-1 convolutions left to lax.conv with at most this many input channels take their input gradient
-#: from input_grad_by_shifts (row 18 of docs/performance.md: XLA's was 1.3-1.9x slower per layer for
-#: 16-64 input channels, e.g. GoogLeNet's 64 -> 192 on 56x56, AlexNet's 5x5 64 -> 192, SqueezeNet's
-#: expand layers, and equal or faster from 96 channels up); 0 turns it off (the A/B switch)
-INPUT_GRAD_SHIFTS_MAX_CHANNELS = 64
 #: "auto" (patches where the rule above says so, on the CPU backend only), "xla" (always lax.conv),
 #: "patches" (always patches): a switch for the A/B benchmark and the tests
 IMPL = "auto"
@@ -146,40 +140,9 @@ def kernel_grad_by_shifts(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int
     return acc.reshape(kh, kw, cin, cout)
 
 
-def input_grad_by_shifts(dy: jax.Array, kernel: jax.Array, pads: Pads, in_hw: tuple[int, int]) -> jax.Array:
-    """Input gradient of a stride-1 NHWC x HWIO convolution: the output gradient times the kernel's k*k
-    transposed slices as one matrix product (P x Cout) @ (Cout x k*k*Cin), then each offset's slice added
-    back at its shift; by chunks of images (``lax.scan``), so each chunk's product stays in cache."""
-    kh, kw, cin, cout = kernel.shape
-    n, ho, wo, _ = dy.shape
-    (top, bottom), (left, right) = pads
-    hp, wp = in_hw[0] + top + bottom, in_hw[1] + left + right
-    per_offset = jnp.transpose(kernel, (3, 0, 1, 2)).reshape(cout, kh * kw * cin)
-    chunk = images_per_chunk(n, ho * wo)
-
-    def chunk_grad(_, dc):
-        prod = jax.lax.dot_general(dc.reshape(-1, cout), per_offset.astype(dc.dtype), (((1,), (0,)), ((), ())),
-                                   preferred_element_type=jnp.float32).reshape(chunk, ho, wo, kh * kw, cin)
-        dxp = None
-        for i in range(kh):
-            for j in range(kw):
-                part = jnp.pad(prod[:, :, :, i * kw + j], ((0, 0), (i, hp - ho - i), (j, wp - wo - j), (0, 0)))
-                dxp = part if dxp is None else dxp + part
-        return None, dxp[:, top : top + in_hw[0], left : left + in_hw[1]]
-
-    _, dx = jax.lax.scan(chunk_grad, None, dy.reshape(n // chunk, chunk, ho, wo, cout))
-    return dx.reshape(n, *in_hw, cin)
-
-
-def uses_input_grad_shifts(strides: tuple[int, int], in_channels: int) -> bool:
-    """Whether a convolution with :func:`conv_xla_shift_grad` also takes :func:`input_grad_by_shifts`."""
-    return tuple(strides) == (1, 1) and in_channels <= INPUT_GRAD_SHIFTS_MAX_CHANNELS
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv_xla_shift_grad(x: jax.Array, kernel: jax.Array, pads: Pads, strides: tuple[int, int] = (1, 1)) -> jax.Array:
-    """A ``lax.conv`` whose kernel gradient is :func:`kernel_grad_by_shifts`, and whose input gradient is
-    :func:`input_grad_by_shifts` where :func:`uses_input_grad_shifts` says so (else XLA's)."""
+    """A ``lax.conv`` whose kernel gradient is :func:`kernel_grad_by_shifts` (input gradient: XLA's)."""
     return conv_xla(x, kernel, strides, pads)
 
 
@@ -189,11 +152,8 @@ def _shift_grad_forward(x, kernel, pads, strides):
 
 def _shift_grad_backward(pads, strides, residuals, dy):
     x, kernel = residuals
-    if uses_input_grad_shifts(strides, x.shape[-1]):
-        dx = input_grad_by_shifts(dy, kernel, pads, x.shape[1:3]).astype(x.dtype)
-    else:
-        _, input_vjp = jax.vjp(lambda x_: conv_xla(x_, kernel, strides, pads), x)
-        (dx,) = input_vjp(dy)
+    _, input_vjp = jax.vjp(lambda x_: conv_xla(x_, kernel, strides, pads), x)
+    (dx,) = input_vjp(dy)
     return dx, kernel_grad_by_shifts(x, dy, kernel.shape[:2], pads, strides).astype(kernel.dtype)
 
 

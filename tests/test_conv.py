@@ -165,27 +165,3 @@ def test_bfloat16_compute_float32_params(hw):
     np.testing.assert_allclose(np.asarray(y, np.float32), ref, rtol=0.05, atol=0.05)
     grads = jax.grad(lambda prm: jnp.sum(ours.apply(prm, x).astype(jnp.float32) ** 2))(params)
     assert all(leaf.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(grads))
-
-
-@pytest.mark.parametrize("chunk_pixels", [1, 10**6, 150])
-@pytest.mark.parametrize("kernel_hw, pads", [((3, 3), ((1, 1), (1, 1))), ((5, 3), ((2, 1), (0, 2))),
-                                             ((3, 3), ((0, 0), (0, 0)))])
-def test_input_grad_by_shifts_equals_xla_input_gradient(kernel_hw, pads, chunk_pixels, monkeypatch):
-    monkeypatch.setattr(conv, "KERNEL_GRAD_CHUNK_PIXELS", chunk_pixels)
-    x = jax.random.normal(jax.random.PRNGKey(0), (6, 9, 8, 5))
-    kernel = jax.random.normal(jax.random.PRNGKey(1), (*kernel_hw, 5, 7))
-    y, input_vjp = jax.vjp(lambda v: conv.conv_xla(v, kernel, (1, 1), pads), x)
-    dy = jax.random.normal(jax.random.PRNGKey(2), y.shape)
-    (expected,) = input_vjp(dy)
-    got = conv.input_grad_by_shifts(dy, kernel, pads, x.shape[1:3])
-    assert got.shape == x.shape
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-
-
-def test_which_convolutions_take_the_shifted_input_gradient(monkeypatch):
-    monkeypatch.setattr(conv, "INPUT_GRAD_SHIFTS_MAX_CHANNELS", 64)
-    assert conv.uses_input_grad_shifts((1, 1), 64)
-    assert not conv.uses_input_grad_shifts((1, 1), 65)  # wide inputs keep XLA's input gradient
-    assert not conv.uses_input_grad_shifts((2, 2), 3)  # strided first layers: XLA's (and unused: no input grad)
-    monkeypatch.setattr(conv, "INPUT_GRAD_SHIFTS_MAX_CHANNELS", 0)
-    assert not conv.uses_input_grad_shifts((1, 1), 16)

@@ -166,7 +166,6 @@ PATCHES: dict[str, Callable[[], None]] = {
     "conv=patches-up-to-64px": _conv_setting("PATCHES_MAX_OUTPUT_PIXELS", 64),
     "conv=xla-kernel-grad": _conv_setting("KERNEL_GRAD", "xla"),
     "conv=first-layer-patches": _conv_setting("FIRST_LAYER_MAX_CHANNELS", 0),
-    "conv=xla-input-grad": _conv_setting("INPUT_GRAD_SHIFTS_MAX_CHANNELS", 0),
     "googlenet=separate-1x1": _googlenet_separate_1x1,
 }
 
