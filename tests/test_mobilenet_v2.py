@@ -208,3 +208,15 @@ def test_train_parity():
     assert_train_parity(
         "mobilenet_v2", torch_model_for("mobilenet_v2", seed=1), size=(40, 24), batch=8, dropout_rate=0.0
     )
+
+
+def test_relu6_gradient_is_torchs_at_the_boundaries():
+    """ReLU6's gradient is 1 strictly inside (0, 6) and 0 at exactly 0 and 6, as torch's hardtanh backward."""
+    torch = pytest.importorskip("torch")
+    from architectures.mobilenet_v2 import _relu6
+
+    values = [-1.0, 0.0, 1e-7, 3.0, 6.0 - 1e-6, 6.0, 7.0]
+    ours = jax.vmap(jax.grad(_relu6))(jnp.asarray(values))
+    t = torch.tensor(values, requires_grad=True)
+    torch.nn.functional.relu6(t).sum().backward()
+    np.testing.assert_array_equal(np.asarray(ours), t.grad.numpy())

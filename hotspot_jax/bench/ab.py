@@ -124,6 +124,13 @@ def _batchnorm_centred() -> None:
     layers.BATCHNORM_FORM = "centred"  # read when the model is traced
 
 
+def _relu6_clip() -> None:
+    """MobileNetV2's ReLU6 as jnp.clip (before row 19's jax.nn.relu6)."""
+    from architectures import mobilenet_v2
+
+    mobilenet_v2.RELU6 = "clip"  # read when the model is traced
+
+
 def _conv_setting(name: str, value: Any) -> Callable[[], None]:
     """Set one of architectures.conv's module-level switches (read at trace time by every Conv)."""
 
@@ -159,6 +166,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "depthwise=separate-filter-sums": _separate_filter_sums,
     "depthwise=batch-filter-sums": _batch_filter_sums,
     "batchnorm=centred": _batchnorm_centred,
+    "relu6=clip": _relu6_clip,
     "step=always-pmean": _always_pmean,
     "conv=xla": _conv_setting("IMPL", "xla"),
     "conv=patches": _conv_setting("IMPL", "patches"),
