@@ -26,7 +26,7 @@ torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in"
 
 
 # How BatchNorm applies its statistics: "folded", x * a + (bias - mean * a) with a = scale / sqrt(var + eps),
-# one multiply-add per element (torch's CPU kernel's form; its autodiff trained 1.05-1.21x faster on XLA:CPU,
+# one multiply-add per element (its autodiff trained 1.05-1.21x faster on XLA:CPU,
 # optimisation row 17), or "centred", (x - mean) * a + bias (the form before; kept for the A/B tool and tests).
 # Read when a model is traced.
 BATCHNORM_FORM = "folded"
@@ -60,7 +60,7 @@ class TorchBatchNorm(nn.Module):
     ``nn.BatchNorm`` folds the biased one, which drifts from torch when feature maps are small (the
     2x1 maps of a 40x24 module image make n/(n-1) about 1.6% at batch 32). With ``axis_name`` the
     statistics are averaged over ``pmap`` devices, so the device count does not change the result.
-    The statistics are folded into one multiply-add per element, as torch's CPU kernel does.
+    The statistics are folded into one multiply-add per element (faster under XLA:CPU's autodiff).
     Parameter and statistic names (``scale``, ``bias``, ``mean``, ``var``) are Flax's, so converted
     torchvision checkpoints load unchanged.
     """
