@@ -19,6 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from architectures import layers
 from architectures.conv import Conv
@@ -38,6 +39,59 @@ _CONVS = (
     (8, 256, 3, 1, 1, None),
     (10, 256, 3, 1, 1, 12),
 )
+
+
+#: Fold the adaptive average pool into classifier_1 when the map before it is smaller than 6x6 (optimisation
+#: log row 21); False: pool, flatten and multiply as torch does (the A/B switch, and the tests' reference).
+FOLD_POOLING = True
+
+
+def pooling_copies(in_hw: tuple[int, int], out_hw: tuple[int, int] = (6, 6)) -> bool:
+    """Whether adaptive average pooling of ``in_hw`` to ``out_hw`` has more outputs than inputs (copies them)."""
+    return in_hw[0] * in_hw[1] < out_hw[0] * out_hw[1]
+
+
+def pooling_matrix(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """(out_h*out_w, in_h*in_w) matrix of torch's adaptive average pooling: bin i spans
+    [floor(i*H/o), ceil((i+1)*H/o)) (the same rule as :func:`architectures.layers.adaptive_avg_pool`)."""
+    (h, w), (oh, ow) = in_hw, out_hw
+    m = np.zeros((oh, ow, h, w), np.float32)
+    for i in range(oh):
+        h0, h1 = (i * h) // oh, -((-(i + 1) * h) // oh)
+        for j in range(ow):
+            w0, w1 = (j * w) // ow, -((-(j + 1) * w) // ow)
+            m[i, j, h0:h1, w0:w1] = 1.0 / ((h1 - h0) * (w1 - w0))
+    return m.reshape(oh * ow, h * w)
+
+
+class PooledDense(nn.Module):
+    """``nn.Dense`` (same parameters, same init) that can take the map *before* the 6x6 adaptive pool.
+
+    With ``pooling`` (the pool as a matrix, :func:`pooling_matrix`) and ``x`` the pre-pool map flattened in
+    (C, H, W) order, the kernel's rows for each channel are combined by the pool's weights first, so the
+    product is ``x @ fold(kernel)`` with H*W instead of 36 rows per channel: the same linear map, exact up
+    to float rounding. On inputs of 63-94 px AlexNet's map before the pool is 1x1, and torch's
+    ``classifier_1`` multiplies 36 copies of each value (9216 x 4096 per image), 36x the work needed.
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jax.Array, pooling: np.ndarray | None = None) -> jax.Array:
+        rows = x.shape[-1] if pooling is None else x.shape[-1] // pooling.shape[1] * pooling.shape[0]
+        kernel = self.param("kernel", self.kernel_init, (rows, self.features), jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        if pooling is not None:
+            channels = rows // pooling.shape[0]
+            # a weighted sum over the 36 bins for each of the H*W pixels (a reduction: XLA's dot for this
+            # contraction transposed the whole 151 MB kernel and made inference 0.55x)
+            blocks = kernel.reshape(channels, pooling.shape[0], 1, self.features)
+            weights = jnp.asarray(pooling[None, :, :, None])  # (1, 36, H*W, 1)
+            kernel = jnp.sum(blocks * weights, axis=1).reshape(-1, self.features)
+        return x.astype(self.dtype) @ kernel.astype(self.dtype) + bias.astype(self.dtype)
 
 
 class AlexNet(nn.Module):
@@ -73,9 +127,20 @@ class AlexNet(nn.Module):
                 x = layers.max_pool(x, 3, 2)
                 self.sow("intermediates", f"features.{pool_index}", x)
 
+        pre_pool = x
         x = layers.adaptive_avg_pool(x, 6)
         self.sow("intermediates", "avgpool", x)
-        x = layers.flatten_nchw(x)  # torch.flatten on NCHW: classifier_1's rows are in (C, H, W) order
+        fc1 = PooledDense(
+            4096, dtype=self.dtype, kernel_init=layers.torch_default_kernel_init,
+            bias_init=layers.torch_default_bias_init(256 * 6 * 6), name="classifier_1",
+        )
+        if FOLD_POOLING and pooling_copies(pre_pool.shape[1:3]) and (not train or self.dropout_rate == 0):
+            # each pixel of a map smaller than 6x6 fills several bins: fold the pooling into the kernel
+            x = nn.relu(fc1(layers.flatten_nchw(pre_pool), pooling=pooling_matrix(pre_pool.shape[1:3], (6, 6))))
+        else:
+            x = layers.flatten_nchw(x)  # torch.flatten on NCHW: classifier_1's rows are in (C, H, W) order
+            x = nn.Dropout(self.dropout_rate, deterministic=not train, name="classifier_0")(x)
+            x = nn.relu(fc1(x))
 
         def dense(features: int, fan_in: int, name: str) -> nn.Dense:
             return nn.Dense(
@@ -84,8 +149,6 @@ class AlexNet(nn.Module):
                 bias_init=layers.torch_default_bias_init(fan_in), name=name,
             )
 
-        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="classifier_0")(x)
-        x = nn.relu(dense(4096, 256 * 6 * 6, "classifier_1")(x))
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="classifier_3")(x)
         x = nn.relu(dense(4096, 4096, "classifier_4")(x))
         x = dense(self.num_classes, 4096, "classifier_6")(x)

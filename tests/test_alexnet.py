@@ -8,7 +8,7 @@ import pytest
 
 import architectures
 import weights_convert
-from architectures.alexnet import TORCH_STAGES
+from architectures.alexnet import TORCH_STAGES, PooledDense
 from architectures.conv import Conv
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
@@ -121,14 +121,15 @@ def test_dtype_reaches_every_layer():
     seen = []
 
     def record(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and isinstance(context.module, (Conv, nn.Dense)):
+        if context.method_name == "__call__" and isinstance(context.module, (Conv, nn.Dense, PooledDense)):
             seen.append(context.module)
         return next_fun(*args, **kwargs)
 
     x = jnp.zeros((2, 63, 63, 3))
     with nn.intercept_methods(record):
         variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
-    assert len(seen) == 8 and all(m.dtype == jnp.bfloat16 and m.param_dtype == jnp.float32 for m in seen)
+    assert len(seen) == 8 and all(m.dtype == jnp.bfloat16 for m in seen)
+    assert all(m.param_dtype == jnp.float32 for m in seen if not isinstance(m, PooledDense))  # its params: float32
     assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
     logits = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 63, 63, 3)), train=False), variables)
     assert logits.dtype == jnp.float32
@@ -185,3 +186,50 @@ def test_train_mode_parity_without_dropout():
     )
     (diff,) = check([compare("alexnet train 96x64 logits", ours, ref)])
     assert diff.max_abs_diff <= 1e-4 * diff.scale
+
+
+def test_pooling_matrix_is_the_adaptive_pool():
+    from architectures import layers
+    from architectures.alexnet import pooling_copies, pooling_matrix
+
+    for hw in [(1, 1), (2, 2), (3, 2), (5, 4), (6, 6), (7, 9)]:
+        x = jax.random.normal(jax.random.PRNGKey(0), (2, *hw, 3))
+        pooled = layers.adaptive_avg_pool(x, 6)  # (2, 6, 6, 3)
+        by_matrix = jnp.einsum("op,npc->noc", pooling_matrix(hw, (6, 6)), x.reshape(2, -1, 3)).reshape(2, 6, 6, 3)
+        np.testing.assert_allclose(by_matrix, pooled, rtol=1e-6, atol=1e-6)
+    assert pooling_copies((1, 1)) and pooling_copies((5, 5)) and not pooling_copies((6, 6))
+
+
+@pytest.mark.parametrize("size", [64, 100])  # maps of 1x1 and 2x2 before the pool
+def test_folded_pooling_gives_the_same_logits_and_gradients(size, monkeypatch):
+    from architectures import alexnet
+
+    model = architectures.create("alexnet", num_classes=3, dropout_rate=0.0)
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, size, size, 3))
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+
+    def run(fold):
+        monkeypatch.setattr(alexnet, "FOLD_POOLING", fold)
+        logits = model.apply(variables, x, train=False)
+        grads = jax.grad(lambda v: jnp.sum(jnp.sin(model.apply(v, x, train=True))))(variables)
+        return logits, grads
+
+    (logits, grads), (ref_logits, ref_grads) = run(True), run(False)
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
+    assert float(jnp.abs(ref_logits).max()) > 1e-3
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, ref_grads)
+
+
+def test_folding_is_skipped_with_dropout_in_training(monkeypatch):
+    """Dropout draws a mask per copied value, so training with dropout must pool and flatten first."""
+    from architectures import alexnet
+
+    calls = []
+    monkeypatch.setattr(alexnet, "pooling_matrix", lambda *a: calls.append(a))
+    model = architectures.create("alexnet", num_classes=3)  # dropout 0.5
+    x = jnp.zeros((1, 64, 64, 3))
+    jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x,
+                                      train=True))
+    assert calls == []
+    jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))  # eval mode folds
+    assert calls == [((1, 1), (6, 6))]

@@ -131,6 +131,13 @@ def _relu6_clip() -> None:
     mobilenet_v2.RELU6 = "clip"  # read when the model is traced
 
 
+def _alexnet_pool_then_multiply() -> None:
+    """AlexNet's classifier_1 on the pooled 6x6 map, as torch computes it (before row 21's folding)."""
+    from architectures import alexnet
+
+    alexnet.FOLD_POOLING = False  # read when the model is traced
+
+
 def _conv_setting(name: str, value: Any) -> Callable[[], None]:
     """Set one of architectures.conv's module-level switches (read at trace time by every Conv)."""
 
@@ -167,6 +174,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "depthwise=batch-filter-sums": _batch_filter_sums,
     "batchnorm=centred": _batchnorm_centred,
     "relu6=clip": _relu6_clip,
+    "alexnet=pool-then-multiply": _alexnet_pool_then_multiply,
     "step=always-pmean": _always_pmean,
     "conv=xla": _conv_setting("IMPL", "xla"),
     "conv=patches": _conv_setting("IMPL", "patches"),
