@@ -53,9 +53,6 @@ KERNEL_GRAD_CHUNK_PIXELS = 3136
 #: neutral to 0.92x, so they stay patches); 0 turns it off (the A/B switch)
 FIRST_LAYER_MAX_CHANNELS = 4
 FIRST_LAYER_MIN_KERNEL_PIXELS = 25
-#: first layers of first_layer_xla run as a stride-1 convolution of the space-to-depth input (row 22 of
-#: docs/performance.md); False: strided lax.conv with the strided shifted kernel gradient (row 15)
-SPACE_TO_DEPTH = True
 #: "auto" (patches where the rule above says so, on the CPU backend only), "xla" (always lax.conv),
 #: "patches" (always patches): a switch for the A/B benchmark and the tests
 IMPL = "auto"
@@ -172,32 +169,9 @@ def uses_shift_grad(strides: tuple[int, int], impl: str | None = None, kernel_hw
     return tuple(strides) == (1, 1) or (kernel_hw is not None and first_layer_xla(kernel_hw, strides, in_channels))
 
 
-def conv_space_to_depth(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads) -> jax.Array:
-    """A strided convolution as a stride-1 one: the padded input's s x s blocks become s*s*Cin channels,
-    the kernel (zero-padded to a multiple of s) the matching ceil(k/s)^2 taps. AlexNet's 11x11 stride-4
-    layer on 3 channels becomes a 3x3 convolution on 48 channels, which XLA runs near its matmul rate."""
-    (sh, sw), (kh, kw) = strides, kernel.shape[:2]
-    cin, cout = kernel.shape[2], kernel.shape[3]
-    ho, wo = output_hw(x.shape[1:3], (kh, kw), strides, pads)
-    th, tw = -(-kh // sh), -(-kw // sw)  # taps per axis after the transform
-    hp, wp = (ho - 1 + th) * sh, (wo - 1 + tw) * sw  # padded extent the blocks cover
-    (top, bottom), (left, right) = pads
-    xp = jnp.pad(x, ((0, 0), (top, max(0, hp - x.shape[1] - top)), (left, max(0, wp - x.shape[2] - left)), (0, 0)))
-    xp = xp[:, :hp, :wp]
-    n = x.shape[0]
-    blocks = xp.reshape(n, hp // sh, sh, wp // sw, sw, cin).transpose(0, 1, 3, 2, 4, 5)
-    blocks = blocks.reshape(n, hp // sh, wp // sw, sh * sw * cin)
-    kp = jnp.pad(kernel, ((0, th * sh - kh), (0, tw * sw - kw), (0, 0), (0, 0)))
-    kp = kp.reshape(th, sh, tw, sw, cin, cout).transpose(0, 2, 1, 3, 4, 5).reshape(th, tw, sh * sw * cin, cout)
-    return conv_nhwc(blocks, kp, (1, 1), ((0, 0), (0, 0)))
-
-
 def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads,
               impl: str | None = None) -> jax.Array:
     """Convolution of NHWC ``x`` with an HWIO ``kernel``, by patches or by ``lax.conv`` (module doc)."""
-    if (SPACE_TO_DEPTH and (impl or IMPL) == "auto" and jax.default_backend() == "cpu"
-            and first_layer_xla(kernel.shape[:2], strides, x.shape[-1])):
-        return conv_space_to_depth(x, kernel, strides, pads)
     if uses_patches(x.shape[1:3], kernel.shape[:2], strides, pads, impl, in_channels=x.shape[-1]):
         return conv_patches(x, kernel, strides, pads)
     if uses_shift_grad(strides, impl, kernel.shape[:2], x.shape[-1]):

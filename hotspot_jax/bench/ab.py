@@ -182,7 +182,6 @@ PATCHES: dict[str, Callable[[], None]] = {
     "conv=patches-up-to-64px": _conv_setting("PATCHES_MAX_OUTPUT_PIXELS", 64),
     "conv=xla-kernel-grad": _conv_setting("KERNEL_GRAD", "xla"),
     "conv=first-layer-patches": _conv_setting("FIRST_LAYER_MAX_CHANNELS", 0),
-    "conv=strided-first-layer": _conv_setting("SPACE_TO_DEPTH", False),
     "googlenet=separate-1x1": _googlenet_separate_1x1,
 }
 
