@@ -52,14 +52,12 @@ def pooling_copies(in_hw: tuple[int, int], out_hw: tuple[int, int] = (6, 6)) -> 
 
 
 def pooling_matrix(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
-    """(out_h*out_w, in_h*in_w) matrix of torch's adaptive average pooling: bin i spans
-    [floor(i*H/o), ceil((i+1)*H/o)) (the same rule as :func:`architectures.layers.adaptive_avg_pool`)."""
+    """(out_h*out_w, in_h*in_w) matrix of torch's adaptive average pooling (the bins of
+    :func:`architectures.layers.adaptive_pool_bins`, as :func:`architectures.layers.adaptive_avg_pool` uses)."""
     (h, w), (oh, ow) = in_hw, out_hw
     m = np.zeros((oh, ow, h, w), np.float32)
-    for i in range(oh):
-        h0, h1 = (i * h) // oh, -((-(i + 1) * h) // oh)
-        for j in range(ow):
-            w0, w1 = (j * w) // ow, -((-(j + 1) * w) // ow)
+    for i, (h0, h1) in enumerate(layers.adaptive_pool_bins(h, oh)):
+        for j, (w0, w1) in enumerate(layers.adaptive_pool_bins(w, ow)):
             m[i, j, h0:h1, w0:w1] = 1.0 / ((h1 - h0) * (w1 - w0))
     return m.reshape(oh * ow, h * w)
 

@@ -196,14 +196,15 @@ def adaptive_avg_pool(x: jax.Array, output_size: int | tuple[int, int]) -> jax.A
         kh, kw = h // oh, w // ow
         return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, kh, kw, 1), (1, kh, kw, 1), "VALID") / (kh * kw)
     rows = []
-    for i in range(oh):
-        h0, h1 = (i * h) // oh, -((-(i + 1) * h) // oh)
-        cols = []
-        for j in range(ow):
-            w0, w1 = (j * w) // ow, -((-(j + 1) * w) // ow)
-            cols.append(jnp.mean(x[:, h0:h1, w0:w1, :], axis=(1, 2)))
+    for h0, h1 in adaptive_pool_bins(h, oh):
+        cols = [jnp.mean(x[:, h0:h1, w0:w1, :], axis=(1, 2)) for w0, w1 in adaptive_pool_bins(w, ow)]
         rows.append(jnp.stack(cols, axis=1))
     return jnp.stack(rows, axis=1)
+
+
+def adaptive_pool_bins(size: int, out: int) -> list[tuple[int, int]]:
+    """torch's adaptive pooling bins along one axis: bin i spans [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
 
 
 def flatten_nchw(x: jax.Array) -> jax.Array:
