@@ -146,3 +146,77 @@ def test_loss_decreases_on_real_images(real_dataset, tmp_path):
     assert (tmp_path / "run" / "figures" / "training_curves.png").stat().st_size > 1000
     test = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
     assert test["initialisation"] == "scratch" and test["test"]["n"] == 64
+
+
+def _random_tree(rng, shapes):
+    return {name: jnp.asarray(rng.standard_normal(shape).astype(np.float32)) for name, shape in shapes.items()}
+
+
+def test_update_on_the_device_axis_equals_the_plain_optax_update(monkeypatch):
+    from hotspot_jax.train import step as step_module
+    from hotspot_jax.train.optimizer import sgd_momentum
+
+    rng = np.random.default_rng(3)
+    shapes = {"kernel": (3, 3, 4, 5), "bias": (5,), "dense": (7, 2)}
+    params, grads = _random_tree(rng, shapes), _random_tree(rng, shapes)
+    tx = sgd_momentum(0.1, 0.9, 1e-3)
+    opt_state = tx.init(params)
+    opt_state = tx.update(_random_tree(rng, shapes), opt_state, params)[1]  # a non-zero momentum buffer
+    updates, want_state = tx.update(grads, opt_state, params)
+    want_params = optax.apply_updates(params, updates)
+
+    got_params, got_state = step_module.apply_optimizer(tx, grads, opt_state, params)
+    for got, want in zip(jax.tree.leaves((got_params, got_state)), jax.tree.leaves((want_params, want_state))):
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert jax.tree.structure(got_state) == jax.tree.structure(want_state)
+
+
+def test_after_backward_leaves_every_gradient_unchanged_even_when_one_is_not_finite():
+    from hotspot_jax.train.step import after_backward
+
+    rng = np.random.default_rng(4)
+    grads = _random_tree(rng, {"a": (4, 3), "b": (6,)})
+    for bad in (np.inf, np.nan):
+        grads["c"] = jnp.asarray([bad, 1.0], jnp.float32)
+        out = jax.jit(after_backward)(grads)
+        for name in grads:
+            np.testing.assert_array_equal(np.asarray(out[name]), np.asarray(grads[name]))
+
+
+def _copied_state_shapes(compiled_text: str) -> list[tuple[int, ...]]:
+    """Shapes of the step's arguments (the donated state among them) that the compiled step copies."""
+    import re
+
+    pattern = r"= f32\[([\d,]*)\]\{[\d,]*\} copy\(%flat_args_\d+_"
+    return [tuple(int(d) for d in m.group(1).split(",") if d) for m in re.finditer(pattern, compiled_text)]
+
+
+@pytest.mark.parametrize("layout, unordered", [("device-axis", False), ("device-axis", True), ("per-device", False)])
+def test_the_compiled_step_updates_donated_parameters_without_copying_them(monkeypatch, layout, unordered):
+    """Row 23 of docs/performance.md: the update on pmap's (1, ...) arrays, ordered after the backward pass,
+    writes parameters and momentum in place; either half undone brings the copies back. (XLA still copies
+    the 2-value classifier bias in every form; harmless, and not what this is about.)"""
+    from hotspot_jax.train import step as step_module
+    from hotspot_jax.train.loop import replicate
+    from hotspot_jax.train.optimizer import sgd_momentum
+    from hotspot_jax.train.state import create_state, init_variables
+
+    jax.config.update("jax_disable_most_optimizations", False)  # copies are decided by the full pipeline
+    monkeypatch.setattr(step_module, "UPDATE_LAYOUT", layout)
+    if unordered:
+        monkeypatch.setattr(step_module, "after_backward", lambda grads: grads)
+    model = TinyNet(num_classes=2, bn_axis_name="batch", dropout_rate=0.0)
+    tx = sgd_momentum(0.01)
+    devices = jax.devices()[:1]
+    state = replicate(create_state(init_variables(model, jax.random.PRNGKey(0), 12), tx), devices)
+    train_step = step_module.make_train_step(model, tx, 12, devices)
+    images = np.zeros((1, 4, 40, 24, 1), np.uint8)
+    labels = np.zeros((1, 4), np.int32)
+    text = train_step.lower(state, images, labels, jax.random.PRNGKey(1)).compile().as_text()
+    copied = _copied_state_shapes(text)
+    fc_kernel = tuple(state["params"]["fc"]["kernel"].shape)  # read by fc's input gradient
+    if layout == "device-axis" and not unordered:
+        assert set(copied) <= {tuple(state["params"]["fc"]["bias"].shape)}, copied
+    else:
+        assert fc_kernel in copied, copied

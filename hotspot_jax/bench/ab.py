@@ -165,6 +165,20 @@ def _googlenet_separate_1x1() -> None:
     googlenet.FUSE_1X1 = False  # read when the model is traced
 
 
+def _update_per_device() -> None:
+    """The optimiser update on the per-device arrays, as optax is usually called (before row 23)."""
+    from hotspot_jax.train import step
+
+    step.UPDATE_LAYOUT = "per-device"  # read when the step is traced
+
+
+def _update_unordered() -> None:
+    """Row 23's update on pmap's (1, ...) arrays, without the zero that orders it after the backward."""
+    from hotspot_jax.train import step
+
+    step.after_backward = lambda grads: grads  # looked up when the step is traced
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "max_pool=reference": _patch_max_pool(_reference_max_pool),
     "max_pool=fast": _patch_max_pool(_fast_max_pool),
@@ -183,6 +197,8 @@ PATCHES: dict[str, Callable[[], None]] = {
     "conv=xla-kernel-grad": _conv_setting("KERNEL_GRAD", "xla"),
     "conv=first-layer-patches": _conv_setting("FIRST_LAYER_MAX_CHANNELS", 0),
     "googlenet=separate-1x1": _googlenet_separate_1x1,
+    "update=per-device": _update_per_device,
+    "update=unordered": _update_unordered,
 }
 
 
