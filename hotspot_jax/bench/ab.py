@@ -425,5 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from hotspot_jax.cli import run_cli
+    from hotspot_jax.hugepages import restart_with_hugepages
+
+    restart_with_hugepages()  # as scripts/benchmark.py: the workers inherit it, so A/Bs see the same memory
 
     sys.exit(run_cli(main))
