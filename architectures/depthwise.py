@@ -62,63 +62,16 @@ def _forward(x, kernel, stride, pads):
     return _shifted_sum(x, kernel, stride, pads), (x, kernel)
 
 
-# Where the input gradient is computed: "per-image" inside the filter gradient's scan over the batch,
-# "batch" as one fused expression over the whole batch (before row 24 of docs/performance.md).
-INPUT_GRAD = "per-image"
-
-
 def _backward(stride, pads, residuals, g):
     x, kernel = residuals
     kh, kw = kernel.shape[0], kernel.shape[1]
     h, w = x.shape[1], x.shape[2]
-    top, left = pads[0][0], pads[1][0]
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    if INPUT_GRAD == "per-image":
-        dk, dx = _grads_per_image(xp, g, kernel, stride, (top, left, h, w))
-        return dx.astype(x.dtype), dk.astype(kernel.dtype)
     dk = _filter_grad(xp, g, (kh, kw), stride).astype(kernel.dtype)
-    dxp = _input_grad_padded(g, kernel, stride, xp.shape[1:3])
+    parts = {(i, j): g * kernel[i, j, 0].astype(g.dtype) for i in range(kh) for j in range(kw)}
+    dxp = place_window_parts(parts, stride, xp.shape[1:3])
+    top, left = pads[0][0], pads[1][0]
     return dxp[:, top : top + h, left : left + w, :].astype(x.dtype), dk
-
-
-def _input_grad_padded(g: jax.Array, kernel: jax.Array, stride: int, padded_hw: tuple[int, int]) -> jax.Array:
-    """Gradient with respect to the padded input: each tap's ``g * kernel[i, j]`` placed back."""
-    parts = {(i, j): g * kernel[i, j, 0].astype(g.dtype) for i in range(kernel.shape[0]) for j in range(kernel.shape[1])}
-    return place_window_parts(parts, stride, padded_hw)
-
-
-def _filter_sums(xi: jax.Array, gi: jax.Array, kernel_hw: tuple[int, int], stride: int) -> jax.Array:
-    """One image's k*k per-channel sums of tap (i, j)'s input window times the gradient: (k*k, W, C)."""
-    kh, kw = kernel_hw
-    acc = jnp.promote_types(gi.dtype, jnp.float32)
-    gf = gi.astype(acc)
-    terms = tuple(
-        window_slice(xi[None], i, j, stride, gi.shape[:2])[0].astype(acc) * gf for i in range(kh) for j in range(kw)
-    )
-    zeros = tuple(jnp.zeros((), acc) for _ in terms)
-    sums = jax.lax.reduce(terms, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (0,))  # k*k x (W, C)
-    return jnp.stack(sums)
-
-
-def _grads_per_image(xp, g, kernel, stride, crop):
-    """Filter and input gradients in one ``lax.scan`` over the batch, the gradient ``g`` read per image.
-
-    ``g`` comes out of the next layer's BatchNorm backward; as one expression over the batch, XLA fused
-    that BatchNorm math into the input gradient once per tap (9x per element, and stride 2's interleave
-    on top: 187 ms for MobileNetV2's first strided layer at 224 px). The scan takes ``g`` materialised,
-    each image's taps read it from cache, and the filter sums share the pass (row 24).
-    """
-    kh, kw = kernel.shape[0], kernel.shape[1]
-    top, left, h, w = crop
-    acc = jnp.promote_types(g.dtype, jnp.float32)
-
-    def image_grads(total, image):
-        xi, gi = image
-        dxp = _input_grad_padded(gi[None], kernel, stride, xp.shape[1:3])[0]
-        return total + _filter_sums(xi, gi, (kh, kw), stride), dxp[top : top + h, left : left + w, :]
-
-    total, dx = jax.lax.scan(image_grads, jnp.zeros((kh * kw,) + g.shape[2:], acc), (xp, g))
-    return total.sum(1).reshape(kh, kw, 1, -1), dx
 
 
 def _filter_grad(xp: jax.Array, g: jax.Array, kernel_hw: tuple[int, int], stride: int) -> jax.Array:
@@ -132,10 +85,17 @@ def _filter_grad(xp: jax.Array, g: jax.Array, kernel_hw: tuple[int, int], stride
     """
     kh, kw = kernel_hw
     acc = jnp.promote_types(g.dtype, jnp.float32)
+    out_hw = g.shape[1:3]
 
     def add_image(total, image):
         xi, gi = image
-        return total + _filter_sums(xi, gi, (kh, kw), stride), None
+        gf = gi.astype(acc)
+        terms = tuple(
+            window_slice(xi[None], i, j, stride, out_hw)[0].astype(acc) * gf for i in range(kh) for j in range(kw)
+        )
+        zeros = tuple(jnp.zeros((), acc) for _ in terms)
+        sums = jax.lax.reduce(terms, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (0,))  # k*k x (W, C)
+        return total + jnp.stack(sums), None
 
     total, _ = jax.lax.scan(add_image, jnp.zeros((kh * kw,) + g.shape[2:], acc), (xp, g))
     return total.sum(1).reshape(kh, kw, 1, -1)

@@ -25,14 +25,10 @@ def _pair(c, stride, padding, use_bias, dtype=jnp.float32):
     return DepthwiseConv(c, (3, 3), **kw), nn.Conv(c, (3, 3), feature_group_count=c, **kw)
 
 
-@pytest.mark.parametrize("input_grad", ["per-image", "batch"])
 @pytest.mark.parametrize("stride,padding,use_bias,hw", [
     (1, 1, False, (7, 7)), (2, 1, False, (8, 8)), (2, 1, False, (7, 5)), (2, 0, True, (9, 6)), (1, 0, True, (5, 5)),
 ])
-def test_same_params_forward_and_gradients_as_grouped_conv(monkeypatch, stride, padding, use_bias, hw, input_grad):
-    from architectures import depthwise
-
-    monkeypatch.setattr(depthwise, "INPUT_GRAD", input_grad)  # both backward forms (row 24)
+def test_same_params_forward_and_gradients_as_grouped_conv(stride, padding, use_bias, hw):
     c = 6
     fast, ref = _pair(c, stride, padding, use_bias)
     rng = np.random.default_rng(stride * 10 + padding)

@@ -95,7 +95,6 @@ def _separate_filter_sums() -> None:
         ])[:, :, None, :]
 
     depthwise._filter_grad = filter_grad  # looked up when the backward pass is traced
-    depthwise.INPUT_GRAD = "batch"  # the form _filter_grad belongs to (before row 24)
 
 
 def _batch_filter_sums() -> None:
@@ -116,14 +115,6 @@ def _batch_filter_sums() -> None:
         return jnp.stack([s.sum(0) for s in sums]).reshape(kh, kw, 1, -1)
 
     depthwise._filter_grad = filter_grad  # looked up when the backward pass is traced
-    depthwise.INPUT_GRAD = "batch"  # the form _filter_grad belongs to (before row 24)
-
-
-def _depthwise_batch_input_grad() -> None:
-    """The depthwise input gradient as one expression over the batch (before row 24)."""
-    from architectures import depthwise
-
-    depthwise.INPUT_GRAD = "batch"  # read when the backward pass is traced
 
 
 def _batchnorm_centred() -> None:
@@ -195,7 +186,6 @@ PATCHES: dict[str, Callable[[], None]] = {
     "depthwise=grouped-forward": _grouped_forward_depthwise,
     "depthwise=separate-filter-sums": _separate_filter_sums,
     "depthwise=batch-filter-sums": _batch_filter_sums,
-    "depthwise=batch-input-grad": _depthwise_batch_input_grad,
     "batchnorm=centred": _batchnorm_centred,
     "relu6=clip": _relu6_clip,
     "alexnet=pool-then-multiply": _alexnet_pool_then_multiply,
