@@ -1,0 +1,42 @@
+"""The default XLA flags (hotspot_jax.xla_flags): added at import, never over a user's own value."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from hotspot_jax import xla_flags
+
+YNN = "--xla_cpu_experimental_ynn_fusion_type"
+
+
+def test_defaults_are_appended_once_and_a_users_own_flag_wins():
+    assert with_defaults_of("") == xla_flags.CPU_DEFAULTS[0]
+    both = with_defaults_of("--xla_force_host_platform_device_count=2")
+    assert both.split() == ["--xla_force_host_platform_device_count=2", xla_flags.CPU_DEFAULTS[0]]
+    assert with_defaults_of(both) == both  # idempotent
+    mine = f"{YNN}=individual_dot"
+    assert with_defaults_of(mine) == mine
+
+
+def with_defaults_of(flags: str) -> str:
+    return xla_flags.with_defaults(flags)
+
+
+def test_only_for_the_measured_jaxlib_and_not_when_switched_off():
+    assert xla_flags.wanted({}, "0.10.2")
+    assert not xla_flags.wanted({}, "0.11.0")  # XLA aborts on flags it does not know
+    assert not xla_flags.wanted({}, None)
+    assert not xla_flags.wanted({xla_flags.SWITCH_ENV: "0"}, "0.10.2")
+
+
+def test_importing_the_package_sets_them_before_jax_starts_and_jax_accepts_them():
+    code = ("import os, hotspot_jax, jax, jax.numpy as jnp; print(float(jnp.ones((4, 4)) @ jnp.ones(4) @ jnp.ones(4)));"
+            " print(os.environ['XLA_FLAGS'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_flags.SWITCH_ENV)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    value, flags = out.stdout.split("\n")[:2]
+    assert float(value) == 16.0
+    assert (YNN in flags) == xla_flags.wanted({}, xla_flags._jaxlib_version())
