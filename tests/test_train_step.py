@@ -152,14 +152,17 @@ def _random_tree(rng, shapes):
     return {name: jnp.asarray(rng.standard_normal(shape).astype(np.float32)) for name, shape in shapes.items()}
 
 
-def test_update_on_the_device_axis_equals_the_plain_optax_update(monkeypatch):
+@pytest.mark.parametrize("schedule", [False, True])
+def test_update_on_the_device_axis_equals_the_plain_optax_update(schedule):
+    """Also with a learning-rate schedule (a scalar step count in the state) and kernels-only decay."""
     from hotspot_jax.train import step as step_module
     from hotspot_jax.train.optimizer import sgd_momentum
 
     rng = np.random.default_rng(3)
     shapes = {"kernel": (3, 3, 4, 5), "bias": (5,), "dense": (7, 2)}
     params, grads = _random_tree(rng, shapes), _random_tree(rng, shapes)
-    tx = sgd_momentum(0.1, 0.9, 1e-3)
+    lr = optax.cosine_decay_schedule(0.1, 10) if schedule else 0.1
+    tx = sgd_momentum(lr, 0.9, 1e-3, decay_mask="kernels" if schedule else "all")
     opt_state = tx.init(params)
     opt_state = tx.update(_random_tree(rng, shapes), opt_state, params)[1]  # a non-zero momentum buffer
     updates, want_state = tx.update(grads, opt_state, params)
