@@ -4,8 +4,8 @@ XLA reads ``XLA_FLAGS`` once, when JAX creates its first backend, so they are se
 computation. Only flags measured to help are here (docs/performance.md, optimisation log):
 
 - ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` (row 25): jax 0.10 sends every
-  convolution to YNNPACK; XLA's own convolutions were faster on this project's networks (AlexNet 224 px:
-  training 1.18x, inference 1.27x). Matrix products stay on YNNPACK, which was faster for them (turning
+  convolution to YNNPACK; XLA's own convolutions were faster for AlexNet (224 px: training 1.18x,
+  inference 1.27x) and within 0.96-1.05x for the other networks measured. Matrix products stay on YNNPACK, which was faster for them (turning
   both off: AlexNet 64 px training 0.79x, ShuffleNetV2 224 px 0.74x).
 
 A flag the user already put in ``XLA_FLAGS`` (by name) is left as it is. ``HOTSPOT_XLA_DEFAULTS=0``

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -189,8 +190,6 @@ def test_after_backward_leaves_every_gradient_unchanged_even_when_one_is_not_fin
 
 def _copied_state_shapes(compiled_text: str) -> list[tuple[int, ...]]:
     """Shapes of the step's arguments (the donated state among them) that the compiled step copies."""
-    import re
-
     pattern = r"= f32\[([\d,]*)\]\{[\d,]*\} copy\(%flat_args_\d+_"
     return [tuple(int(d) for d in m.group(1).split(",") if d) for m in re.finditer(pattern, compiled_text)]
 

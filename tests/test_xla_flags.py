@@ -12,16 +12,12 @@ YNN = "--xla_cpu_experimental_ynn_fusion_type"
 
 
 def test_defaults_are_appended_once_and_a_users_own_flag_wins():
-    assert with_defaults_of("") == xla_flags.CPU_DEFAULTS[0]
-    both = with_defaults_of("--xla_force_host_platform_device_count=2")
+    assert xla_flags.with_defaults("") == xla_flags.CPU_DEFAULTS[0]
+    both = xla_flags.with_defaults("--xla_force_host_platform_device_count=2")
     assert both.split() == ["--xla_force_host_platform_device_count=2", xla_flags.CPU_DEFAULTS[0]]
-    assert with_defaults_of(both) == both  # idempotent
+    assert xla_flags.with_defaults(both) == both  # idempotent
     mine = f"{YNN}=individual_dot"
-    assert with_defaults_of(mine) == mine
-
-
-def with_defaults_of(flags: str) -> str:
-    return xla_flags.with_defaults(flags)
+    assert xla_flags.with_defaults(mine) == mine
 
 
 def test_only_for_the_measured_jaxlib_and_not_when_switched_off():
