@@ -12,10 +12,12 @@ strided slices of the padded input concatenated on the channel axis, times the k
 (kh*kw*Cin, Cout); JAX differentiates that into matrix products and pads. It does so for 1x1 kernels,
 for outputs of at most :data:`PATCHES_MAX_OUTPUT_PIXELS` pixels and for strided kernels (except large
 first-layer kernels on the image's few channels, :data:`FIRST_LAYER_MAX_CHANNELS`); larger stride-1
-maps keep ``lax.conv``, which is faster there forward and for the input gradient, but not for the kernel
-gradient (3-10x slower than the forward pass on this CPU): on the CPU backend those convolutions get
-their kernel gradient from :func:`kernel_grad_by_shifts` instead (a custom VJP). Other backends (GPU:
-cuDNN) always use ``lax.conv`` and its own gradients. The measurements behind the rules are in
+maps keep ``lax.conv``, which is faster there forward and for the input gradient. Their kernel gradient
+depends on where XLA:CPU runs convolutions: on YNNPACK (jax 0.10's default) XLA's kernel gradient is
+3-25x slower than the forward pass, so they get it from :func:`kernel_grad_by_shifts` (a custom VJP;
+row 13 of docs/performance.md); on XLA's own CPU path (``hotspot_jax``'s default XLA flag, row 25) XLA's
+kernel gradient is as fast or faster (row 26), so they keep it (:data:`KERNEL_GRAD`). Other backends
+(GPU: cuDNN) always use ``lax.conv`` and its own gradients. The measurements behind the rules are in
 docs/performance.md.
 
 :class:`Conv` is a drop-in for ``nn.Conv`` without groups: same parameter names and shapes (``kernel``
@@ -32,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from architectures.pooling import window_slice
+from hotspot_jax import xla_flags
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -40,15 +43,16 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 PATCHES_MAX_OUTPUT_PIXELS = 16
 #: strided kernels use patches at any size (their lax.conv gradient is slow on the CPU)
 PATCHES_FOR_STRIDED = True
-#: "shifts": stride-1 convolutions left to lax.conv on the CPU get their kernel gradient from
-#: kernel_grad_by_shifts (row 13 of docs/performance.md); "xla": XLA's own (the A/B switch)
-KERNEL_GRAD = "shifts"
+#: the kernel gradient of convolutions left to lax.conv on the CPU: "shifts" (kernel_grad_by_shifts, row 13
+#: of docs/performance.md), "xla" (XLA's own), or "auto": "xla" when XLA_FLAGS takes convolutions off
+#: YNNPACK (hotspot_jax's default, row 25; there XLA's was 1.0-2.1x faster per layer, row 26), else "shifts"
+KERNEL_GRAD = "auto"
 #: kernel_grad_by_shifts sums over the batch in chunks of about this many output pixels (a 56x56 map per
 #: chunk measured fastest among 1 and 4 images; smaller maps take several images per chunk)
 KERNEL_GRAD_CHUNK_PIXELS = 3136
 #: strided convolutions of at most this many input channels and kernels of at least
 #: FIRST_LAYER_MIN_KERNEL_PIXELS (a network's 7x7 or 11x11 first layer on the image) keep lax.conv forward
-#: with kernel_grad_by_shifts instead of patches, whose k*k-wide matrix costs more than the product there
+#: (kernel gradient per KERNEL_GRAD) instead of patches, whose k*k-wide matrix costs more than the product there
 #: (docs/performance.md row 15: AlexNet at 224 px 1.04x train, 1.18x inference; 3x3 first layers were
 #: neutral to 0.92x, so they stay patches); 0 turns it off (the A/B switch)
 FIRST_LAYER_MAX_CHANNELS = 4
@@ -63,11 +67,18 @@ def output_hw(in_hw: tuple[int, int], kernel_hw: tuple[int, int], strides: tuple
     return tuple((in_hw[a] + pads[a][0] + pads[a][1] - kernel_hw[a]) // strides[a] + 1 for a in (0, 1))
 
 
+def kernel_grad_mode() -> str:
+    """``"shifts"`` or ``"xla"``: :data:`KERNEL_GRAD`, with ``"auto"`` resolved from this process's XLA flags."""
+    if KERNEL_GRAD != "auto":
+        return KERNEL_GRAD
+    return "xla" if xla_flags.convolutions_off_ynnpack() else "shifts"
+
+
 def first_layer_xla(kernel_hw: tuple[int, int], strides: tuple[int, int], in_channels: int | None) -> bool:
     """Whether a strided, large-kernel convolution on few channels (a first layer) runs as ``lax.conv``
-    with the shifted-product kernel gradient; the caller has checked backend and ``IMPL``."""
+    (kernel gradient as :func:`kernel_grad_mode` says); the caller has checked backend and ``IMPL``."""
     return (in_channels is not None and in_channels <= FIRST_LAYER_MAX_CHANNELS and tuple(strides) != (1, 1)
-            and kernel_hw[0] * kernel_hw[1] >= FIRST_LAYER_MIN_KERNEL_PIXELS and KERNEL_GRAD == "shifts")
+            and kernel_hw[0] * kernel_hw[1] >= FIRST_LAYER_MIN_KERNEL_PIXELS)
 
 
 def uses_patches(in_hw: tuple[int, int], kernel_hw: tuple[int, int], strides: tuple[int, int], pads: Pads,
@@ -164,7 +175,7 @@ def uses_shift_grad(strides: tuple[int, int], impl: str | None = None, kernel_hw
                     in_channels: int | None = None) -> bool:
     """Whether a convolution left to ``lax.conv`` takes its kernel gradient from kernel_grad_by_shifts:
     stride-1 ones, and the large first layers of :func:`first_layer_xla` (given kernel size and channels)."""
-    if (impl or IMPL) != "auto" or KERNEL_GRAD != "shifts" or jax.default_backend() != "cpu":
+    if (impl or IMPL) != "auto" or jax.default_backend() != "cpu" or kernel_grad_mode() != "shifts":
         return False
     return tuple(strides) == (1, 1) or (kernel_hw is not None and first_layer_xla(kernel_hw, strides, in_channels))
 

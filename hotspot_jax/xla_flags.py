@@ -8,6 +8,9 @@ computation. Only flags measured to help are here (docs/performance.md, optimisa
   inference 1.27x) and within 0.96-1.05x for the other networks measured. Matrix products stay on YNNPACK, which was faster for them (turning
   both off: AlexNet 64 px training 0.79x, ShuffleNetV2 224 px 0.74x).
 
+Convolutions off YNNPACK also change which convolution kernel gradient is fastest:
+:func:`convolutions_off_ynnpack` tells ``architectures.conv`` which one to use (row 26).
+
 A flag the user already put in ``XLA_FLAGS`` (by name) is left as it is. ``HOTSPOT_XLA_DEFAULTS=0``
 turns the defaults off. They are only added for the jaxlib minor release they were measured with, since
 XLA aborts the process on a flag it does not know.
@@ -20,13 +23,32 @@ from typing import Mapping, MutableMapping
 
 SWITCH_ENV = "HOTSPOT_XLA_DEFAULTS"
 MEASURED_JAXLIB = "0.10."  # the flags below exist (and were measured) in this minor release
+YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"  # which operations XLA:CPU hands to YNNPACK
 CPU_DEFAULTS: tuple[str, ...] = (
-    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+    f"{YNN_FUSION_FLAG}=-individual_convolution",
 )
 
 
 def _name(flag: str) -> str:
     return flag.split("=", 1)[0].strip()
+
+
+def flag_value(xla_flags: str, name: str) -> str | None:
+    """The value of the last ``name=value`` in ``xla_flags`` (``""`` for a bare ``name``; None if absent)."""
+    value = None
+    for flag in xla_flags.split():
+        if _name(flag) == name:
+            value = flag.split("=", 1)[1] if "=" in flag else ""
+    return value
+
+
+def convolutions_off_ynnpack(xla_flags: str | None = None) -> bool:
+    """Whether ``xla_flags`` (default: this process's ``XLA_FLAGS``) takes convolutions off YNNPACK, as the
+    default above does (``-individual_convolution`` among the fusion types)."""
+    if xla_flags is None:
+        xla_flags = os.environ.get("XLA_FLAGS", "")
+    value = flag_value(xla_flags, YNN_FUSION_FLAG)
+    return value is not None and "-individual_convolution" in value.split(",")
 
 
 def with_defaults(xla_flags: str, defaults: tuple[str, ...] = CPU_DEFAULTS) -> str:

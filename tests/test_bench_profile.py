@@ -85,10 +85,11 @@ def test_profile_cli_traces_a_real_step_and_writes_json(tmp_path, capsys):
     assert profile.main(["--arch", "squeezenet", "--image-size", "32", "--batch-size", "2", "--steps", "1",
                          "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["arch"] == "squeezenet1_1" and result["op_ms_per_step"] > 0
+    assert result["arch"] == "squeezenet1_1" and result["op_ms_per_step"] > 0 and result["wall_ms_per_step"] > 0
     assert any(r["pass"] == "backward" for r in result["by_kind"])
     assert any("features" in r["module"] for r in result["by_module"])
-    assert "| kind | pass |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| kind | pass |" in printed and "ms wall time per step" in printed
 
 
 def test_profile_cli_rejects_unknown_arch(capsys):

@@ -22,8 +22,8 @@ CASES = [  # (h, w, cin, cout, kernel, stride, padding): shapes these networks u
     (15, 15, 3, 4, 11, 4, 2),  # AlexNet conv1
     (6, 5, 8, 16, 1, 1, 0),  # 1x1
     (7, 7, 8, 16, 1, 2, 0),  # strided 1x1 (ResNet downsample)
-    (10, 10, 4, 4, 3, 1, 1),  # large enough for lax.conv under "auto" (kernel gradient by shifts)
-    (12, 11, 4, 6, 5, 1, 2),  # AlexNet conv2's 5x5, by lax.conv with the shifted kernel gradient
+    (10, 10, 4, 4, 3, 1, 1),  # large enough for lax.conv under "auto"
+    (12, 11, 4, 6, 5, 1, 2),  # AlexNet conv2's 5x5, by lax.conv
 ]
 
 
@@ -32,10 +32,12 @@ def _modules(cout, k, s, p):
     return conv.Conv(**kwargs), nn.Conv(**kwargs)
 
 
-@pytest.mark.parametrize("impl", ["patches", "auto"])
+@pytest.mark.parametrize("impl, kernel_grad", [("patches", "auto"), ("auto", "shifts"), ("auto", "xla")],
+                         ids=["patches", "auto-shifted-kernel-grad", "auto-xla-kernel-grad"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
-def test_same_params_outputs_and_gradients_as_nn_conv(case, impl, monkeypatch):
+def test_same_params_outputs_and_gradients_as_nn_conv(case, impl, kernel_grad, monkeypatch):
     monkeypatch.setattr(conv, "IMPL", impl)
+    monkeypatch.setattr(conv, "KERNEL_GRAD", kernel_grad)
     h, w, cin, cout, k, s, p = case
     ours, ref = _modules(cout, k, s, p)
     x = jax.random.normal(jax.random.PRNGKey(1), (2, h, w, cin))
@@ -118,8 +120,25 @@ def test_which_convolutions_take_the_shifted_kernel_gradient(monkeypatch):
     assert conv.uses_shift_grad((1, 1))
     assert not conv.uses_shift_grad((2, 2))  # strided convolutions are patches anyway
     assert not conv.uses_shift_grad((1, 1), impl="xla")  # the A/B baseline: XLA's gradient
+    assert conv.uses_shift_grad((4, 4), kernel_hw=(11, 11), in_channels=3)  # a large first layer
     monkeypatch.setattr(conv, "KERNEL_GRAD", "xla")
     assert not conv.uses_shift_grad((1, 1))
+    assert not conv.uses_shift_grad((4, 4), kernel_hw=(11, 11), in_channels=3)
+    assert not conv.uses_patches((224, 224), (11, 11), (4, 4), ((2, 2), (2, 2)), in_channels=3)  # still lax.conv
+
+
+def test_auto_kernel_gradient_follows_where_xla_runs_convolutions(monkeypatch):
+    monkeypatch.setattr(conv, "KERNEL_GRAD", "auto")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
+    assert conv.kernel_grad_mode() == "xla"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_dot,-individual_convolution")
+    assert conv.kernel_grad_mode() == "xla"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_dot")
+    assert conv.kernel_grad_mode() == "shifts"  # convolutions on YNNPACK: XLA's kernel gradient is slow there
+    monkeypatch.delenv("XLA_FLAGS")
+    assert conv.kernel_grad_mode() == "shifts"
+    monkeypatch.setattr(conv, "KERNEL_GRAD", "xla")
+    assert conv.kernel_grad_mode() == "xla"
 
 
 def test_images_per_chunk_divides_the_batch(monkeypatch):

@@ -20,6 +20,15 @@ def test_defaults_are_appended_once_and_a_users_own_flag_wins():
     assert xla_flags.with_defaults(mine) == mine
 
 
+def test_reading_whether_convolutions_are_off_ynnpack():
+    assert xla_flags.flag_value(f"--a=1 {YNN}=x {YNN}=-individual_convolution", YNN) == "-individual_convolution"
+    assert xla_flags.flag_value("--a=1", YNN) is None
+    assert xla_flags.convolutions_off_ynnpack(xla_flags.with_defaults(""))
+    assert xla_flags.convolutions_off_ynnpack(f"{YNN}=-individual_dot,-individual_convolution")
+    assert not xla_flags.convolutions_off_ynnpack(f"{YNN}=-individual_dot")
+    assert not xla_flags.convolutions_off_ynnpack("")
+
+
 def test_only_for_the_measured_jaxlib_and_not_when_switched_off():
     assert xla_flags.wanted({}, "0.10.2")
     assert not xla_flags.wanted({}, "0.11.0")  # XLA aborts on flags it does not know
