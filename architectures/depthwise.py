@@ -62,28 +62,19 @@ def _forward(x, kernel, stride, pads):
     return _shifted_sum(x, kernel, stride, pads), (x, kernel)
 
 
-#: strided layers read the output gradient for their input gradient from the filter-gradient loop's copy
-#: of it (the A/B switch of row 29: False reads ``g`` itself, which XLA may recompute once per kernel tap)
-STRIDED_INPUT_GRAD_FROM_LOOP = True
-
-
 def _backward(stride, pads, residuals, g):
     x, kernel = residuals
     kh, kw = kernel.shape[0], kernel.shape[1]
     h, w = x.shape[1], x.shape[2]
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    if stride > 1 and STRIDED_INPUT_GRAD_FROM_LOOP:
-        dk, g = _filter_grad(xp, g, (kh, kw), stride, return_g=True)
-    else:
-        dk = _filter_grad(xp, g, (kh, kw), stride)
-    dk = dk.astype(kernel.dtype)
+    dk = _filter_grad(xp, g, (kh, kw), stride).astype(kernel.dtype)
     parts = {(i, j): g * kernel[i, j, 0].astype(g.dtype) for i in range(kh) for j in range(kw)}
     dxp = place_window_parts(parts, stride, xp.shape[1:3])
     top, left = pads[0][0], pads[1][0]
     return dxp[:, top : top + h, left : left + w, :].astype(x.dtype), dk
 
 
-def _filter_grad(xp: jax.Array, g: jax.Array, kernel_hw: tuple[int, int], stride: int, return_g: bool = False):
+def _filter_grad(xp: jax.Array, g: jax.Array, kernel_hw: tuple[int, int], stride: int) -> jax.Array:
     """dk[i, j, 0, c] = sum over (n, y, x) of window (i, j) of the padded input times the output gradient.
 
     One image at a time (``lax.scan`` over the batch): the k*k sums of an image are one variadic
@@ -104,11 +95,10 @@ def _filter_grad(xp: jax.Array, g: jax.Array, kernel_hw: tuple[int, int], stride
         )
         zeros = tuple(jnp.zeros((), acc) for _ in terms)
         sums = jax.lax.reduce(terms, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (0,))  # k*k x (W, C)
-        return total + jnp.stack(sums), (gi if return_g else None)
+        return total + jnp.stack(sums), None
 
-    total, g_read = jax.lax.scan(add_image, jnp.zeros((kh * kw,) + g.shape[2:], acc), (xp, g))
-    dk = total.sum(1).reshape(kh, kw, 1, -1)
-    return (dk, g_read) if return_g else dk
+    total, _ = jax.lax.scan(add_image, jnp.zeros((kh * kw,) + g.shape[2:], acc), (xp, g))
+    return total.sum(1).reshape(kh, kw, 1, -1)
 
 
 depthwise_conv_nhwc.defvjp(_forward, _backward)

@@ -25,27 +25,6 @@ kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "norma
 torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-@jax.custom_vjp
-def relu6_grad_from_output(x: jax.Array) -> jax.Array:
-    """``jax.nn.relu6`` with the same gradient (1 strictly inside (0, 6), else 0: torch's), taken from the
-    output instead of the input: y = clip(x, 0, 6) is strictly inside (0, 6) exactly when x is. The output
-    is kept anyway (the next layer's input); the input, a BatchNorm output, is not, so XLA recomputed it
-    in the backward pass, fused into the depthwise input gradient (optimisation log, row 29)."""
-    return jax.nn.relu6(x)
-
-
-def _relu6_forward(x):
-    y = jax.nn.relu6(x)
-    return y, y
-
-
-def _relu6_backward(y, g):
-    return (jnp.where((y > 0) & (y < 6), g, jnp.zeros_like(g)),)
-
-
-relu6_grad_from_output.defvjp(_relu6_forward, _relu6_backward)
-
-
 # How BatchNorm applies its statistics: "folded", x * a + (bias - mean * a) with a = scale / sqrt(var + eps),
 # one multiply-add per element (its autodiff trained 1.05-1.21x faster on XLA:CPU,
 # optimisation row 17), or "centred", (x - mean) * a + bias (the form before; kept for the A/B tool and tests).

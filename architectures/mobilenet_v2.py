@@ -83,18 +83,15 @@ def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any, groups
     )
 
 
-#: "output-mask" (layers.relu6_grad_from_output: jax.nn.relu6's gradient read from the output, row 29),
-#: "mask" (jax.nn.relu6: gradient 1 strictly inside (0, 6), 0 elsewhere, as torch's, read from the input)
-#: or "clip" (jnp.clip, whose gradient is 1/2 at exactly 0 and 6 and costs a division per element on
-#: XLA:CPU; the form before optimisation row 19); the last two are kept for the A/B tool
-RELU6 = "output-mask"
+#: "mask" (jax.nn.relu6: gradient 1 strictly inside (0, 6), 0 elsewhere, as torch's) or "clip" (jnp.clip,
+#: whose gradient is 1/2 at exactly 0 and 6 and costs a division per element on XLA:CPU; the form before
+#: optimisation row 19, kept for the A/B tool)
+RELU6 = "mask"
 
 
 def _relu6(x: jax.Array) -> jax.Array:
     """torch's ReLU6, gradient included (read RELU6 when traced)."""
-    if RELU6 == "clip":
-        return jnp.clip(x, 0, 6)
-    return layers.relu6_grad_from_output(x) if RELU6 == "output-mask" else jax.nn.relu6(x)
+    return jnp.clip(x, 0, 6) if RELU6 == "clip" else jax.nn.relu6(x)
 
 
 class InvertedResidual(nn.Module):

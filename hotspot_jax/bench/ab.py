@@ -63,17 +63,6 @@ def _patch_max_pool(impl: Callable) -> Callable[[], None]:
     return apply
 
 
-def _depthwise_setting(name: str, value: Any) -> Callable[[], None]:
-    """A patch that sets ``architectures.depthwise.<name>`` (a module-level switch) to ``value``."""
-
-    def patch() -> None:
-        from architectures import depthwise
-
-        setattr(depthwise, name, value)
-
-    return patch
-
-
 def _reference_depthwise() -> None:
     """Depthwise convs differentiated by JAX (grouped-conv autodiff) instead of the dense custom VJP."""
     from architectures import depthwise
@@ -142,13 +131,6 @@ def _relu6_clip() -> None:
     mobilenet_v2.RELU6 = "clip"  # read when the model is traced
 
 
-def _relu6_input_mask() -> None:
-    """MobileNetV2's ReLU6 as jax.nn.relu6, its gradient read from the input (row 19, before row 29)."""
-    from architectures import mobilenet_v2
-
-    mobilenet_v2.RELU6 = "mask"  # read when the model is traced
-
-
 def _alexnet_pool_then_multiply() -> None:
     """AlexNet's classifier_1 on the pooled 6x6 map, as torch computes it (before row 21's folding)."""
     from architectures import alexnet
@@ -201,13 +183,11 @@ PATCHES: dict[str, Callable[[], None]] = {
     "max_pool=reference": _patch_max_pool(_reference_max_pool),
     "max_pool=fast": _patch_max_pool(_fast_max_pool),
     "depthwise=reference": _reference_depthwise,
-    "depthwise=strided-input-grad-from-g": _depthwise_setting("STRIDED_INPUT_GRAD_FROM_LOOP", False),
     "depthwise=grouped-forward": _grouped_forward_depthwise,
     "depthwise=separate-filter-sums": _separate_filter_sums,
     "depthwise=batch-filter-sums": _batch_filter_sums,
     "batchnorm=centred": _batchnorm_centred,
     "relu6=clip": _relu6_clip,
-    "relu6=input-mask": _relu6_input_mask,
     "alexnet=pool-then-multiply": _alexnet_pool_then_multiply,
     "step=always-pmean": _always_pmean,
     "conv=xla": _conv_setting("IMPL", "xla"),
