@@ -25,46 +25,6 @@ kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "norma
 torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-_BITS = 8  # mask bits packed per byte by relu6_packed_mask
-
-
-def _pack_mask(mask: jax.Array) -> jax.Array:
-    """A boolean (..., C) mask as (..., ceil(C/8)) bytes, bit k of byte j holding channel 8j + k: a reduction,
-    so XLA stores it instead of recomputing the mask's producer where it is read."""
-    c = mask.shape[-1]
-    pad = (-c) % _BITS
-    if pad:
-        mask = jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, pad)])
-    bits = mask.reshape(*mask.shape[:-1], -1, _BITS).astype(jnp.uint8)
-    weights = jnp.left_shift(jnp.uint8(1), jnp.arange(_BITS, dtype=jnp.uint8))
-    return jnp.sum(bits * weights, axis=-1, dtype=jnp.uint8)
-
-
-def _unpack_mask(packed: jax.Array, channels: int) -> jax.Array:
-    """The boolean (..., channels) mask :func:`_pack_mask` packed."""
-    shifts = jnp.arange(_BITS, dtype=jnp.uint8)
-    bits = jnp.right_shift(packed[..., None], shifts) & jnp.uint8(1)
-    return bits.reshape(*packed.shape[:-1], -1)[..., :channels].astype(bool)
-
-
-@jax.custom_vjp
-def relu6_packed_mask(x: jax.Array) -> jax.Array:
-    """``jax.nn.relu6`` with the same gradient (1 strictly inside (0, 6), else 0: torch's), whose backward
-    reads a bit-packed mask stored in the forward pass instead of the input (experiment, row 31)."""
-    return jax.nn.relu6(x)
-
-
-def _relu6_packed_forward(x):
-    return jax.nn.relu6(x), _pack_mask((x > 0) & (x < 6))
-
-
-def _relu6_packed_backward(packed, g):
-    return (jnp.where(_unpack_mask(packed, g.shape[-1]), g, jnp.zeros_like(g)),)
-
-
-relu6_packed_mask.defvjp(_relu6_packed_forward, _relu6_packed_backward)
-
-
 # How BatchNorm applies its statistics: "folded", x * a + (bias - mean * a) with a = scale / sqrt(var + eps),
 # one multiply-add per element (its autodiff trained 1.05-1.21x faster on XLA:CPU,
 # optimisation row 17), or "centred", (x - mean) * a + bias (the form before; kept for the A/B tool and tests).

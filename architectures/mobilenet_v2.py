@@ -91,8 +91,6 @@ RELU6 = "mask"
 
 def _relu6(x: jax.Array) -> jax.Array:
     """torch's ReLU6, gradient included (read RELU6 when traced)."""
-    if RELU6 == "packed-mask":
-        return layers.relu6_packed_mask(x)
     return jnp.clip(x, 0, 6) if RELU6 == "clip" else jax.nn.relu6(x)
 
 

@@ -131,13 +131,6 @@ def _relu6_clip() -> None:
     mobilenet_v2.RELU6 = "clip"  # read when the model is traced
 
 
-def _relu6_packed_mask() -> None:
-    """MobileNetV2's ReLU6 with a bit-packed mask for its gradient (row 31)."""
-    from architectures import mobilenet_v2
-
-    mobilenet_v2.RELU6 = "packed-mask"  # read when the model is traced
-
-
 def _alexnet_pool_then_multiply() -> None:
     """AlexNet's classifier_1 on the pooled 6x6 map, as torch computes it (before row 21's folding)."""
     from architectures import alexnet
@@ -195,7 +188,6 @@ PATCHES: dict[str, Callable[[], None]] = {
     "depthwise=batch-filter-sums": _batch_filter_sums,
     "batchnorm=centred": _batchnorm_centred,
     "relu6=clip": _relu6_clip,
-    "relu6=packed-mask": _relu6_packed_mask,
     "alexnet=pool-then-multiply": _alexnet_pool_then_multiply,
     "step=always-pmean": _always_pmean,
     "conv=xla": _conv_setting("IMPL", "xla"),
