@@ -14,9 +14,9 @@ for outputs of at most :data:`PATCHES_MAX_OUTPUT_PIXELS` pixels and for strided 
 first-layer kernels on the image's few channels, :data:`FIRST_LAYER_MAX_CHANNELS`); larger stride-1
 maps keep ``lax.conv``, which is faster there forward and for the input gradient. Their kernel gradient
 depends on where XLA:CPU runs convolutions: on YNNPACK (jax 0.10's default) XLA's kernel gradient is
-3-25x slower than the forward pass, so they get it from :func:`kernel_grad_by_shifts` (a custom VJP;
-row 13 of docs/performance.md); on XLA's own CPU path (``hotspot_jax``'s default XLA flag, row 25) XLA's
-kernel gradient is as fast or faster (row 26), so they keep it (:data:`KERNEL_GRAD`). Other backends
+1.2-6x slower than :func:`kernel_grad_by_shifts` (row 13 of docs/performance.md, a custom VJP), which they
+then use; on XLA's own CPU path (``hotspot_jax``'s default XLA flag, row 25) XLA's is 1.1-2.2x faster
+(row 26), so they keep it (:data:`KERNEL_GRAD`). Other backends
 (GPU: cuDNN) always use ``lax.conv`` and its own gradients. The measurements behind the rules are in
 docs/performance.md.
 
@@ -45,7 +45,7 @@ PATCHES_MAX_OUTPUT_PIXELS = 16
 PATCHES_FOR_STRIDED = True
 #: the kernel gradient of convolutions left to lax.conv on the CPU: "shifts" (kernel_grad_by_shifts, row 13
 #: of docs/performance.md), "xla" (XLA's own), or "auto": "xla" when XLA_FLAGS takes convolutions off
-#: YNNPACK (hotspot_jax's default, row 25; there XLA's was 1.0-2.1x faster per layer, row 26), else "shifts"
+#: YNNPACK (hotspot_jax's default, row 25; there XLA's was 1.1-2.2x faster per layer, row 26), else "shifts"
 KERNEL_GRAD = "auto"
 #: kernel_grad_by_shifts sums over the batch in chunks of about this many output pixels (a 56x56 map per
 #: chunk measured fastest among 1 and 4 images; smaller maps take several images per chunk)
