@@ -5,8 +5,9 @@ computation. Only flags measured to help are here (docs/performance.md, optimisa
 
 - ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` (row 25): jax 0.10 sends every
   convolution to YNNPACK; XLA's own convolutions were faster for AlexNet (224 px: training 1.18x,
-  inference 1.27x) and within 0.96-1.05x for the other networks measured. Matrix products stay on YNNPACK, which was faster for them (turning
-  both off: AlexNet 64 px training 0.79x, ShuffleNetV2 224 px 0.74x).
+  inference 1.27x) and within 0.96-1.05x for the other networks measured. Matrix products stay on
+  YNNPACK, which was faster for them (turning both off: AlexNet 64 px training 0.79x, ShuffleNetV2
+  224 px 0.74x).
 
 Convolutions off YNNPACK also change which convolution kernel gradient is fastest:
 :func:`convolutions_off_ynnpack` tells ``architectures.conv`` which one to use (row 26).

@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from typing import Any, Callable, Sequence
 
+from hotspot_jax.bench.timing import Measurement
 from hotspot_jax.errors import ConfigError
 
 #: name: (map size, in channels, out channels, kernel, stride, padding), at the networks' 224 px and 64 px inputs
@@ -55,12 +54,10 @@ def _median_ms(fn: Callable[..., Any], args: tuple, reps: int) -> float:
     import jax
 
     jax.block_until_ready(fn(*args))  # compile and warm up
-    times = []
+    m = Measurement(images=0)
     for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times)
+        m.add(lambda: jax.block_until_ready(fn(*args)))
+    return 1000.0 * m.median_seconds
 
 
 def time_layer(shape: tuple[int, int, int, int, int, int], batch: int = 32, reps: int = 5) -> dict[str, Any]:
