@@ -9,15 +9,18 @@ import sys
 from hotspot_jax import xla_flags
 
 YNN = "--xla_cpu_experimental_ynn_fusion_type"
+EMITTERS = "--xla_cpu_use_fusion_emitters"
 
 
 def test_defaults_are_appended_once_and_a_users_own_flag_wins():
-    assert xla_flags.with_defaults("") == xla_flags.CPU_DEFAULTS[0]
+    assert xla_flags.with_defaults("").split() == list(xla_flags.CPU_DEFAULTS)
     both = xla_flags.with_defaults("--xla_force_host_platform_device_count=2")
-    assert both.split() == ["--xla_force_host_platform_device_count=2", xla_flags.CPU_DEFAULTS[0]]
+    assert both.split() == ["--xla_force_host_platform_device_count=2", *xla_flags.CPU_DEFAULTS]
     assert xla_flags.with_defaults(both) == both  # idempotent
     mine = f"{YNN}=individual_dot"
-    assert xla_flags.with_defaults(mine) == mine
+    assert xla_flags.with_defaults(mine).split() == [mine, f"{EMITTERS}=false"]  # the other default still added
+    emitters_on = f"{EMITTERS}=true"
+    assert xla_flags.with_defaults(emitters_on).split() == [emitters_on, f"{YNN}=-individual_convolution"]
 
 
 def test_reading_whether_convolutions_are_off_ynnpack():
@@ -44,4 +47,5 @@ def test_importing_the_package_sets_them_before_jax_starts_and_jax_accepts_them(
     assert out.returncode == 0, out.stderr[-2000:]
     value, flags = out.stdout.split("\n")[:2]
     assert float(value) == 16.0
-    assert (YNN in flags) == xla_flags.wanted({}, xla_flags._jaxlib_version())
+    wanted = xla_flags.wanted({}, xla_flags._jaxlib_version())
+    assert (YNN in flags) == wanted and (f"{EMITTERS}=false" in flags) == wanted
