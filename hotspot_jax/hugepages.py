@@ -7,8 +7,14 @@ the tunable, glibc asks the kernel for 2 MiB pages on those mappings (``madvise`
 faults. Measured: AlexNet's SGD update on 61 M parameters 400 -> 154 ms, its gradient 554 -> 388 ms
 (docs/performance.md). It changes where memory comes from, never what is computed.
 
+Freed memory is also kept in the process (``glibc.malloc.mmap_max=0``: large blocks come from the heap,
+not from their own mappings; ``glibc.malloc.trim_threshold``: the heap is never given back), so the next
+step reuses the pages instead of faulting in fresh ones. On this project's VM a fresh page costs far more
+once freed memory has gone back to the host: steps of the same compiled training step took 0.5-1.6 s with
+the system time all in the slow ones (docs/performance.md, row 33).
+
 Off with ``HOTSPOT_HUGEPAGES=0``; nothing happens where it cannot help (not Linux, glibc older than
-2.35, transparent huge pages set to ``never``) or when ``GLIBC_TUNABLES`` already names the tunable.
+2.35, transparent huge pages set to ``never``) or when ``GLIBC_TUNABLES`` already names one of the tunables.
 """
 
 from __future__ import annotations
@@ -19,7 +25,12 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-TUNABLE = "glibc.malloc.hugetlb=1"
+TUNABLES: tuple[str, ...] = (
+    "glibc.malloc.hugetlb=1",  # transparent huge pages for the heap and large blocks
+    "glibc.malloc.mmap_max=0",  # no block gets its own mapping, so none is unmapped when freed
+    f"glibc.malloc.trim_threshold={1 << 40}",  # the heap is never shrunk (1 TiB: no step frees that much)
+)
+TUNABLE = ":".join(TUNABLES)
 SWITCH_ENV = "HOTSPOT_HUGEPAGES"
 THP_MODE_FILE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -44,7 +55,8 @@ def wanted(environ: Mapping[str, str], *, system: str, libc: tuple[str, str], th
     """Whether a restart with the tunable would help and has not happened yet (pure, for tests)."""
     if environ.get(SWITCH_ENV, "1").strip() == "0":
         return False
-    if "glibc.malloc.hugetlb" in environ.get("GLIBC_TUNABLES", ""):
+    current = environ.get("GLIBC_TUNABLES", "")
+    if any(t.split("=")[0] in current for t in TUNABLES):  # the user (or our restart) chose already
         return False
     name, version = libc
     return system == "Linux" and name == "glibc" and _glibc_at_least(version) and thp
