@@ -8,7 +8,8 @@ faults. Measured: AlexNet's SGD update on 61 M parameters 400 -> 154 ms, its gra
 (docs/performance.md). It changes where memory comes from, never what is computed.
 
 Freed memory is also kept in the process (``glibc.malloc.mmap_max=0``: large blocks come from the heap,
-not from their own mappings; ``glibc.malloc.trim_threshold``: the heap is never given back), so the next
+not from their own mappings; ``glibc.malloc.trim_threshold``: the heap is never given back;
+``glibc.malloc.arena_max=1``: one heap for all threads, since other threads' heaps are unmapped when empty), so the next
 step reuses the pages instead of faulting in fresh ones. On this project's VM a fresh page costs far more
 once freed memory has gone back to the host: steps of the same compiled training step took 0.5-1.6 s with
 the system time all in the slow ones (docs/performance.md, row 33).
@@ -29,6 +30,7 @@ TUNABLES: tuple[str, ...] = (
     "glibc.malloc.hugetlb=1",  # transparent huge pages for the heap and large blocks
     "glibc.malloc.mmap_max=0",  # no block gets its own mapping, so none is unmapped when freed
     f"glibc.malloc.trim_threshold={1 << 40}",  # the heap is never shrunk (1 TiB: no step frees that much)
+    "glibc.malloc.arena_max=1",  # one heap: other threads' arenas would still give whole heaps back
 )
 TUNABLE = ":".join(TUNABLES)
 SWITCH_ENV = "HOTSPOT_HUGEPAGES"
