@@ -9,10 +9,10 @@ faults. Measured: AlexNet's SGD update on 61 M parameters 400 -> 154 ms, its gra
 
 Freed memory is also kept in the process (``glibc.malloc.mmap_max=0``: large blocks come from the heap,
 not from their own mappings; ``glibc.malloc.trim_threshold``: the heap is never given back;
-``glibc.malloc.arena_max=1``: one heap for all threads, since other threads' heaps are unmapped when empty), so the next
-step reuses the pages instead of faulting in fresh ones. On this project's VM a fresh page costs far more
-once freed memory has gone back to the host: steps of the same compiled training step took 0.5-1.6 s with
-the system time all in the slow ones (docs/performance.md, row 33).
+``glibc.malloc.arena_max=1``: one heap for all threads, since other threads' heaps are unmapped when
+empty), so the next step reuses the pages instead of faulting in fresh ones. On this project's VM a
+fresh page costs far more once freed memory has gone back to the host: steps of the same compiled
+training step took 0.5-1.6 s, the system time all in the slow ones (docs/performance.md, row 33).
 
 Off with ``HOTSPOT_HUGEPAGES=0``; nothing happens where it cannot help (not Linux, glibc older than
 2.35, transparent huge pages set to ``never``) or when ``GLIBC_TUNABLES`` already names one of the tunables.

@@ -11,7 +11,7 @@ computation. Only flags measured to help are here (docs/performance.md, optimisa
 - ``--xla_cpu_use_fusion_emitters=false`` (row 32): XLA:CPU's loop, reduction and concatenation fusions
   compiled by its older LLVM IR emitters instead of the MLIR fusion emitters jax 0.10 uses by default.
   Training at 224 px 1.20-1.88x faster for all six networks (ShuffleNetV2 most), with CPU time per image in
-  proportion; at 64 px and for inference within 0.89-1.16x, about this VM's noise.
+  proportion; at 64 px and for inference within 0.88-1.16x, about this VM's noise.
 
 Convolutions off YNNPACK also change which convolution kernel gradient is fastest:
 :func:`convolutions_off_ynnpack` tells ``architectures.conv`` which one to use (row 26).
