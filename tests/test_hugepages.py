@@ -1,6 +1,7 @@
 """The scripts' restart with glibc's huge-page tunable: when it applies, and that it really restarts once."""
 
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -55,8 +56,7 @@ RSS_AFTER_FREE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not hugepages.wanted({}, system=__import__("platform").system(),
-                                         libc=__import__("platform").libc_ver(), thp=True),
+@pytest.mark.skipif(not hugepages.wanted({}, system=platform.system(), libc=platform.libc_ver(), thp=True),
                     reason="glibc tunables need Linux with glibc 2.35+")
 def test_freed_memory_stays_in_the_process_only_with_the_tunables():
     """A freed 256 MB block is given back to the kernel by default, and kept with the tunables (row 33)."""
@@ -95,8 +95,8 @@ def test_restart_happens_once_keeps_pid_and_arguments(tmp_path):
     bodies = [line for line in out if line.startswith("body")]
     assert len(bodies) == 1
     starts = [line.split()[1] for line in out if line.startswith("start")]
-    expected = hugepages.wanted(env, system=__import__("platform").system(),
-                                libc=__import__("platform").libc_ver(), thp=hugepages._thp_available())
+    expected = hugepages.wanted(env, system=platform.system(), libc=platform.libc_ver(),
+                                thp=hugepages._thp_available())
     assert len(starts) == (2 if expected else 1)
     assert len(set(starts)) == 1 and bodies[0].split()[1] == starts[0]  # execve keeps the process id
     assert bodies[0].endswith("['--x', '1']")
