@@ -63,6 +63,20 @@ def _patch_max_pool(impl: Callable) -> Callable[[], None]:
     return apply
 
 
+def _fusion_barrier_off() -> None:
+    """Tensors marked ``stored`` recomputed by each consumer again, as XLA fuses them (before row 34)."""
+    from architectures import fusion_barrier
+
+    fusion_barrier.ENABLED = False
+
+
+def _fusion_barrier_input_masks() -> None:
+    """Stored activations differentiated by JAX (mask from the input) instead of from their output."""
+    from architectures import fusion_barrier
+
+    fusion_barrier.MASK_FROM_OUTPUT = False
+
+
 def _reference_depthwise() -> None:
     """Depthwise convs differentiated by JAX (grouped-conv autodiff) instead of the dense custom VJP."""
     from architectures import depthwise
@@ -199,6 +213,8 @@ PATCHES: dict[str, Callable[[], None]] = {
     "conv=first-layer-patches": _conv_setting("FIRST_LAYER_MAX_CHANNELS", 0),
     "conv=first-layer-3x3-lax-conv": _conv_setting("FIRST_LAYER_MIN_KERNEL_PIXELS", 9),
     "googlenet=separate-1x1": _googlenet_separate_1x1,
+    "fusion-barrier=off": _fusion_barrier_off,
+    "fusion-barrier=input-masks": _fusion_barrier_input_masks,
     "update=per-device": _update_per_device,
     "update=unordered": _update_unordered,
 }
