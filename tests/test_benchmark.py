@@ -69,6 +69,7 @@ def test_one_small_case_writes_table_and_json(tmp_path):
     # the train step compiles once: the second warm-up step is no compilation
     first, second = case["jax"]["warmup_seconds"][:2]
     assert second < first
+    assert 1 <= case["settle_passes"] <= 3
 
     table = _run("--table", str(out))
     assert table.returncode == 0, table.stderr
@@ -135,3 +136,30 @@ def test_cpu_details_tell_cpu_generations_apart():
     assert cpu_details(zen4) == {"family": "25", "model": "17", "simd": ["avx2", "fma", "avx512f", "avx512_bf16"]}
     assert report._cpu_details(cpu_details(zen3)) == " (family 25 model 1; avx2 fma)"
     assert report._cpu_details(None) == ""
+
+
+def test_warm_up_goes_on_while_memory_grows_and_stops_when_it_settles(monkeypatch):
+    from hotspot_jax.bench import timing
+
+    rss = iter([0, 100 << 20, 100 << 20, 300 << 20, 300 << 20, 301 << 20, 301 << 20, 302 << 20])
+    monkeypatch.setattr(timing, "resident_bytes", lambda: next(rss))
+    seconds = []
+    # grows by 100 MB, then 200 MB, then 1 MB: settled at the third call although one was asked for
+    assert timing.run_until_settled(lambda: None, 1, max_calls=8, on_call=seconds.append) == 3
+    assert len(seconds) == 3
+    monkeypatch.setattr(timing, "resident_bytes", lambda: 0)
+    assert timing.run_until_settled(lambda: None, 2, max_calls=8) == 2  # never fewer than asked
+    grows = iter(range(0, 1 << 40, 1 << 30))
+    monkeypatch.setattr(timing, "resident_bytes", lambda: next(grows))
+    assert timing.run_until_settled(lambda: None, 1, max_calls=4) == 4  # never more than the cap
+    monkeypatch.setattr(timing, "resident_bytes", lambda: None)
+    assert timing.run_until_settled(lambda: None, 2, max_calls=8) == 2  # no /proc: the minimum
+
+
+def test_resident_bytes_reads_this_process():
+    from hotspot_jax.bench.timing import resident_bytes
+
+    rss = resident_bytes()
+    if rss is None:
+        pytest.skip("no /proc/self/statm here")
+    assert rss > 10 << 20  # a Python process with numpy imported

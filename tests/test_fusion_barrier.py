@@ -70,3 +70,14 @@ def test_the_division_survives_xla_in_a_training_step(switches):
     assert _train_like_hlo(x).count("divide(") >= 4  # two activations, forward and backward
     fusion_barrier.ENABLED = False
     assert _train_like_hlo(x).count("divide(") == 0
+
+
+def test_the_ab_patches_turn_the_barrier_and_the_output_masks_off(switches):
+    from hotspot_jax.bench import ab
+
+    ab.PATCHES["fusion-barrier=input-masks"]()
+    assert fusion_barrier.ENABLED and not fusion_barrier.MASK_FROM_OUTPUT
+    ab.PATCHES["fusion-barrier=off"]()
+    assert not fusion_barrier.active()
+    x = jnp.arange(-2.0, 3.0)
+    np.testing.assert_array_equal(np.asarray(fusion_barrier.relu(x)), np.asarray(jax.nn.relu(x)))

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from hotspot_jax.bench.batch import SyntheticBatch
 from hotspot_jax.bench.jax_steps import JaxWorkload
-from hotspot_jax.bench.timing import Measurement, load_average
+from hotspot_jax.bench.timing import Measurement, load_average, run_until_settled
 from hotspot_jax.errors import ConfigError
 
 KINDS = ("train", "infer")
@@ -69,8 +69,11 @@ def bench_case(
         for t, wl in torch_wl.items():
             step = wl.train if kind == "train" else wl.infer
             runs["torch", t, kind] = ((lambda step=step: step(steps_per_rep)), Measurement(images))
-    load_before = load_average()
     order = list(runs.values())
+    # untimed passes of every workload until a pass no longer grows memory: with both frameworks in one
+    # process (one malloc arena, hotspot_jax/hugepages.py) each one's steps can reshape the other's heap
+    settle_passes = run_until_settled(lambda: [run() for run, _ in order], 1, max_calls=3)
+    load_before = load_average()
     for r in range(reps):
         # rotated every repetition, so no workload always runs right after torch's OpenMP threads
         for run, measurement in order[r % len(order):] + order[: r % len(order)]:
@@ -86,6 +89,7 @@ def bench_case(
         "steps_per_rep": steps_per_rep,
         "reps": reps,
         "load_before": load_before,
+        "settle_passes": settle_passes,
         "jax": {
             **{kind: m["jax", None, kind].to_dict() for kind in KINDS},
             "warmup_seconds": [round(s, 3) for s in jx.warmup_seconds],

@@ -60,14 +60,48 @@ class Measurement:
         }
 
 
-def warm_up(workload: Any, train_steps: int = 2) -> list[float]:
-    """Run a workload's first ``train_steps`` train calls and one inference call (compilation, allocator
-    and kernel caches warm up); their seconds are appended to ``workload.warmup_seconds`` and returned."""
-    for _ in range(train_steps):
+def resident_bytes() -> int | None:
+    """The process's resident memory in bytes (Linux ``/proc/self/statm``), or None where there is none."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+#: warm-up goes on until one call grows the process's resident memory by less than this many bytes: on the
+#: project's VM the heap of a training step kept growing for its first 3-4 steps (MobileNetV2 at 224 px:
+#: 3.3 -> 6.7 GiB in steps 3-4), each new huge page costing ~5 ms of system time, 3x the step's usual time
+#: (docs/performance.md, "Warm-up until memory settles"); timing those steps measured the VM, not the step
+SETTLED_GROWTH_BYTES = 32 * 2**20
+#: ...for at most this many calls of one kind
+MAX_WARMUP_CALLS = 8
+
+
+def run_until_settled(run: Callable[[], Any], min_calls: int, max_calls: int = MAX_WARMUP_CALLS,
+                      on_call: Callable[[float], None] | None = None) -> int:
+    """Call ``run`` at least ``min_calls`` times and then until a call grows resident memory by less than
+    :data:`SETTLED_GROWTH_BYTES`, at most ``max_calls`` times (where memory cannot be read, ``min_calls``);
+    ``on_call`` gets each call's seconds. Returns the number of calls."""
+    calls = 0
+    while calls < max(min_calls, max_calls, 1):
+        before = resident_bytes()
         t0 = time.perf_counter()
-        workload.train(1)
-        workload.warmup_seconds.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    workload.infer(1)
-    workload.warmup_seconds.append(time.perf_counter() - t0)
+        run()
+        if on_call:
+            on_call(time.perf_counter() - t0)
+        calls += 1
+        after = resident_bytes()
+        if calls >= min_calls and (before is None or after is None or after - before < SETTLED_GROWTH_BYTES):
+            break
+    return calls
+
+
+def warm_up(workload: Any, train_steps: int = 2) -> list[float]:
+    """Run a workload's train calls (at least ``train_steps``, then until memory settles) and inference calls
+    (at least one, then until memory settles): compilation, allocator and kernel caches warm up. Their
+    seconds are appended to ``workload.warmup_seconds`` and returned."""
+    record = workload.warmup_seconds.append
+    run_until_settled(lambda: workload.train(1), train_steps, on_call=record)
+    run_until_settled(lambda: workload.infer(1), 1, on_call=record)
     return workload.warmup_seconds
