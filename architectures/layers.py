@@ -31,6 +31,12 @@ torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in"
 # Read when a model is traced.
 BATCHNORM_FORM = "folded"
 
+# How the batch variance is differentiated: "closed-form", the custom VJP of :func:`centred_variance`
+# (optimisation row 35: JAX's autodiff made XLA:CPU store x - mean, a full-size tensor, for every BatchNorm in
+# training, and reduce a second one for the mean's gradient), or "autodiff" (before; kept for the A/B tool).
+# Read when a model is traced.
+BATCHNORM_VARIANCE_GRAD = "closed-form"
+
 
 def torch_default_bias_init(fan_in: int) -> Callable:
     """torch's default bias init for Conv2d/Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
@@ -101,10 +107,45 @@ def batch_statistics(xf: jax.Array, axis_name: str | None) -> tuple[jax.Array, j
     mean = jnp.mean(xf, axes)
     if axis_name is not None:
         mean = jax.lax.pmean(mean, axis_name)
-    var = jnp.mean(jnp.square(xf - mean), axes)  # two-pass variance: accurate where E[x^2] - E[x]^2 cancels
+    # two-pass variance: accurate where E[x^2] - E[x]^2 cancels
+    if BATCHNORM_VARIANCE_GRAD == "closed-form":
+        var = centred_variance(xf, mean)
+    else:
+        var = jnp.mean(jnp.square(xf - mean), axes)
     if axis_name is not None:
         var = jax.lax.pmean(var, axis_name)
     return mean, var
+
+
+@jax.custom_vjp
+def centred_variance(xf: jax.Array, mean: jax.Array) -> jax.Array:
+    """``mean((x - mean)**2)`` per channel (last axis), with ``mean`` given: the two-pass variance.
+
+    Its gradient is written out (``2 (x - mean) / n`` for ``x``): under JAX's autodiff XLA:CPU stored
+    ``x - mean`` as a full-size tensor for the backward pass, and reduced a second full-size product for the
+    gradient of ``mean``, which is ``-2 sum(x - mean) / n``, zero when ``mean`` is this array's own mean.
+    """
+    return _centred_variance_forward(xf, mean)[0]
+
+
+def _centred_variance_forward(xf, mean):
+    axes = tuple(range(xf.ndim - 1))
+    # the local mean costs a reduction XLA shares with the caller's jnp.mean; it gives mean's exact gradient
+    # when mean is not xf's own (averaged over pmap devices)
+    return jnp.mean(jnp.square(xf - mean), axes), (xf, mean, jnp.mean(xf, axes))
+
+
+def _centred_variance_backward(residuals, g):
+    xf, mean, local_mean = residuals
+    n = math.prod(xf.shape[:-1])
+    k = g * (2.0 / n)
+    # x * k - mean * k, not (x - mean) * k: a different expression, so XLA does not merge it with the forward
+    # pass's x - mean, which it can then fuse into the variance's reduction instead of storing it
+    grad_x = xf * k - mean * k
+    return grad_x.astype(xf.dtype), (-2.0 * g * (local_mean - mean)).astype(mean.dtype)
+
+
+centred_variance.defvjp(_centred_variance_forward, _centred_variance_backward)
 
 
 def normalize(xf, mean, var, scale, bias, epsilon: float) -> jax.Array:

@@ -1,4 +1,5 @@
-"""BatchNorm's folded form x * a + (bias - mean * a) against the centred (x - mean) * a + bias."""
+"""BatchNorm: the folded form x * a + (bias - mean * a) against the centred (x - mean) * a + bias, and the
+variance's closed-form gradient against autodiff."""
 
 import jax
 import jax.numpy as jnp
@@ -82,3 +83,73 @@ def test_module_gives_the_same_step_in_either_form(train):
     np.testing.assert_allclose(y_new, y_old, rtol=1e-5, atol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g_new, g_old)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), s_new, s_old)
+
+
+def _with_variance_grad(kind, fn, *args):
+    old = layers.BATCHNORM_VARIANCE_GRAD
+    try:
+        layers.BATCHNORM_VARIANCE_GRAD = kind
+        return fn(*args)
+    finally:
+        layers.BATCHNORM_VARIANCE_GRAD = old
+
+
+def test_centred_variance_values_and_gradients_equal_autodiffs():
+    """Also for a mean that is not x's own (as after a pmean over devices): its gradient is then not zero."""
+    jax.config.update("jax_enable_x64", True)
+    try:
+        x, _, _, _ = _inputs((3, 4, 5, 6), seed=4)
+        w = jnp.asarray(np.random.default_rng(5).normal(0, 1, 6))
+        mean = jnp.mean(x, (0, 1, 2)) + jnp.linspace(-0.5, 0.5, 6)
+
+        def plain(x, mean):
+            return jnp.sum(jnp.mean(jnp.square(x - mean), (0, 1, 2)) * w)
+
+        def closed(x, mean):
+            return jnp.sum(layers.centred_variance(x, mean) * w)
+
+        np.testing.assert_allclose(closed(x, mean), plain(x, mean), rtol=1e-12)
+        got, want = jax.grad(closed, (0, 1))(x, mean), jax.grad(plain, (0, 1))(x, mean)
+        for g, r in zip(got, want):
+            np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12)
+        assert float(jnp.max(jnp.abs(want[1]))) > 0.1  # the mean's gradient was really tested
+        g_own = jax.grad(closed, 1)(x, jnp.mean(x, (0, 1, 2)))
+        np.testing.assert_allclose(g_own, 0.0, atol=1e-12)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("form", ["folded", "centred"])
+def test_closed_form_variance_gives_autodiffs_training_gradients(form):
+    jax.config.update("jax_enable_x64", True)
+    try:
+        args = _inputs((4, 5, 3, 6), seed=6)
+        grad = jax.grad(_train_loss, (0, 1, 2))
+
+        def with_both(kind):
+            return _with_form(form, lambda: _with_variance_grad(kind, grad, *args))
+
+        for got, want in zip(with_both("closed-form"), with_both("autodiff")):
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def _full_size_arrays_in_compiled_backward(kind):
+    """How many arrays of the input's size the compiled BatchNorm + ReLU forward and backward pass makes."""
+    x, scale, bias, r = (a.astype(jnp.float32) for a in _inputs((8, 12, 12, 16), seed=7))
+
+    def loss(x, scale, bias):
+        mean, var = layers.batch_statistics(x, None)
+        return jnp.sum(jax.nn.relu(layers.normalize(x, mean, var, scale, bias, EPS)) * r)
+
+    text = _with_variance_grad(kind, lambda: jax.jit(jax.grad(loss, (0, 1, 2))).lower(x, scale, bias).compile().as_text())
+    entry = text[text.index("\nENTRY"):]
+    return sum(1 for line in entry.splitlines()
+               if "= f32[8,12,12,16]" in line and "parameter(" not in line and " bitcast(" not in line)
+
+
+def test_closed_form_variance_stores_fewer_full_size_arrays():
+    """Row 35 of docs/performance.md: under autodiff XLA:CPU stored x - mean and a second product for the
+    mean's gradient; the closed form lets it fuse x - mean into the variance's reduction."""
+    assert _full_size_arrays_in_compiled_backward("closed-form") < _full_size_arrays_in_compiled_backward("autodiff")

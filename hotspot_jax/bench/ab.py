@@ -138,6 +138,13 @@ def _batchnorm_centred() -> None:
     layers.BATCHNORM_FORM = "centred"  # read when the model is traced
 
 
+def _batchnorm_variance_autodiff() -> None:
+    """The batch variance differentiated by JAX (before row 35's closed-form gradient)."""
+    from architectures import layers
+
+    layers.BATCHNORM_VARIANCE_GRAD = "autodiff"  # read when the model is traced
+
+
 def _relu6_clip() -> None:
     """MobileNetV2's ReLU6 as jnp.clip (before row 19's jax.nn.relu6)."""
     from architectures import mobilenet_v2
@@ -201,6 +208,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "depthwise=separate-filter-sums": _separate_filter_sums,
     "depthwise=batch-filter-sums": _batch_filter_sums,
     "batchnorm=centred": _batchnorm_centred,
+    "batchnorm=variance-autodiff": _batchnorm_variance_autodiff,
     "relu6=clip": _relu6_clip,
     "alexnet=pool-then-multiply": _alexnet_pool_then_multiply,
     "step=always-pmean": _always_pmean,
