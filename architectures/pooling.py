@@ -18,12 +18,6 @@ import jax.numpy as jnp
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
-# What the backward pass compares each window offset with: "unpadded", slices of x itself, the comparison padded
-# with False (optimisation row 36: XLA:CPU wrote the -inf-padded copy of every pooled map, often as a standalone
-# pad, which its CPU backend runs at about half the speed of an elementwise pass), or "padded", a -inf-padded copy
-# of x (before; kept for the A/B tool and tests). Read when the backward pass is traced.
-BACKWARD_READS = "unpadded"
-
 
 def _window_max(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.Array:
     return jax.lax.reduce_window(
@@ -46,51 +40,21 @@ def _backward(window, stride, pads, residuals, g):
     x, y = residuals
     n, h, w, c = x.shape
     ho, wo = y.shape[1], y.shape[2]
-    hp, wp = h + sum(pads[0]), w + sum(pads[1])
-    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf) if BACKWARD_READS == "padded" else None
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)
+    hp, wp = xp.shape[1], xp.shape[2]
     zero = jnp.zeros((), g.dtype)
     # the gradient each window offset (i, j) receives: g where (i, j) is the first maximum of its window
     parts: dict[tuple[int, int], jax.Array] = {}
     taken = None
     for i in range(window):
         for j in range(window):
-            if xp is None:
-                hit = offset_holds_maximum(x, y, i, j, stride, pads)
-            else:
-                hit = window_slice(xp, i, j, stride, (ho, wo)) == y
+            hit = window_slice(xp, i, j, stride, (ho, wo)) == y
             if taken is not None:
                 hit = hit & ~taken
             taken = hit if taken is None else taken | hit
             parts[i, j] = jnp.where(hit, g, zero)
     top, left = pads[0][0], pads[1][0]
     return (place_window_parts(parts, stride, (hp, wp))[:, top : top + h, left : left + w, :],)
-
-
-def offset_holds_maximum(x: jax.Array, y: jax.Array, i: int, j: int, stride: int, pads: Pads) -> jax.Array:
-    """(N, Ho, Wo, C) booleans: where offset (i, j) of a window lies inside ``x`` and equals the window's max ``y``.
-
-    Reads only the windows whose offset falls inside ``x`` and pads the comparison with False, which is what
-    comparing against a -inf-padded copy of ``x`` gives for a finite maximum, without writing that copy.
-    """
-    n, h, w, c = x.shape
-    ho, wo = y.shape[1], y.shape[2]
-    (a0, a1), (b0, b1) = (_inside(size, out, off, pad[0], stride) for size, out, off, pad in
-                          ((h, ho, i, pads[0]), (w, wo, j, pads[1])))
-    if a1 <= a0 or b1 <= b0:
-        return jnp.zeros(y.shape, bool)
-    r0, c0 = stride * a0 + i - pads[0][0], stride * b0 + j - pads[1][0]
-    xs = jax.lax.slice(x, (0, r0, c0, 0), (n, r0 + stride * (a1 - a0 - 1) + 1, c0 + stride * (b1 - b0 - 1) + 1, c),
-                       (1, stride, stride, 1))
-    hit = xs == y[:, a0:a1, b0:b1, :]
-    return jnp.pad(hit, ((0, 0), (a0, ho - a1), (b0, wo - b1), (0, 0)))
-
-
-def _inside(size: int, out: int, offset: int, low_pad: int, stride: int) -> tuple[int, int]:
-    """The output range [lo, hi) whose window cell at ``offset`` (input index stride * a + offset - low_pad)
-    lies inside an axis of ``size``."""
-    lo = max(0, -(-(low_pad - offset) // stride))
-    hi = min(out, (size - 1 + low_pad - offset) // stride + 1)
-    return lo, hi
 
 
 def window_slice(xp: jax.Array, i: int, j: int, stride: int, out_hw: tuple[int, int]) -> jax.Array:

@@ -138,13 +138,6 @@ def _batchnorm_centred() -> None:
     layers.BATCHNORM_FORM = "centred"  # read when the model is traced
 
 
-def _max_pool_padded_backward() -> None:
-    """The max-pool gradient comparing against a -inf-padded copy of its input (before row 36)."""
-    from architectures import pooling
-
-    pooling.BACKWARD_READS = "padded"  # read when the backward pass is traced
-
-
 def _batchnorm_variance_autodiff() -> None:
     """The batch variance differentiated by JAX (before row 35's closed-form gradient)."""
     from architectures import layers
@@ -210,7 +203,6 @@ def _update_unordered() -> None:
 PATCHES: dict[str, Callable[[], None]] = {
     "max_pool=reference": _patch_max_pool(_reference_max_pool),
     "max_pool=fast": _patch_max_pool(_fast_max_pool),
-    "max_pool=padded-backward": _max_pool_padded_backward,
     "depthwise=reference": _reference_depthwise,
     "depthwise=grouped-forward": _grouped_forward_depthwise,
     "depthwise=separate-filter-sums": _separate_filter_sums,
