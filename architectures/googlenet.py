@@ -152,7 +152,7 @@ class Inception(nn.Module):
             b1, b2, b3 = (h(x, train=train) for h in heads)
         b2 = conv(self.ch3x3, 3, 1, "branch2_1")(b2, train=train)
         b3 = conv(self.ch5x5, 3, 1, "branch3_1")(b3, train=train)
-        b4 = layers.max_pool(x, 3, 1, padding=1, ceil_mode=True)
+        b4 = layers.max_pool(x, 3, 1, padding=1, ceil_mode=True, store_gradient=True)  # row 37
         b4 = conv(self.pool_proj, 1, 0, "branch4_1")(b4, train=train)
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
@@ -214,7 +214,7 @@ class GoogLeNet(nn.Module):
             return h
 
         def pool(h: jax.Array, window: int, name: str) -> jax.Array:
-            h = layers.max_pool(h, window, 2, ceil_mode=True)
+            h = layers.max_pool(h, window, 2, ceil_mode=True, store_gradient=True)  # row 37
             self.sow("intermediates", name, h)
             return h
 

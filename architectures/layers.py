@@ -195,15 +195,17 @@ def _pool_padding(size: int, window: int, stride: int, pad: int, ceil_mode: bool
 
 
 def max_pool(
-    x: jax.Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False
+    x: jax.Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False,
+    store_gradient: bool = False,
 ) -> jax.Array:
     """torch.nn.MaxPool2d on NHWC (padding counts as -inf, as in torch).
 
     The gradient goes to each window's first maximum, as in torch, through the dense backward pass of
     :mod:`architectures.pooling` (JAX's own select_and_scatter is about half a CPU training step).
+    ``store_gradient``: have XLA:CPU store the input gradient once (see :func:`max_pool_nhwc`).
     """
     pads = tuple(_pool_padding(x.shape[ax], window, stride, padding, ceil_mode) for ax in (1, 2))
-    return max_pool_nhwc(x, window, stride, pads)
+    return max_pool_nhwc(x, window, stride, pads, store_gradient)
 
 
 def avg_pool(

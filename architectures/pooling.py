@@ -16,7 +16,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from architectures import fusion_barrier
+
 Pads = tuple[tuple[int, int], tuple[int, int]]
+
+# The A/B switch for ``max_pool_nhwc(..., store_gradient=True)`` (``patch=max_pool=gradient-not-stored``); read
+# when the model is traced.
+STORE_GRADIENT = True
 
 
 def _window_max(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.Array:
@@ -25,10 +31,39 @@ def _window_max(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.Array
     )
 
 
+def max_pool_nhwc(x: jax.Array, window: int, stride: int, pads: Pads, store_gradient: bool = False) -> jax.Array:
+    """Square max pool of NHWC ``x`` with explicit ``((top, bottom), (left, right))`` -inf padding.
+
+    With ``store_gradient`` (and :data:`STORE_GRADIENT`, on the CPU backend) the input gradient is divided by
+    a 1 from :mod:`architectures.fusion_barrier`, so XLA:CPU computes it once and stores it instead of fusing
+    its k*k window parts into every reader (optimisation row 37: GoogLeNet's Inception input gradient was
+    recomputed in each branch's backward pass). The same 1 divides the output, a second use that keeps XLA
+    from turning the division into a multiplication; values and gradients are unchanged.
+    """
+    if store_gradient and STORE_GRADIENT and fusion_barrier.active():
+        return _max_pool_stored(x, fusion_barrier._one(x.dtype), window, stride, pads)
+    return _max_pool(x, window, stride, pads)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def max_pool_nhwc(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.Array:
-    """Square max pool of NHWC ``x`` with explicit ``((top, bottom), (left, right))`` -inf padding."""
+def _max_pool(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.Array:
     return _window_max(x, window, stride, pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _max_pool_stored(x, one, window, stride, pads):
+    return _window_max(x, window, stride, pads) / one
+
+
+def _forward_stored(x, one, window, stride, pads):
+    y = _window_max(x, window, stride, pads) / one
+    return y, (x, y, one)
+
+
+def _backward_stored(window, stride, pads, residuals, g):
+    x, y, one = residuals
+    (grad,) = _backward(window, stride, pads, (x, y), g)
+    return grad / one, jnp.zeros((), one.dtype)
 
 
 def _forward(x, window, stride, pads):
@@ -96,4 +131,5 @@ def place_window_parts(parts: dict[tuple[int, int], jax.Array], stride: int, pad
     return full[:, :hp, :wp, :]
 
 
-max_pool_nhwc.defvjp(_forward, _backward)
+_max_pool.defvjp(_forward, _backward)
+_max_pool_stored.defvjp(_forward_stored, _backward_stored)

@@ -94,3 +94,25 @@ def test_gradient_equals_torch(window, stride, padding, ceil_mode):
         jnp.asarray(x)
     )
     np.testing.assert_allclose(np.asarray(g), tx.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
+
+
+def _two_readers_loss(store, weights):
+    """A pooled map read by two consumers (as GoogLeNet's Inception branches read their input)."""
+    def loss(x):
+        y = max_pool_nhwc(jnp.maximum(x, 0.0) * 1.5, 3, 1, ((1, 1), (1, 1)), store)
+        return jnp.sum(jnp.sin(y) * weights) + jnp.sum(jnp.cos(y[..., :2]))
+    return loss
+
+
+def test_stored_gradient_is_bit_identical_and_its_division_survives_compilation():
+    """Row 37: store_gradient divides by a 1 that XLA cannot fold; nothing changes but where the gradient lives."""
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.standard_normal((2, 7, 6, 4), dtype=np.float32))
+    w = jnp.asarray(rng.standard_normal((2, 7, 6, 4), dtype=np.float32))
+    plain = jax.jit(jax.value_and_grad(_two_readers_loss(False, w)))
+    stored = jax.jit(jax.value_and_grad(_two_readers_loss(True, w)))
+    (v0, g0), (v1, g1) = plain(x), stored(x)
+    np.testing.assert_array_equal(np.asarray(v1), np.asarray(v0))
+    np.testing.assert_array_equal(np.asarray(g1), np.asarray(g0))
+    divides = lambda f: f.lower(x).compile().as_text().count(" divide(")
+    assert divides(stored) >= divides(plain) + 2

@@ -138,6 +138,13 @@ def _batchnorm_centred() -> None:
     layers.BATCHNORM_FORM = "centred"  # read when the model is traced
 
 
+def _max_pool_gradient_not_stored() -> None:
+    """The max-pool input gradient left for XLA to fuse into its readers (before row 37)."""
+    from architectures import pooling
+
+    pooling.STORE_GRADIENT = False  # read when the model is traced
+
+
 def _batchnorm_variance_autodiff() -> None:
     """The batch variance differentiated by JAX (before row 35's closed-form gradient)."""
     from architectures import layers
@@ -203,6 +210,7 @@ def _update_unordered() -> None:
 PATCHES: dict[str, Callable[[], None]] = {
     "max_pool=reference": _patch_max_pool(_reference_max_pool),
     "max_pool=fast": _patch_max_pool(_fast_max_pool),
+    "max_pool=gradient-not-stored": _max_pool_gradient_not_stored,
     "depthwise=reference": _reference_depthwise,
     "depthwise=grouped-forward": _grouped_forward_depthwise,
     "depthwise=separate-filter-sums": _separate_filter_sums,
