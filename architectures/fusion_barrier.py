@@ -34,7 +34,7 @@ def active() -> bool:
     return ENABLED and jax.default_backend() == "cpu"
 
 
-def _one(dtype) -> jax.Array:
+def barrier_one(dtype) -> jax.Array:
     """A 1 of ``dtype`` that XLA cannot fold before fusion (it comes through an optimisation barrier)."""
     return jax.lax.optimization_barrier(jnp.ones((), dtype))
 
@@ -43,7 +43,7 @@ def stored(x: jax.Array) -> jax.Array:
     """``x`` unchanged in value, computed once and kept in memory by XLA:CPU (module doc)."""
     if not active() or not jnp.issubdtype(x.dtype, jnp.floating):
         return x
-    return x / _one(x.dtype)
+    return x / barrier_one(x.dtype)
 
 
 def _stored_activation(act, inside):
@@ -69,7 +69,7 @@ def _stored_activation(act, inside):
     def call(x: jax.Array) -> jax.Array:
         if not active():
             return act(x)
-        return apply(x, _one(x.dtype)) if MASK_FROM_OUTPUT else stored(act(x))
+        return apply(x, barrier_one(x.dtype)) if MASK_FROM_OUTPUT else stored(act(x))
 
     return call
 

@@ -41,7 +41,7 @@ def max_pool_nhwc(x: jax.Array, window: int, stride: int, pads: Pads, store_grad
     from turning the division into a multiplication; values and gradients are unchanged.
     """
     if store_gradient and STORE_GRADIENT and fusion_barrier.active():
-        return _max_pool_stored(x, fusion_barrier._one(x.dtype), window, stride, pads)
+        return _max_pool_stored(x, fusion_barrier.barrier_one(x.dtype), window, stride, pads)
     return _max_pool(x, window, stride, pads)
 
 

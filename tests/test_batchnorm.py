@@ -18,13 +18,18 @@ def _inputs(shape, seed=0, offset=3.0):
             jnp.asarray(rng.normal(0, 1, c)), jnp.asarray(rng.normal(0, 1, shape)))
 
 
-def _with_form(form, fn, *args):
-    old = layers.BATCHNORM_FORM
+def _with_setting(name, value, fn, *args):
+    """``fn(*args)`` with ``layers.<name>`` set to ``value`` (restored afterwards)."""
+    old = getattr(layers, name)
     try:
-        layers.BATCHNORM_FORM = form
+        setattr(layers, name, value)
         return fn(*args)
     finally:
-        layers.BATCHNORM_FORM = old
+        setattr(layers, name, old)
+
+
+def _with_form(form, fn, *args):
+    return _with_setting("BATCHNORM_FORM", form, fn, *args)
 
 
 def _train_loss(x, scale, bias, r):
@@ -86,12 +91,7 @@ def test_module_gives_the_same_step_in_either_form(train):
 
 
 def _with_variance_grad(kind, fn, *args):
-    old = layers.BATCHNORM_VARIANCE_GRAD
-    try:
-        layers.BATCHNORM_VARIANCE_GRAD = kind
-        return fn(*args)
-    finally:
-        layers.BATCHNORM_VARIANCE_GRAD = old
+    return _with_setting("BATCHNORM_VARIANCE_GRAD", kind, fn, *args)
 
 
 def test_centred_variance_values_and_gradients_equal_autodiffs():
