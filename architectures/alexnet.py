@@ -117,12 +117,12 @@ class AlexNet(nn.Module):
                 bias_init=layers.torch_default_bias_init(in_channels * kernel * kernel),
                 name=f"features_{index}",
             )(x)
-            x = nn.relu(x)
             in_channels = out
             if pool_index is None:
+                x = nn.relu(x)
                 self.sow("intermediates", f"features.{index + 1}", x)
             else:
-                x = layers.max_pool(x, 3, 2)
+                x = layers.relu_max_pool(x, 3, 2)  # the relu applied to the pooled map (row 38: same values)
                 self.sow("intermediates", f"features.{pool_index}", x)
 
         pre_pool = x

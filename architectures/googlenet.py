@@ -47,6 +47,9 @@ MIN_INPUT_SIZE = 15
 #: parameters and result; faster on the CPU, measured in docs/performance.md); False: one product each
 FUSE_1X1 = True
 BN_EPSILON = 1e-3
+#: store the BatchNorm outputs of conv1 and conv3 for their max pools (``layers.relu_max_pool(store_input=...)``;
+#: 1.06x in training at 224 px, row 38)
+STORE_POOL_INPUT = True
 
 # Inception blocks: name -> (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj), torchvision's table.
 _INCEPTION = {
@@ -103,8 +106,9 @@ class BasicConv2d(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, conv_out: jax.Array | None = None,
-                 kernel_only: bool = False) -> jax.Array:
-        """conv -> bn -> relu of ``x``. For a fused 1x1 convolution (:class:`Inception`): ``kernel_only``
+                 kernel_only: bool = False, relu: bool = True) -> jax.Array:
+        """conv -> bn -> relu of ``x`` (without the relu if not ``relu``: a max pool follows, which applies it,
+        see :func:`layers.relu_max_pool`). For a fused 1x1 convolution (:class:`Inception`): ``kernel_only``
         returns the conv's kernel for ``x``; a later call with ``conv_out`` (this conv's slice of the fused
         product) applies bn and relu to it."""
         if conv_out is None:
@@ -119,7 +123,7 @@ class BasicConv2d(nn.Module):
             x = conv_out
         bn = layers.batch_norm(train, axis_name=self.bn_axis_name, epsilon=BN_EPSILON, dtype=self.dtype, name="bn")
         x = bn(x)
-        return nn.relu(x)
+        return nn.relu(x) if relu else x
 
 
 class Inception(nn.Module):
@@ -135,7 +139,10 @@ class Inception(nn.Module):
     bn_axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, relu: bool = True) -> jax.Array:
+        """The four branches' outputs, concatenated; without the branches' last ReLUs if not ``relu`` (a max
+        pool follows, which applies them: :func:`layers.relu_max_pool`)."""
+
         def conv(features: int, kernel: int, padding: int, name: str) -> BasicConv2d:
             return BasicConv2d(
                 features, kernel, padding=padding, dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=name
@@ -147,13 +154,14 @@ class Inception(nn.Module):
             kernel = jnp.concatenate([h(x, train=train, kernel_only=True) for h in heads], axis=-1)
             fused = conv_nhwc(x, kernel, (1, 1), ((0, 0), (0, 0)))
             cuts = [self.ch1x1, self.ch1x1 + self.ch3x3red]
-            b1, b2, b3 = (h(x, train=train, conv_out=y) for h, y in zip(heads, jnp.split(fused, cuts, axis=-1)))
+            b1, b2, b3 = (h(x, train=train, conv_out=y, relu=r)
+                          for h, y, r in zip(heads, jnp.split(fused, cuts, axis=-1), (relu, True, True)))
         else:
-            b1, b2, b3 = (h(x, train=train) for h in heads)
-        b2 = conv(self.ch3x3, 3, 1, "branch2_1")(b2, train=train)
-        b3 = conv(self.ch5x5, 3, 1, "branch3_1")(b3, train=train)
+            b1, b2, b3 = (h(x, train=train, relu=r) for h, r in zip(heads, (relu, True, True)))
+        b2 = conv(self.ch3x3, 3, 1, "branch2_1")(b2, train=train, relu=relu)
+        b3 = conv(self.ch5x5, 3, 1, "branch3_1")(b3, train=train, relu=relu)
         b4 = layers.max_pool(x, 3, 1, padding=1, ceil_mode=True, store_gradient=True)  # row 37
-        b4 = conv(self.pool_proj, 1, 0, "branch4_1")(b4, train=train)
+        b4 = conv(self.pool_proj, 1, 0, "branch4_1")(b4, train=train, relu=relu)
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
@@ -213,9 +221,28 @@ class GoogLeNet(nn.Module):
             self.sow("intermediates", f"{name}_out", h)
             return h
 
-        def pool(h: jax.Array, window: int, name: str) -> jax.Array:
-            h = layers.max_pool(h, window, 2, ceil_mode=True, store_gradient=True)  # row 37
-            self.sow("intermediates", name, h)
+        def inception_pool(h: jax.Array, name: str, window: int, pool_name: str) -> jax.Array:
+            """An Inception block and the max pool after it, its branches' last ReLUs applied after the pool
+            (row 38: same values)."""
+            h = Inception(*_INCEPTION[name], dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=name)(
+                h, train=train, relu=False
+            )
+            if self.is_mutable_collection("intermediates"):
+                self.sow("intermediates", f"{name}_out", nn.relu(h))
+            h = layers.relu_max_pool(h, window, 2, ceil_mode=True, store_gradient=True)  # rows 37-38
+            self.sow("intermediates", pool_name, h)
+            return h
+
+        def conv_relu_pool(h: jax.Array, features: int, kernel: int, stride: int, padding: int, name: str,
+                           pool_name: str) -> jax.Array:
+            """conv -> bn -> relu -> 3x3 max pool, the relu applied after the pool (row 38: same values)."""
+            h = conv(features, kernel, stride, padding, name)(h, train=train, relu=False)
+            if self.is_mutable_collection("intermediates"):
+                self.sow("intermediates", f"{name}_out", nn.relu(h))
+            h = layers.relu_max_pool(  # rows 37-38
+                h, 3, 2, ceil_mode=True, store_gradient=True, store_input=STORE_POOL_INPUT
+            )
+            self.sow("intermediates", pool_name, h)
             return h
 
         def aux(h: jax.Array, name: str) -> None:
@@ -226,25 +253,19 @@ class GoogLeNet(nn.Module):
                     bn_axis_name=self.bn_axis_name, name=name,
                 )(h, train=train)
 
-        x = conv(64, 7, 2, 3, "conv1")(x, train=train)
-        self.sow("intermediates", "conv1_out", x)
-        x = pool(x, 3, "maxpool1")
+        x = conv_relu_pool(x, 64, 7, 2, 3, "conv1", "maxpool1")
         x = conv(64, 1, 1, 0, "conv2")(x, train=train)
         self.sow("intermediates", "conv2_out", x)
-        x = conv(192, 3, 1, 1, "conv3")(x, train=train)
-        self.sow("intermediates", "conv3_out", x)
-        x = pool(x, 3, "maxpool2")
+        x = conv_relu_pool(x, 192, 3, 1, 1, "conv3", "maxpool2")
         x = inception(x, "inception3a")
-        x = inception(x, "inception3b")
-        x = pool(x, 3, "maxpool3")
+        x = inception_pool(x, "inception3b", 3, "maxpool3")
         x = inception(x, "inception4a")
         aux(x, "aux1")
         x = inception(x, "inception4b")
         x = inception(x, "inception4c")
         x = inception(x, "inception4d")
         aux(x, "aux2")
-        x = inception(x, "inception4e")
-        x = pool(x, 2, "maxpool4")
+        x = inception_pool(x, "inception4e", 2, "maxpool4")
         x = inception(x, "inception5a")
         x = inception(x, "inception5b")
         x = layers.adaptive_avg_pool(x.astype(jnp.float32), 1)

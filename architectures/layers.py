@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from architectures import fusion_barrier
 from architectures.pooling import max_pool_nhwc
 
 Dtype = Any
@@ -36,6 +37,13 @@ BATCHNORM_FORM = "folded"
 # training, and reduce a second one for the mean's gradient), or "autodiff" (before; kept for the A/B tool).
 # Read when a model is traced.
 BATCHNORM_VARIANCE_GRAD = "closed-form"
+
+# Whether :func:`relu_max_pool` pools first and applies the ReLU to the pooled map (optimisation row 38), or
+# applies the ReLU at full size first, as torch does (kept for the A/B tool, ``patch=max_pool=after-relu``, and
+# tests). Read when a model is traced.
+POOL_BEFORE_RELU = True
+# Whether :func:`relu_max_pool` honours ``store_input`` (the A/B switch ``patch=max_pool=input-not-stored``).
+STORE_POOL_INPUT = True
 
 
 def torch_default_bias_init(fan_in: int) -> Callable:
@@ -206,6 +214,27 @@ def max_pool(
     """
     pads = tuple(_pool_padding(x.shape[ax], window, stride, padding, ceil_mode) for ax in (1, 2))
     return max_pool_nhwc(x, window, stride, pads, store_gradient)
+
+
+def relu_max_pool(
+    x: jax.Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False,
+    store_gradient: bool = False, relu: Callable[[jax.Array], jax.Array] = jax.nn.relu, store_input: bool = False,
+) -> jax.Array:
+    """torch's ReLU followed by its MaxPool2d, computed as the pool followed by the ReLU.
+
+    The maximum is monotone, so ``max_pool(relu(x)) == relu(max_pool(x))`` exactly, and the gradient reaches
+    the same element: each window's first maximum when that maximum is positive, nothing otherwise (tested).
+    Pooled first, the ReLU and its backward mask run on the pooled map (a quarter of the size, for stride 2)
+    instead of the full-size one (row 38 of docs/performance.md). ``relu``: ``jax.nn.relu`` or one with the
+    same values and gradients (``fusion_barrier.relu``). ``store_input``: have XLA:CPU compute the pool's input
+    once and store it (:func:`fusion_barrier.stored`) instead of recomputing it, a BatchNorm output, inside the
+    pool's forward and backward fusions (measured per network, row 38).
+    """
+    if POOL_BEFORE_RELU:
+        if store_input and STORE_POOL_INPUT:
+            x = fusion_barrier.stored(x)
+        return relu(max_pool(x, window, stride, padding, ceil_mode, store_gradient))
+    return max_pool(relu(x), window, stride, padding, ceil_mode, store_gradient)
 
 
 def avg_pool(

@@ -109,8 +109,8 @@ class ResNet(nn.Module):
         x = x.astype(self.dtype)
         x = _conv(64, 7, 2, 3, self.dtype, "conv1")(x)  # (N, H/2, W/2, 64)
         x = layers.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name="bn1")(x)
-        x = fusion_barrier.relu(x)
-        x = layers.max_pool(x, 3, 2, padding=1)  # (N, H/4, W/4, 64)
+        # relu then 3x3 max pool, the relu applied to the pooled map (row 38: same values); (N, H/4, W/4, 64)
+        x = layers.relu_max_pool(x, 3, 2, padding=1, relu=fusion_barrier.relu)
         self.sow("intermediates", "stem", x)
         in_channels = 64
         for stage, blocks in enumerate(self.stage_sizes):

@@ -120,9 +120,11 @@ class ShuffleNetV2(nn.Module):
 
         channels = self.stages_out_channels[0]
         x = _conv(channels, 3, 2, 1, "conv1_0", self.dtype)(x)
-        x = nn.relu(bn("conv1_1")(x))
-        self.sow("intermediates", "conv1", x)
-        x = layers.max_pool(x, 3, 2, padding=1)
+        x = bn("conv1_1")(x)
+        if self.is_mutable_collection("intermediates"):
+            self.sow("intermediates", "conv1", nn.relu(x))
+        # the relu applied to the pooled map, the BatchNorm output stored for the pool (row 38: same values)
+        x = layers.relu_max_pool(x, 3, 2, padding=1, store_input=True)
         self.sow("intermediates", "maxpool", x)
 
         for stage, repeats, out in zip((2, 3, 4), self.stages_repeats, self.stages_out_channels[1:4]):

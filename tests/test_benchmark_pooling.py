@@ -116,3 +116,76 @@ def test_stored_gradient_is_bit_identical_and_its_division_survives_compilation(
     np.testing.assert_array_equal(np.asarray(g1), np.asarray(g0))
     divides = lambda f: f.lower(x).compile().as_text().count(" divide(")
     assert divides(stored) >= divides(plain) + 2
+
+
+@pytest.fixture
+def pool_order():
+    """Restore layers.POOL_BEFORE_RELU after a test changes it."""
+    saved = layers.POOL_BEFORE_RELU
+    yield
+    layers.POOL_BEFORE_RELU = saved
+
+
+@pytest.mark.parametrize("window,stride,padding,ceil_mode", CONFIGS)
+@pytest.mark.parametrize("relu, store_input", [("jax", False), ("fusion_barrier", False), ("jax", True)])
+def test_pool_then_relu_equals_relu_then_pool_bit_for_bit(pool_order, window, stride, padding, ceil_mode, relu,
+                                                           store_input):
+    """Row 38: relu_max_pool pools first; values and gradients equal torch's order (ReLU first), including
+    windows whose maximum is negative or zero and windows with ties."""
+    from architectures import fusion_barrier
+
+    act = jax.nn.relu if relu == "jax" else fusion_barrier.relu
+    rng = np.random.default_rng(window * 100 + stride * 10 + padding)
+    x = rng.standard_normal((2, 9, 10, 4)).astype(np.float32)
+    x[0, :4, :4, 0] = -1.0  # windows whose maximum is negative
+    x[0, 5:, 5:, 1] = 0.0  # windows whose maximum is 0, tied
+    x[1, :, :, 2] = np.round(x[1, :, :, 2])  # many ties among positive and negative values
+    x[1, 2:5, 2:5, 3] = -0.0
+    x = jnp.asarray(x)
+    w = jnp.asarray(rng.standard_normal(layers.max_pool(x, window, stride, padding, ceil_mode).shape, np.float32))
+
+    def value_and_grad(before):
+        layers.POOL_BEFORE_RELU = before
+        def pool(v):
+            return layers.relu_max_pool(v, window, stride, padding, ceil_mode, relu=act, store_input=store_input)
+
+        return jax.jit(jax.value_and_grad(_loss(pool, w)))(x), jax.jit(pool)(x)
+
+    (loss, grad), y = value_and_grad(True)
+    (ref_loss, ref_grad), ref_y = value_and_grad(False)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(ref_y))
+    np.testing.assert_array_equal(np.asarray(grad), np.asarray(ref_grad))
+    assert np.asarray(loss) == np.asarray(ref_loss)
+    assert 0 < int((np.asarray(grad) != 0).sum()) < x.size  # some cells get gradient, the masked ones do not
+
+
+@pytest.mark.parametrize("arch, size", [("googlenet", 33), ("resnet50", 32), ("shufflenet_v2_x1_0", 32),
+                                        ("alexnet", 63)])
+def test_networks_pooling_first_equal_relu_first(pool_order, arch, size):
+    """Row 38 in the networks: logits, sown stages, BatchNorm statistics and gradients of a training step equal
+    torch's order (ReLU first), within float32 reordering by XLA."""
+    import architectures
+
+    model = architectures.create(arch, num_classes=3)
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((4, size, size, 3)), jnp.float32)
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    mutable = ["batch_stats", "intermediates"] if "batch_stats" in variables else ["intermediates"]
+
+    def run(before):
+        layers.POOL_BEFORE_RELU = before
+
+        def loss(params):
+            y, state = model.apply({**variables, "params": params}, x, train=True, mutable=mutable,
+                                   rngs={"dropout": jax.random.PRNGKey(1)})
+            return jnp.sum(y * jnp.arange(3.0)), (y, state)
+
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+
+    (_, (y, state)), grads = run(True)
+    (_, (y_ref, state_ref)), grads_ref = run(False)
+    assert jax.tree_util.tree_structure(state) == jax.tree_util.tree_structure(state_ref)
+    for a, b in zip(jax.tree.leaves((y, state, grads)), jax.tree.leaves((y_ref, state_ref, grads_ref))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
+                                   atol=1e-5 * max(float(np.abs(np.asarray(b)).max()), 1e-3))
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))

@@ -145,6 +145,20 @@ def _max_pool_gradient_not_stored() -> None:
     pooling.STORE_GRADIENT = False  # read when the model is traced
 
 
+def _max_pool_after_relu() -> None:
+    """The ReLU before a max pool applied at full size, as torch orders them (before row 38)."""
+    from architectures import layers
+
+    layers.POOL_BEFORE_RELU = False  # read when the model is traced
+
+
+def _max_pool_input_not_stored() -> None:
+    """relu_max_pool's input left for XLA to fuse into the pool (``store_input`` ignored; before row 38's)."""
+    from architectures import layers
+
+    layers.STORE_POOL_INPUT = False  # read when the model is traced
+
+
 def _batchnorm_variance_autodiff() -> None:
     """The batch variance differentiated by JAX (before row 35's closed-form gradient)."""
     from architectures import layers
@@ -211,6 +225,8 @@ PATCHES: dict[str, Callable[[], None]] = {
     "max_pool=reference": _patch_max_pool(_reference_max_pool),
     "max_pool=fast": _patch_max_pool(_fast_max_pool),
     "max_pool=gradient-not-stored": _max_pool_gradient_not_stored,
+    "max_pool=after-relu": _max_pool_after_relu,
+    "max_pool=input-not-stored": _max_pool_input_not_stored,
     "depthwise=reference": _reference_depthwise,
     "depthwise=grouped-forward": _grouped_forward_depthwise,
     "depthwise=separate-filter-sums": _separate_filter_sums,
