@@ -221,29 +221,29 @@ class GoogLeNet(nn.Module):
             self.sow("intermediates", f"{name}_out", h)
             return h
 
-        def inception_pool(h: jax.Array, name: str, window: int, pool_name: str) -> jax.Array:
-            """An Inception block and the max pool after it, its branches' last ReLUs applied after the pool
-            (row 38: same values)."""
-            h = Inception(*_INCEPTION[name], dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=name)(
-                h, train=train, relu=False
-            )
-            if self.is_mutable_collection("intermediates"):
-                self.sow("intermediates", f"{name}_out", nn.relu(h))
-            h = layers.relu_max_pool(h, window, 2, ceil_mode=True, store_gradient=True)  # rows 37-38
-            self.sow("intermediates", pool_name, h)
-            return h
-
-        def conv_relu_pool(h: jax.Array, features: int, kernel: int, stride: int, padding: int, name: str,
-                           pool_name: str) -> jax.Array:
-            """conv -> bn -> relu -> 3x3 max pool, the relu applied after the pool (row 38: same values)."""
-            h = conv(features, kernel, stride, padding, name)(h, train=train, relu=False)
+        def relu_pool(h: jax.Array, name: str, window: int, pool_name: str, store_input: bool = False) -> jax.Array:
+            """ReLU and max pool of ``name``'s pre-ReLU output, the ReLU applied after the pool (row 38: same
+            values); ``name``'s ReLU output is sown only when asked for."""
             if self.is_mutable_collection("intermediates"):
                 self.sow("intermediates", f"{name}_out", nn.relu(h))
             h = layers.relu_max_pool(  # rows 37-38
-                h, 3, 2, ceil_mode=True, store_gradient=True, store_input=STORE_POOL_INPUT
+                h, window, 2, ceil_mode=True, store_gradient=True, store_input=store_input
             )
             self.sow("intermediates", pool_name, h)
             return h
+
+        def inception_pool(h: jax.Array, name: str, window: int, pool_name: str) -> jax.Array:
+            """An Inception block and the max pool after it, its branches' last ReLUs applied after the pool."""
+            h = Inception(*_INCEPTION[name], dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=name)(
+                h, train=train, relu=False
+            )
+            return relu_pool(h, name, window, pool_name)
+
+        def conv_relu_pool(h: jax.Array, features: int, kernel: int, stride: int, padding: int, name: str,
+                           pool_name: str) -> jax.Array:
+            """conv -> bn -> relu -> 3x3 max pool, the relu applied after the pool."""
+            h = conv(features, kernel, stride, padding, name)(h, train=train, relu=False)
+            return relu_pool(h, name, 3, pool_name, store_input=STORE_POOL_INPUT)
 
         def aux(h: jax.Array, name: str) -> None:
             # built at init whatever ``train`` is, so the variables match torchvision's aux_logits=True model

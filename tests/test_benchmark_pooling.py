@@ -146,6 +146,7 @@ def test_pool_then_relu_equals_relu_then_pool_bit_for_bit(pool_order, window, st
 
     def value_and_grad(before):
         layers.POOL_BEFORE_RELU = before
+
         def pool(v):
             return layers.relu_max_pool(v, window, stride, padding, ceil_mode, relu=act, store_input=store_input)
 
