@@ -11,9 +11,7 @@ So on the CPU backend :class:`Conv` computes the convolution as ``patches @ kern
 strided slices of the padded input concatenated on the channel axis, times the kernel reshaped to
 (kh*kw*Cin, Cout); JAX differentiates that into matrix products and pads. It does so for 1x1 kernels,
 for outputs of at most :data:`PATCHES_MAX_OUTPUT_PIXELS` pixels and for strided kernels (except large
-first-layer kernels on the image's few channels, :data:`FIRST_LAYER_MAX_CHANNELS`); strided kernels past
-the first layer on larger maps then compute their forward pass with ``lax.conv``, which is much faster
-there, and keep the patches' gradients (:data:`STRIDED_FORWARD`, a custom VJP); larger stride-1
+first-layer kernels on the image's few channels, :data:`FIRST_LAYER_MAX_CHANNELS`); larger stride-1
 maps keep ``lax.conv``, which is faster there forward and for the input gradient. Their kernel gradient
 depends on where XLA:CPU runs convolutions: on YNNPACK (jax 0.10's default) XLA's kernel gradient is
 1.2-6x slower than :func:`kernel_grad_by_shifts` (row 13 of docs/performance.md, a custom VJP), which they
@@ -59,13 +57,6 @@ KERNEL_GRAD_CHUNK_PIXELS = 3136
 #: neutral to 0.92x, so they stay patches); 0 turns it off (the A/B switch)
 FIRST_LAYER_MAX_CHANNELS = 4
 FIRST_LAYER_MIN_KERNEL_PIXELS = 25
-#: strided convolutions past a network's first layer (more than FIRST_LAYER_MAX_CHANNELS input channels, more than
-#: PATCHES_MAX_OUTPUT_PIXELS output pixels), which PATCHES_FOR_STRIDED sends to patches for their slow lax.conv
-#: gradient: "auto" computes their forward pass with lax.conv and their gradients as the patches' (row 39 of
-#: docs/performance.md: XLA's own strided convolution was 1.9-3.0x faster forward than patches for ResNet-50's
-#: strided 3x3 and 1x1 layers at 224 px) when convolutions run on XLA's own path (the default XLA flag; on
-#: YNNPACK it was slower for the 1x1s); "patches" keeps patches both ways (the A/B switch)
-STRIDED_FORWARD = "auto"
 #: "auto" (patches where the rule above says so, on the CPU backend only), "xla" (always lax.conv),
 #: "patches" (always patches): a switch for the A/B benchmark and the tests
 IMPL = "auto"
@@ -180,38 +171,6 @@ def _shift_grad_backward(pads, strides, residuals, dy):
 conv_xla_shift_grad.defvjp(_shift_grad_forward, _shift_grad_backward)
 
 
-def strided_forward_xla(in_hw: tuple[int, int], kernel_hw: tuple[int, int], strides: tuple[int, int], pads: Pads,
-                        impl: str | None = None, in_channels: int | None = None) -> bool:
-    """Whether a convolution :func:`uses_patches` sends to patches computes its forward pass with ``lax.conv``
-    instead (gradients still the patches'): see :data:`STRIDED_FORWARD`."""
-    if (impl or IMPL) != "auto" or STRIDED_FORWARD != "auto" or not xla_flags.convolutions_off_ynnpack():
-        return False
-    if strides[0] != strides[1] or tuple(strides) == (1, 1) or in_channels is None:
-        return False
-    ho, wo = output_hw(in_hw, kernel_hw, strides, pads)
-    return in_channels > FIRST_LAYER_MAX_CHANNELS and ho * wo > PATCHES_MAX_OUTPUT_PIXELS
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_xla_patch_grad(x: jax.Array, kernel: jax.Array, pads: Pads, strides: tuple[int, int]) -> jax.Array:
-    """A ``lax.conv`` whose gradients are those of :func:`conv_patches` (the same function): XLA's forward,
-    the patches' matrix products backward, from the input and kernel alone (the patches are rebuilt)."""
-    return conv_xla(x, kernel, strides, pads)
-
-
-def _patch_grad_forward(x, kernel, pads, strides):
-    return conv_xla(x, kernel, strides, pads), (x, kernel)
-
-
-def _patch_grad_backward(pads, strides, residuals, dy):
-    x, kernel = residuals
-    _, patches_vjp = jax.vjp(lambda x_, k_: conv_patches(x_, k_, strides, pads), x, kernel)
-    return patches_vjp(dy)
-
-
-conv_xla_patch_grad.defvjp(_patch_grad_forward, _patch_grad_backward)
-
-
 def uses_shift_grad(strides: tuple[int, int], impl: str | None = None, kernel_hw: tuple[int, int] | None = None,
                     in_channels: int | None = None) -> bool:
     """Whether a convolution left to ``lax.conv`` takes its kernel gradient from kernel_grad_by_shifts:
@@ -225,8 +184,6 @@ def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: P
               impl: str | None = None) -> jax.Array:
     """Convolution of NHWC ``x`` with an HWIO ``kernel``, by patches or by ``lax.conv`` (module doc)."""
     if uses_patches(x.shape[1:3], kernel.shape[:2], strides, pads, impl, in_channels=x.shape[-1]):
-        if strided_forward_xla(x.shape[1:3], kernel.shape[:2], strides, pads, impl, in_channels=x.shape[-1]):
-            return conv_xla_patch_grad(x, kernel, tuple(map(tuple, pads)), tuple(strides))
         return conv_patches(x, kernel, strides, pads)
     if uses_shift_grad(strides, impl, kernel.shape[:2], x.shape[-1]):
         return conv_xla_shift_grad(x, kernel, tuple(map(tuple, pads)), tuple(strides))

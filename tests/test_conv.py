@@ -21,8 +21,7 @@ CASES = [  # (h, w, cin, cout, kernel, stride, padding): shapes these networks u
     (16, 16, 4, 6, 7, 2, 3),  # a first layer
     (15, 15, 3, 4, 11, 4, 2),  # AlexNet conv1
     (6, 5, 8, 16, 1, 1, 0),  # 1x1
-    (7, 7, 8, 16, 1, 2, 0),  # strided 1x1 (ResNet downsample), a 4x4 output: patches
-    (10, 9, 8, 16, 1, 2, 0),  # strided 1x1 on a larger map: lax.conv forward, patches' gradients under "auto"
+    (7, 7, 8, 16, 1, 2, 0),  # strided 1x1 (ResNet downsample)
     (10, 10, 4, 4, 3, 1, 1),  # large enough for lax.conv under "auto"
     (12, 11, 4, 6, 5, 1, 2),  # AlexNet conv2's 5x5, by lax.conv
 ]
@@ -76,51 +75,6 @@ def test_the_rule_on_the_cpu_backend(monkeypatch):
     assert not conv.uses_patches((56, 56), (3, 3), (2, 2), same3)
     assert not conv.uses_patches((4, 4), (3, 3), (1, 1), same3, impl="xla")
     assert conv.uses_patches((56, 56), (3, 3), (1, 1), same3, impl="patches")
-
-
-def test_which_strided_convolutions_run_lax_conv_forward(monkeypatch):
-    monkeypatch.setattr(conv, "IMPL", "auto")
-    monkeypatch.setattr(conv, "STRIDED_FORWARD", "auto")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
-    same3 = ((1, 1), (1, 1))
-    no_pad = ((0, 0), (0, 0))
-    assert conv.strided_forward_xla((56, 56), (3, 3), (2, 2), same3, in_channels=128)  # ResNet layer2's conv2
-    assert conv.strided_forward_xla((56, 56), (1, 1), (2, 2), no_pad, in_channels=256)  # its downsample
-    assert not conv.strided_forward_xla((56, 56), (3, 3), (1, 1), same3, in_channels=128)  # not strided
-    assert not conv.strided_forward_xla((224, 224), (3, 3), (2, 2), same3, in_channels=3)  # a first layer
-    assert not conv.strided_forward_xla((8, 8), (3, 3), (2, 2), same3, in_channels=256)  # 4x4 output
-    assert conv.strided_forward_xla((10, 10), (3, 3), (2, 2), same3, in_channels=256)  # 5x5 output
-    assert not conv.strided_forward_xla((56, 56), (3, 3), (2, 2), same3, impl="patches", in_channels=128)
-    monkeypatch.setenv("XLA_FLAGS", "")  # convolutions on YNNPACK: patches both ways
-    assert not conv.strided_forward_xla((56, 56), (3, 3), (2, 2), same3, in_channels=128)
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
-    monkeypatch.setattr(conv, "STRIDED_FORWARD", "patches")  # the A/B switch
-    assert not conv.strided_forward_xla((56, 56), (3, 3), (2, 2), same3, in_channels=128)
-
-
-def test_strided_lax_conv_forward_takes_the_patches_gradients(monkeypatch):
-    """Forward by lax.conv, backward by the patches' products: the same values and gradients as patches
-    both ways, and the compiled gradient holds no convolution (the patches' are matrix products)."""
-    monkeypatch.setattr(conv, "IMPL", "auto")
-    monkeypatch.setattr(conv, "STRIDED_FORWARD", "auto")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
-    x = jax.random.normal(jax.random.PRNGKey(2), (3, 11, 10, 6))
-    kernel = jax.random.normal(jax.random.PRNGKey(3), (3, 3, 6, 5))
-    pads = ((1, 1), (1, 1))
-
-    def loss(fn):
-        return lambda x_, k_: jnp.sum(jnp.sin(fn(x_, k_)))
-
-    mixed = lambda x_, k_: conv.conv_nhwc(x_, k_, (2, 2), pads)  # noqa: E731
-    patches = lambda x_, k_: conv.conv_patches(x_, k_, (2, 2), pads)  # noqa: E731
-    np.testing.assert_allclose(mixed(x, kernel), patches(x, kernel), rtol=1e-5, atol=1e-5)
-    for a, b in zip(jax.grad(loss(mixed), argnums=(0, 1))(x, kernel), jax.grad(loss(patches), argnums=(0, 1))(x, kernel)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-    forward = jax.jit(mixed).lower(x, kernel).compile().as_text()
-    backward = jax.jit(lambda x_, k_, dy: jax.vjp(mixed, x_, k_)[1](dy)).lower(
-        x, kernel, jnp.ones((3, 6, 5, 5))).compile().as_text()  # compiled: the unused forward is dropped
-    assert " convolution(" in forward
-    assert " convolution(" not in backward and " dot(" in backward
 
 
 def test_large_first_layer_kernels_on_few_channels_keep_lax_conv(monkeypatch):

@@ -239,7 +239,6 @@ PATCHES: dict[str, Callable[[], None]] = {
     "conv=xla": _conv_setting("IMPL", "xla"),
     "conv=patches": _conv_setting("IMPL", "patches"),
     "conv=no-strided-patches": _conv_setting("PATCHES_FOR_STRIDED", False),
-    "conv=strided-patches": _conv_setting("STRIDED_FORWARD", "patches"),
     "conv=patches-up-to-64px": _conv_setting("PATCHES_MAX_OUTPUT_PIXELS", 64),
     "conv=xla-kernel-grad": _conv_setting("KERNEL_GRAD", "xla"),
     "conv=shift-kernel-grad": _conv_setting("KERNEL_GRAD", "shifts"),
