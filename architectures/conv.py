@@ -211,18 +211,37 @@ class ConvAttributes(nn.Module):
         return y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(dtype)
 
 
+def conv_channel_parts(parts: tuple[jax.Array, ...], kernel: jax.Array, strides: tuple[int, int],
+                       pads: Pads) -> jax.Array:
+    """The convolution of the channel-wise concatenation of ``parts``, as the sum of each part's convolution
+    with its slice of the kernel's input channels (a convolution is linear in its input channels), so that
+    the concatenation is never stored (SqueezeNet's Fire outputs, row 40 of docs/performance.md)."""
+    y, start = None, 0
+    for part in parts:
+        c = part.shape[-1]
+        term = conv_nhwc(part, kernel[:, :, start:start + c], strides, pads)
+        y, start = term if y is None else y + term, start + c
+    return y
+
+
 class Conv(ConvAttributes):
-    """``nn.Conv(features, kernel_size, strides, padding)`` (no groups) on NHWC, fast on the CPU."""
+    """``nn.Conv(features, kernel_size, strides, padding)`` (no groups) on NHWC, fast on the CPU. The input may
+    also be a tuple of channel parts, meaning their concatenation on the channel axis (:func:`conv_channel_parts`)."""
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, kernel_only: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array | tuple[jax.Array, ...], *, kernel_only: bool = False) -> jax.Array:
         """The convolution of ``x``; with ``kernel_only`` just the kernel for ``x``'s channels (cast to the
         compute dtype), for callers that fuse several convolutions of one input into one (GoogLeNet)."""
+        parts = x if isinstance(x, tuple) else (x,)
         kh, kw = self.kernel_size
-        cin = x.shape[-1]
+        cin = sum(part.shape[-1] for part in parts)
         kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features), self.param_dtype)
-        dtype = self.dtype or jnp.result_type(x, kernel)
+        dtype = self.dtype or jnp.result_type(parts[0], kernel)
         if kernel_only:
             return kernel.astype(dtype)
-        y = conv_nhwc(x.astype(dtype), kernel.astype(dtype), tuple(self.strides), tuple(map(tuple, self.padding)))
+        strides, pads = tuple(self.strides), tuple(map(tuple, self.padding))
+        if len(parts) > 1:
+            y = conv_channel_parts(tuple(part.astype(dtype) for part in parts), kernel.astype(dtype), strides, pads)
+        else:
+            y = conv_nhwc(parts[0].astype(dtype), kernel.astype(dtype), strides, pads)
         return self.add_bias(y, dtype)

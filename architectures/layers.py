@@ -284,6 +284,23 @@ def flatten_nchw(x: jax.Array) -> jax.Array:
     return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
 
 
+#: feature maps standing for their concatenation on the channel axis: SqueezeNet's Fire outputs are passed on as
+#: their two branches' outputs, which 1x1 convolutions (``architectures.conv.Conv``: one product per part, summed),
+#: max pools (per channel) and dropout take as they are (row 40 of docs/performance.md)
+Parts = tuple[jax.Array, ...]
+
+
+def as_parts(x: jax.Array | Parts) -> Parts:
+    """``x`` as channel parts (a single feature map is one part)."""
+    return x if isinstance(x, tuple) else (x,)
+
+
+def concat_parts(x: jax.Array | Parts) -> jax.Array:
+    """The feature map that channel parts stand for."""
+    parts = as_parts(x)
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+
 def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
     """ShuffleNet's channel shuffle on NHWC, equal to torchvision's NCHW reshape/transpose."""
     n, h, w, c = x.shape

@@ -51,8 +51,41 @@ MIN_INPUT_SIZE = {"1_0": 21, "1_1": 17}
 TORCH_STAGES = {**{f"features.{i}": f"features.{i}" for i in range(2, 13)}, "classifier": "classifier"}
 
 
+#: Fire modules return their two expand outputs as channel parts, which the next squeeze (a 1x1 convolution:
+#: one product per part, summed), max pool (per channel) and dropout take without concatenating them; the
+#: concatenation is only built where it is sown (row 40 of docs/performance.md). False: concatenated in every
+#: Fire module, as torchvision does (the A/B switch); the two compute the same values.
+FIRE_OUTPUT_PARTS = True
+
+Parts = layers.Parts
+concat_parts = layers.concat_parts
+
+
+class PartsDropout(nn.Dropout):
+    """``nn.Dropout`` of the concatenation of channel parts, returned as parts: one mask drawn for the whole
+    map, as ``nn.Dropout`` draws it, so the same values as dropping out the concatenation."""
+
+    @nn.compact
+    def __call__(self, parts: Parts, deterministic: bool | None = None, rng=None) -> Parts:
+        """``parts`` dropped out as their concatenation would be (see the class)."""
+        if len(parts) == 1 or self.rate == 1.0 or self.broadcast_dims:
+            return (super().__call__(concat_parts(parts), deterministic, rng),)
+        if nn.merge_param("deterministic", self.deterministic, deterministic) or self.rate == 0.0:
+            return parts
+        keep = 1.0 - self.rate
+        shape = (*parts[0].shape[:-1], sum(part.shape[-1] for part in parts))
+        mask = jax.random.bernoulli(self.make_rng(self.rng_collection) if rng is None else rng, p=keep, shape=shape)
+        out, start = [], 0
+        for part in parts:
+            c = part.shape[-1]
+            out.append(jax.lax.select(mask[..., start:start + c], part / keep, jnp.zeros_like(part)))
+            start += c
+        return tuple(out)
+
+
 class Fire(nn.Module):
-    """Fire module: 1x1 ``squeeze`` conv, then parallel 1x1 and 3x3 ``expand`` convs, concatenated."""
+    """Fire module: 1x1 ``squeeze`` conv, then parallel 1x1 and 3x3 ``expand`` convs, concatenated (returned
+    as the two parts, each after its ReLU, when :data:`FIRE_OUTPUT_PARTS`; the input may be parts too)."""
 
     squeeze_planes: int
     expand1x1_planes: int
@@ -60,7 +93,7 @@ class Fire(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array | Parts) -> Parts:
         conv = functools.partial(
             Conv, dtype=self.dtype, param_dtype=jnp.float32,
             kernel_init=kaiming_uniform, bias_init=nn.initializers.zeros,
@@ -68,7 +101,8 @@ class Fire(nn.Module):
         x = nn.relu(conv(self.squeeze_planes, (1, 1), padding=layers.torch_padding(0), name="squeeze")(x))
         e1 = conv(self.expand1x1_planes, (1, 1), padding=layers.torch_padding(0), name="expand1x1")(x)
         e3 = conv(self.expand3x3_planes, (3, 3), padding=layers.torch_padding(1), name="expand3x3")(x)
-        return jnp.concatenate([nn.relu(e1), nn.relu(e3)], axis=-1)
+        parts = (nn.relu(e1), nn.relu(e3))
+        return parts if FIRE_OUTPUT_PARTS else (concat_parts(parts),)
 
 
 class SqueezeNet(nn.Module):
@@ -101,13 +135,14 @@ class SqueezeNet(nn.Module):
                 x = nn.relu(x)
                 continue
             if kind == "pool":
-                x = layers.max_pool(x, 3, 2, ceil_mode=True)
+                x = tuple(layers.max_pool(part, 3, 2, ceil_mode=True) for part in layers.as_parts(x))
             else:
                 _, squeeze, e1, e3 = layer
                 x = Fire(squeeze, e1, e3, dtype=self.dtype, name=name)(x)
-            self.sow("intermediates", f"features.{i}", x)
+            if self.is_mutable_collection("intermediates"):  # the concatenation only where it is asked for
+                self.sow("intermediates", f"features.{i}", concat_parts(x))
 
-        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="classifier_0")(x)
+        x = PartsDropout(self.dropout_rate, deterministic=not train, name="classifier_0")(x)
         x = Conv(
             self.num_classes, (1, 1), padding=layers.torch_padding(0), dtype=self.dtype,
             param_dtype=jnp.float32, kernel_init=final_conv_init, bias_init=nn.initializers.zeros,

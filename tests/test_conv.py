@@ -184,3 +184,23 @@ def test_bfloat16_compute_float32_params(hw):
     np.testing.assert_allclose(np.asarray(y, np.float32), ref, rtol=0.05, atol=0.05)
     grads = jax.grad(lambda prm: jnp.sum(ours.apply(prm, x).astype(jnp.float32) ** 2))(params)
     assert all(leaf.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("k, s, p", [(1, 1, 0), (3, 1, 1), (3, 2, 1)])
+def test_channel_parts_input_equals_the_concatenation(k, s, p):
+    """Conv given a tuple of channel parts computes the convolution of their concatenation (row 40)."""
+    ours, _ = _modules(6, k, s, p)
+    parts = (jax.random.normal(jax.random.PRNGKey(1), (2, 9, 8, 3)), jax.random.normal(jax.random.PRNGKey(2), (2, 9, 8, 5)))
+    whole = jnp.concatenate(parts, axis=-1)
+    params = ours.init(jax.random.PRNGKey(0), whole)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(0), parts)) == jax.tree.map(jnp.shape, params)
+
+    def loss(inp):
+        return lambda prm: jnp.sum(jnp.sin(ours.apply(prm, inp)))
+
+    np.testing.assert_allclose(ours.apply(params, parts), ours.apply(params, whole), rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(jax.grad(loss(parts))(params)), jax.tree.leaves(jax.grad(loss(whole))(params))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    dparts = jax.grad(lambda ps: jnp.sum(jnp.sin(ours.apply(params, ps))))(parts)
+    dwhole = jax.grad(lambda w: jnp.sum(jnp.sin(ours.apply(params, w))))(whole)
+    np.testing.assert_allclose(jnp.concatenate(dparts, axis=-1), dwhole, rtol=1e-4, atol=1e-4)

@@ -199,3 +199,38 @@ def test_train_mode_parity_without_dropout(arch):
         variables, jnp.asarray(to_nhwc(x))
     )
     assert_logits_relative(check([compare(f"{arch} train 48x36 logits", ours, ref)]))
+
+
+@pytest.fixture
+def fire_output_parts():
+    """Restore squeezenet.FIRE_OUTPUT_PARTS after a test changes it."""
+    from architectures import squeezenet
+
+    saved = squeezenet.FIRE_OUTPUT_PARTS
+    yield squeezenet
+    squeezenet.FIRE_OUTPUT_PARTS = saved
+
+
+def test_fire_outputs_as_parts_compute_what_the_concatenation_computes(fire_output_parts):
+    """Row 40: Fire outputs kept as two channel parts (products summed in the next squeeze, pools per part,
+    one dropout mask split) give the logits and gradients of the concatenated version, dropout on."""
+    model = architectures.create("squeezenet1_1", num_classes=5)
+    x = jax.random.normal(jax.random.PRNGKey(4), (2, 35, 29, 3))
+    variables = numpy_variables(model, x, seed=3)
+
+    def loss(v):
+        logits = model.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(5)})
+        return jnp.sum(jnp.sin(3.0 * logits)), logits
+
+    results = {}
+    for parts in (True, False):
+        fire_output_parts.FIRE_OUTPUT_PARTS = parts
+        results[parts] = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables)
+    ((_, logits), grads), ((_, ref_logits), ref_grads) = results[True], results[False]
+    assert float(jnp.abs(ref_logits).max()) > 1e-3
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), rtol=1e-5, atol=1e-6)
+    for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)):
+        scale = float(jnp.abs(r).max())
+        assert scale > 0, jax.tree_util.keystr(path)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4 * scale,
+                                   err_msg=jax.tree_util.keystr(path))

@@ -180,6 +180,13 @@ def _alexnet_pool_then_multiply() -> None:
     alexnet.FOLD_POOLING = False  # read when the model is traced
 
 
+def _fire_concatenated() -> None:
+    """SqueezeNet's Fire modules concatenate their expand outputs, as torchvision does (before row 40)."""
+    from architectures import squeezenet
+
+    squeezenet.FIRE_OUTPUT_PARTS = False  # read when the model is traced
+
+
 def _conv_setting(name: str, value: Any) -> Callable[[], None]:
     """Set one of architectures.conv's module-level switches (read at trace time by every Conv)."""
 
@@ -236,6 +243,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "relu6=clip": _relu6_clip,
     "alexnet=pool-then-multiply": _alexnet_pool_then_multiply,
     "step=always-pmean": _always_pmean,
+    "squeezenet=fire-concatenated": _fire_concatenated,
     "conv=xla": _conv_setting("IMPL", "xla"),
     "conv=patches": _conv_setting("IMPL", "patches"),
     "conv=no-strided-patches": _conv_setting("PATCHES_FOR_STRIDED", False),
