@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from architectures import layers
-from architectures.conv import Conv, conv_channel_parts, conv_nhwc
+from architectures.conv import Conv, conv_nhwc
 from architectures.registry import ArchSpec, WeightSpec, register
 
 MIN_INPUT_SIZE = 15
@@ -50,11 +50,6 @@ BN_EPSILON = 1e-3
 #: store the BatchNorm outputs of conv1 and conv3 for their max pools (``layers.relu_max_pool(store_input=...)``;
 #: 1.06x in training at 224 px, row 38)
 STORE_POOL_INPUT = True
-#: Inception blocks return their four branches' outputs as channel parts (``layers.Parts``), which the next block's
-#: 1x1 convolutions (one product per part, summed), max pools and the final average pool take without concatenating
-#: them; the concatenation is only built where it is sown (row 41). False: concatenated, as torchvision does (the
-#: A/B switch); the two compute the same values.
-INCEPTION_OUTPUT_PARTS = True
 
 # Inception blocks: name -> (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj), torchvision's table.
 _INCEPTION = {
@@ -110,7 +105,7 @@ class BasicConv2d(nn.Module):
     bn_axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array | layers.Parts, *, train: bool, conv_out: jax.Array | None = None,
+    def __call__(self, x: jax.Array, *, train: bool, conv_out: jax.Array | None = None,
                  kernel_only: bool = False, relu: bool = True) -> jax.Array:
         """conv -> bn -> relu of ``x`` (without the relu if not ``relu``: a max pool follows, which applies it,
         see :func:`layers.relu_max_pool`). For a fused 1x1 convolution (:class:`Inception`): ``kernel_only``
@@ -144,10 +139,9 @@ class Inception(nn.Module):
     bn_axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array | layers.Parts, *, train: bool, relu: bool = True) -> layers.Parts:
-        """The four branches' outputs as channel parts (one part, their concatenation, unless
-        :data:`INCEPTION_OUTPUT_PARTS`); without the branches' last ReLUs if not ``relu`` (a max pool follows,
-        which applies them: :func:`layers.relu_max_pool`). ``x`` may be channel parts too."""
+    def __call__(self, x: jax.Array, *, train: bool, relu: bool = True) -> jax.Array:
+        """The four branches' outputs, concatenated; without the branches' last ReLUs if not ``relu`` (a max
+        pool follows, which applies them: :func:`layers.relu_max_pool`)."""
 
         def conv(features: int, kernel: int, padding: int, name: str) -> BasicConv2d:
             return BasicConv2d(
@@ -158,9 +152,7 @@ class Inception(nn.Module):
                  conv(self.ch5x5red, 1, 0, "branch3_0")]
         if FUSE_1X1:  # one matrix product for the three 1x1 convs of x; each keeps its own bn and params
             kernel = jnp.concatenate([h(x, train=train, kernel_only=True) for h in heads], axis=-1)
-            parts = layers.as_parts(x)
-            fused = (conv_nhwc(parts[0], kernel, (1, 1), ((0, 0), (0, 0))) if len(parts) == 1
-                     else conv_channel_parts(parts, kernel, (1, 1), ((0, 0), (0, 0))))
+            fused = conv_nhwc(x, kernel, (1, 1), ((0, 0), (0, 0)))
             cuts = [self.ch1x1, self.ch1x1 + self.ch3x3red]
             b1, b2, b3 = (h(x, train=train, conv_out=y, relu=r)
                           for h, y, r in zip(heads, jnp.split(fused, cuts, axis=-1), (relu, True, True)))
@@ -168,11 +160,9 @@ class Inception(nn.Module):
             b1, b2, b3 = (h(x, train=train, relu=r) for h, r in zip(heads, (relu, True, True)))
         b2 = conv(self.ch3x3, 3, 1, "branch2_1")(b2, train=train, relu=relu)
         b3 = conv(self.ch5x5, 3, 1, "branch3_1")(b3, train=train, relu=relu)
-        b4 = tuple(layers.max_pool(part, 3, 1, padding=1, ceil_mode=True, store_gradient=True)  # row 37
-                   for part in layers.as_parts(x))
+        b4 = layers.max_pool(x, 3, 1, padding=1, ceil_mode=True, store_gradient=True)  # row 37
         b4 = conv(self.pool_proj, 1, 0, "branch4_1")(b4, train=train, relu=relu)
-        parts = (b1, b2, b3, b4)
-        return parts if INCEPTION_OUTPUT_PARTS else (layers.concat_parts(parts),)
+        return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
 class InceptionAux(nn.Module):
@@ -224,27 +214,22 @@ class GoogLeNet(nn.Module):
                 features, kernel, stride, padding, dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=name
             )
 
-        def sow(name: str, h: jax.Array | layers.Parts) -> None:
-            """Sow ``h`` (channel parts concatenated) only when intermediates are asked for."""
-            if self.is_mutable_collection("intermediates"):
-                self.sow("intermediates", name, layers.concat_parts(h))
-
-        def inception(h: jax.Array | layers.Parts, name: str) -> layers.Parts:
+        def inception(h: jax.Array, name: str) -> jax.Array:
             h = Inception(*_INCEPTION[name], dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=name)(
                 h, train=train
             )
-            sow(f"{name}_out", h)
+            self.sow("intermediates", f"{name}_out", h)
             return h
 
-        def relu_pool(h: jax.Array | layers.Parts, name: str, window: int, pool_name: str,
-                      store_input: bool = False) -> layers.Parts:
-            """ReLU and max pool of ``name``'s pre-ReLU output (per channel part), the ReLU applied after the pool
-            (row 38: same values); ``name``'s ReLU output is sown only when asked for."""
-            sow(f"{name}_out", tuple(nn.relu(part) for part in layers.as_parts(h)))
-            h = tuple(layers.relu_max_pool(  # rows 37-38
-                part, window, 2, ceil_mode=True, store_gradient=True, store_input=store_input
-            ) for part in layers.as_parts(h))
-            sow(pool_name, h)
+        def relu_pool(h: jax.Array, name: str, window: int, pool_name: str, store_input: bool = False) -> jax.Array:
+            """ReLU and max pool of ``name``'s pre-ReLU output, the ReLU applied after the pool (row 38: same
+            values); ``name``'s ReLU output is sown only when asked for."""
+            if self.is_mutable_collection("intermediates"):
+                self.sow("intermediates", f"{name}_out", nn.relu(h))
+            h = layers.relu_max_pool(  # rows 37-38
+                h, window, 2, ceil_mode=True, store_gradient=True, store_input=store_input
+            )
+            self.sow("intermediates", pool_name, h)
             return h
 
         def inception_pool(h: jax.Array, name: str, window: int, pool_name: str) -> jax.Array:
@@ -266,11 +251,11 @@ class GoogLeNet(nn.Module):
                 InceptionAux(
                     self.num_classes, self.aux_dropout_rate, dtype=self.dtype,
                     bn_axis_name=self.bn_axis_name, name=name,
-                )(layers.concat_parts(h), train=train)
+                )(h, train=train)
 
         x = conv_relu_pool(x, 64, 7, 2, 3, "conv1", "maxpool1")
         x = conv(64, 1, 1, 0, "conv2")(x, train=train)
-        sow("conv2_out", x)
+        self.sow("intermediates", "conv2_out", x)
         x = conv_relu_pool(x, 192, 3, 1, 1, "conv3", "maxpool2")
         x = inception(x, "inception3a")
         x = inception_pool(x, "inception3b", 3, "maxpool3")
@@ -283,8 +268,7 @@ class GoogLeNet(nn.Module):
         x = inception_pool(x, "inception4e", 2, "maxpool4")
         x = inception(x, "inception5a")
         x = inception(x, "inception5b")
-        x = layers.concat_parts(tuple(layers.adaptive_avg_pool(part.astype(jnp.float32), 1)
-                                      for part in layers.as_parts(x)))
+        x = layers.adaptive_avg_pool(x.astype(jnp.float32), 1)
         self.sow("intermediates", "avgpool", x)
         x = x.reshape(x.shape[0], -1).astype(self.dtype)
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(x)

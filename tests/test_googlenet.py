@@ -10,7 +10,6 @@ import pytest
 import architectures
 import weights_convert
 from architectures.conv import Conv
-from architectures.layers import concat_parts
 from architectures.googlenet import TORCH_STAGES
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
@@ -254,11 +253,10 @@ def test_fused_1x1_branches_equal_separate_convolutions(monkeypatch):
         def loss(params, x):
             y, new = block.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
                                  mutable=["batch_stats"])
-            y = concat_parts(y)  # the block returns its branches as channel parts (row 41)
             return jnp.sum(y * w), (y, new)
 
         (_, (y, new)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(v["params"], x)
-        return v, y, new, grads, concat_parts(block.apply(v, x, train=False))
+        return v, y, new, grads, block.apply(v, x, train=False)
 
     fused, separate = run(True), run(False)
     assert jax.tree_util.tree_structure(fused[0]) == jax.tree_util.tree_structure(separate[0])
@@ -269,44 +267,3 @@ def test_fused_1x1_branches_equal_separate_convolutions(monkeypatch):
             # float32 sums in another order: within 1e-4 of each array's largest entry
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(float(np.abs(b).max()), 1e-3))
     assert float(jnp.abs(fused[3][0]["branch2_0"]["conv"]["kernel"]).max()) > 0
-
-
-@pytest.fixture
-def inception_output_parts():
-    """Restore googlenet.INCEPTION_OUTPUT_PARTS after a test changes it."""
-    from architectures import googlenet
-
-    saved = googlenet.INCEPTION_OUTPUT_PARTS
-    yield googlenet
-    googlenet.INCEPTION_OUTPUT_PARTS = saved
-
-
-def test_inception_outputs_as_parts_compute_what_the_concatenation_computes(inception_output_parts):
-    """Row 41: Inception outputs kept as four channel parts give the logits, BatchNorm statistics and gradients
-    of a training step, and the sown stages, of the concatenated version."""
-    model = architectures.create("googlenet", num_classes=3)
-    rng = np.random.default_rng(6)
-    x = jnp.asarray(rng.standard_normal((4, 33, 31, 3)), jnp.float32)
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
-
-    def run(parts):
-        inception_output_parts.INCEPTION_OUTPUT_PARTS = parts
-
-        def loss(params):
-            y, state = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
-                                   rngs={"dropout": jax.random.PRNGKey(1)})
-            return jnp.sum(y * jnp.arange(3.0)), (y, state)
-
-        step = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
-        _, sown = jax.jit(lambda v: model.apply(v, x, train=False, mutable=["intermediates"]))(variables)
-        return step, sown
-
-    ((_, (y, state)), grads), sown = run(True)
-    ((_, (y_ref, state_ref)), grads_ref), sown_ref = run(False)
-    assert jax.tree_util.tree_structure(sown) == jax.tree_util.tree_structure(sown_ref)
-    assert len(sown["intermediates"]) == len(TORCH_STAGES)
-    for a, b in zip(jax.tree.leaves((y, state, grads, sown)), jax.tree.leaves((y_ref, state_ref, grads_ref, sown_ref))):
-        # float32 sums in another order, through training-mode BatchNorm on 4 images: 1e-4 of each leaf's scale
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
-                                   atol=1e-4 * max(float(np.abs(np.asarray(b)).max()), 1e-3))
-    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))

@@ -187,13 +187,6 @@ def _fire_concatenated() -> None:
     squeezenet.FIRE_OUTPUT_PARTS = False  # read when the model is traced
 
 
-def _inception_concatenated() -> None:
-    """GoogLeNet's Inception blocks concatenate their branches, as torchvision does (before row 41)."""
-    from architectures import googlenet
-
-    googlenet.INCEPTION_OUTPUT_PARTS = False  # read when the model is traced
-
-
 def _conv_setting(name: str, value: Any) -> Callable[[], None]:
     """Set one of architectures.conv's module-level switches (read at trace time by every Conv)."""
 
@@ -251,7 +244,6 @@ PATCHES: dict[str, Callable[[], None]] = {
     "alexnet=pool-then-multiply": _alexnet_pool_then_multiply,
     "step=always-pmean": _always_pmean,
     "squeezenet=fire-concatenated": _fire_concatenated,
-    "googlenet=inception-concatenated": _inception_concatenated,
     "conv=xla": _conv_setting("IMPL", "xla"),
     "conv=patches": _conv_setting("IMPL", "patches"),
     "conv=no-strided-patches": _conv_setting("PATCHES_FOR_STRIDED", False),
