@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from architectures.layers import Parts, as_parts
 from architectures.pooling import window_slice
 from hotspot_jax import xla_flags
 
@@ -211,15 +212,14 @@ class ConvAttributes(nn.Module):
         return y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(dtype)
 
 
-def conv_channel_parts(parts: tuple[jax.Array, ...], kernel: jax.Array, strides: tuple[int, int],
-                       pads: Pads) -> jax.Array:
+def conv_channel_parts(parts: Parts, kernel: jax.Array, strides: tuple[int, int], pads: Pads) -> jax.Array:
     """The convolution of the channel-wise concatenation of ``parts``, as the sum of each part's convolution
     with its slice of the kernel's input channels (a convolution is linear in its input channels), so that
     the concatenation is never stored (SqueezeNet's Fire outputs, row 40 of docs/performance.md)."""
     y, start = None, 0
     for part in parts:
         c = part.shape[-1]
-        term = conv_nhwc(part, kernel[:, :, start:start + c], strides, pads)
+        term = conv_nhwc(part, kernel[:, :, start:start + c] if len(parts) > 1 else kernel, strides, pads)
         y, start = term if y is None else y + term, start + c
     return y
 
@@ -229,19 +229,16 @@ class Conv(ConvAttributes):
     also be a tuple of channel parts, meaning their concatenation on the channel axis (:func:`conv_channel_parts`)."""
 
     @nn.compact
-    def __call__(self, x: jax.Array | tuple[jax.Array, ...], *, kernel_only: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array | Parts, *, kernel_only: bool = False) -> jax.Array:
         """The convolution of ``x``; with ``kernel_only`` just the kernel for ``x``'s channels (cast to the
         compute dtype), for callers that fuse several convolutions of one input into one (GoogLeNet)."""
-        parts = x if isinstance(x, tuple) else (x,)
+        parts = as_parts(x)
         kh, kw = self.kernel_size
         cin = sum(part.shape[-1] for part in parts)
         kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features), self.param_dtype)
         dtype = self.dtype or jnp.result_type(parts[0], kernel)
         if kernel_only:
             return kernel.astype(dtype)
-        strides, pads = tuple(self.strides), tuple(map(tuple, self.padding))
-        if len(parts) > 1:
-            y = conv_channel_parts(tuple(part.astype(dtype) for part in parts), kernel.astype(dtype), strides, pads)
-        else:
-            y = conv_nhwc(parts[0].astype(dtype), kernel.astype(dtype), strides, pads)
+        y = conv_channel_parts(tuple(part.astype(dtype) for part in parts), kernel.astype(dtype),
+                               tuple(self.strides), tuple(map(tuple, self.padding)))  # one part: conv_nhwc
         return self.add_bias(y, dtype)

@@ -21,6 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from architectures import layers
 from architectures.conv import Conv
@@ -57,30 +58,22 @@ TORCH_STAGES = {**{f"features.{i}": f"features.{i}" for i in range(2, 13)}, "cla
 #: Fire module, as torchvision does (the A/B switch); the two compute the same values.
 FIRE_OUTPUT_PARTS = True
 
-Parts = layers.Parts
-concat_parts = layers.concat_parts
-
-
 class PartsDropout(nn.Dropout):
     """``nn.Dropout`` of the concatenation of channel parts, returned as parts: one mask drawn for the whole
     map, as ``nn.Dropout`` draws it, so the same values as dropping out the concatenation."""
 
     @nn.compact
-    def __call__(self, parts: Parts, deterministic: bool | None = None, rng=None) -> Parts:
+    def __call__(self, parts: layers.Parts, deterministic: bool | None = None, rng=None) -> layers.Parts:
         """``parts`` dropped out as their concatenation would be (see the class)."""
         if len(parts) == 1 or self.rate == 1.0 or self.broadcast_dims:
-            return (super().__call__(concat_parts(parts), deterministic, rng),)
+            return (super().__call__(layers.concat_parts(parts), deterministic, rng),)
         if nn.merge_param("deterministic", self.deterministic, deterministic) or self.rate == 0.0:
             return parts
         keep = 1.0 - self.rate
         shape = (*parts[0].shape[:-1], sum(part.shape[-1] for part in parts))
         mask = jax.random.bernoulli(self.make_rng(self.rng_collection) if rng is None else rng, p=keep, shape=shape)
-        out, start = [], 0
-        for part in parts:
-            c = part.shape[-1]
-            out.append(jax.lax.select(mask[..., start:start + c], part / keep, jnp.zeros_like(part)))
-            start += c
-        return tuple(out)
+        masks = jnp.split(mask, np.cumsum([part.shape[-1] for part in parts])[:-1], axis=-1)
+        return tuple(jax.lax.select(m, part / keep, jnp.zeros_like(part)) for m, part in zip(masks, parts))
 
 
 class Fire(nn.Module):
@@ -93,7 +86,7 @@ class Fire(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array | Parts) -> Parts:
+    def __call__(self, x: jax.Array | layers.Parts) -> layers.Parts:
         conv = functools.partial(
             Conv, dtype=self.dtype, param_dtype=jnp.float32,
             kernel_init=kaiming_uniform, bias_init=nn.initializers.zeros,
@@ -102,7 +95,7 @@ class Fire(nn.Module):
         e1 = conv(self.expand1x1_planes, (1, 1), padding=layers.torch_padding(0), name="expand1x1")(x)
         e3 = conv(self.expand3x3_planes, (3, 3), padding=layers.torch_padding(1), name="expand3x3")(x)
         parts = (nn.relu(e1), nn.relu(e3))
-        return parts if FIRE_OUTPUT_PARTS else (concat_parts(parts),)
+        return parts if FIRE_OUTPUT_PARTS else (layers.concat_parts(parts),)
 
 
 class SqueezeNet(nn.Module):
@@ -140,7 +133,7 @@ class SqueezeNet(nn.Module):
                 _, squeeze, e1, e3 = layer
                 x = Fire(squeeze, e1, e3, dtype=self.dtype, name=name)(x)
             if self.is_mutable_collection("intermediates"):  # the concatenation only where it is asked for
-                self.sow("intermediates", f"features.{i}", concat_parts(x))
+                self.sow("intermediates", f"features.{i}", layers.concat_parts(x))
 
         x = PartsDropout(self.dropout_rate, deterministic=not train, name="classifier_0")(x)
         x = Conv(
