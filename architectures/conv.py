@@ -16,7 +16,9 @@ maps keep ``lax.conv``, which is faster there forward and for the input gradient
 depends on where XLA:CPU runs convolutions: on YNNPACK (jax 0.10's default) XLA's kernel gradient is
 1.2-6x slower than :func:`kernel_grad_by_shifts` (row 13 of docs/performance.md, a custom VJP), which they
 then use; on XLA's own CPU path (``hotspot_jax``'s default XLA flag, row 25) XLA's is 1.1-2.2x faster
-(row 26), so they keep it (:data:`KERNEL_GRAD`). Other backends
+(row 26), so they keep it (:data:`KERNEL_GRAD`). Of those, 3x3 ones with many channels on maps of 10x10 and
+more run forward and for their input gradient by Winograd's F(2x2, 3x3) (:mod:`architectures.winograd`, 2.25x
+fewer multiplications; :data:`WINOGRAD_MIN_CHANNELS`, row 42). Other backends
 (GPU: cuDNN) always use ``lax.conv`` and its own gradients. The measurements behind the rules are in
 docs/performance.md.
 
@@ -33,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from architectures import winograd
 from architectures.layers import Parts, as_parts
 from architectures.pooling import window_slice
 from hotspot_jax import xla_flags
@@ -58,6 +61,14 @@ KERNEL_GRAD_CHUNK_PIXELS = 3136
 #: neutral to 0.92x, so they stay patches); 0 turns it off (the A/B switch)
 FIRST_LAYER_MAX_CHANNELS = 4
 FIRST_LAYER_MIN_KERNEL_PIXELS = 25
+#: stride-1 3x3 convolutions left to lax.conv with at least WINOGRAD_MIN_CHANNELS input and output channels and
+#: WINOGRAD_MIN_OUTPUT_PIXELS output pixels run forward and for their input gradient by Winograd's F(2x2, 3x3)
+#: (:mod:`architectures.winograd`, row 42 of docs/performance.md: 2.25x fewer multiplications; per layer,
+#: forward with both gradients, 1.07-1.37x faster than XLA's on 13x13 to 28x28 maps; slower at 64 channels,
+#: on an 8x8 map of 128 and at 7x7, where a quarter of the tiles' outputs are cropped). Kernel gradient XLA's.
+#: None turns it off (the A/B switch)
+WINOGRAD_MIN_CHANNELS: int | None = 112
+WINOGRAD_MIN_OUTPUT_PIXELS = 100
 #: "auto" (patches where the rule above says so, on the CPU backend only), "xla" (always lax.conv),
 #: "patches" (always patches): a switch for the A/B benchmark and the tests
 IMPL = "auto"
@@ -181,11 +192,29 @@ def uses_shift_grad(strides: tuple[int, int], impl: str | None = None, kernel_hw
     return tuple(strides) == (1, 1) or (kernel_hw is not None and first_layer_xla(kernel_hw, strides, in_channels))
 
 
+def uses_winograd(in_hw: tuple[int, int], kernel_shape: tuple[int, ...], strides: tuple[int, int], pads: Pads,
+                  impl: str | None = None) -> bool:
+    """Whether a convolution that does not use patches runs by :func:`architectures.winograd.conv3x3`: on the
+    CPU backend, 3x3 stride 1, padding of at most 2, :data:`WINOGRAD_MIN_CHANNELS` channels in and out and
+    :data:`WINOGRAD_MIN_OUTPUT_PIXELS` output pixels."""
+    if (impl or IMPL) != "auto" or WINOGRAD_MIN_CHANNELS is None or jax.default_backend() != "cpu":
+        return False
+    if kernel_grad_mode() != "xla":  # its kernel gradient is XLA's, which is slow when convolutions run on YNNPACK
+        return False
+    kh, kw, cin, cout = kernel_shape
+    if (kh, kw) != (3, 3) or tuple(strides) != (1, 1) or not all(0 <= p <= 2 for pair in pads for p in pair):
+        return False
+    ho, wo = output_hw(in_hw, (3, 3), (1, 1), pads)
+    return min(cin, cout) >= WINOGRAD_MIN_CHANNELS and ho * wo >= WINOGRAD_MIN_OUTPUT_PIXELS
+
+
 def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads,
               impl: str | None = None) -> jax.Array:
-    """Convolution of NHWC ``x`` with an HWIO ``kernel``, by patches or by ``lax.conv`` (module doc)."""
+    """Convolution of NHWC ``x`` with an HWIO ``kernel``, by patches, Winograd or ``lax.conv`` (module doc)."""
     if uses_patches(x.shape[1:3], kernel.shape[:2], strides, pads, impl, in_channels=x.shape[-1]):
         return conv_patches(x, kernel, strides, pads)
+    if uses_winograd(x.shape[1:3], kernel.shape, strides, pads, impl):
+        return winograd.conv3x3(x, kernel, tuple(map(tuple, pads)))
     if uses_shift_grad(strides, impl, kernel.shape[:2], x.shape[-1]):
         return conv_xla_shift_grad(x, kernel, tuple(map(tuple, pads)), tuple(strides))
     return conv_xla(x, kernel, strides, pads)

@@ -163,3 +163,13 @@ def test_resident_bytes_reads_this_process():
     if rss is None:
         pytest.skip("no /proc/self/statm here")
     assert rss > 10 << 20  # a Python process with numpy imported
+
+
+def test_ab_reports_a_dead_worker_as_a_clear_error():
+    """A worker that dies (here: Python cannot even start) ends the A/B with a HotspotError naming the variant
+    and its exit code, not a broken-pipe traceback."""
+    from hotspot_jax.errors import HotspotError
+
+    dead = ab.Variant.parse("dead|env=PYTHONHOME=/nonexistent-python-home")
+    with pytest.raises(HotspotError, match=r"worker 'dead' died, exit code [1-9]"):
+        ab.run_ab("squeezenet1_1", 64, 2, 1, 1, [dead], log=lambda msg: None)

@@ -26,7 +26,7 @@ import tempfile
 import time
 from typing import Any, Callable, Sequence
 
-from hotspot_jax.errors import ConfigError
+from hotspot_jax.errors import ConfigError, HotspotError
 
 KINDS = ("train", "infer")
 
@@ -251,6 +251,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "conv=xla-kernel-grad": _conv_setting("KERNEL_GRAD", "xla"),
     "conv=shift-kernel-grad": _conv_setting("KERNEL_GRAD", "shifts"),
     "conv=first-layer-patches": _conv_setting("FIRST_LAYER_MAX_CHANNELS", 0),
+    "conv=no-winograd": _conv_setting("WINOGRAD_MIN_CHANNELS", None),
     "conv=first-layer-3x3-lax-conv": _conv_setting("FIRST_LAYER_MIN_KERNEL_PIXELS", 9),
     "googlenet=separate-1x1": _googlenet_separate_1x1,
     "fusion-barrier=off": _fusion_barrier_off,
@@ -362,14 +363,21 @@ def run_ab(
 
         def ask(i: int, cmd: str | None) -> dict[str, Any]:
             p = procs[i]
-            if cmd is not None:
-                p.stdin.write(cmd + "\n")
-                p.stdin.flush()
-            line = p.stdout.readline()
+            line = ""
+            try:
+                if cmd is not None:
+                    p.stdin.write(cmd + "\n")
+                    p.stdin.flush()
+                line = p.stdout.readline()
+            except OSError:  # the worker's pipe is closed: it died
+                pass
             if not line:
                 logs[i].seek(0)
                 tail = logs[i].read()[-3000:]
-                raise RuntimeError(f"worker {variants[i].name!r} died:\n{tail}")
+                code = p.wait(timeout=60)
+                hint = (" (killed by signal 9: most likely out of memory; run fewer large variants at once)"
+                        if code == -9 else "")
+                raise HotspotError(f"worker {variants[i].name!r} died, exit code {code}{hint}:\n{tail}")
             return json.loads(line)
 
         ready = []
