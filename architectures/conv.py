@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from architectures import winograd
+from architectures import layers
 from architectures.layers import Parts, as_parts
 from architectures.pooling import window_slice
 from hotspot_jax import xla_flags
@@ -72,6 +73,10 @@ WINOGRAD_MIN_OUTPUT_PIXELS = 100
 #: "auto" (patches where the rule above says so, on the CPU backend only), "xla" (always lax.conv),
 #: "patches" (always patches): a switch for the A/B benchmark and the tests
 IMPL = "auto"
+#: :func:`conv_relu_max_pool` pools the convolution before its bias is added, and adds the bias and applies the
+#: ReLU on the pooled map (row 43 of docs/performance.md); False: bias and ReLU on the full-size map, then the
+#: pool (the A/B switch)
+BIAS_AFTER_POOL = True
 
 
 def output_hw(in_hw: tuple[int, int], kernel_hw: tuple[int, int], strides: tuple[int, int], pads: Pads):
@@ -258,9 +263,12 @@ class Conv(ConvAttributes):
     also be a tuple of channel parts, meaning their concatenation on the channel axis (:func:`conv_channel_parts`)."""
 
     @nn.compact
-    def __call__(self, x: jax.Array | Parts, *, kernel_only: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array | Parts, *, kernel_only: bool = False,
+                 before_bias: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
         """The convolution of ``x``; with ``kernel_only`` just the kernel for ``x``'s channels (cast to the
-        compute dtype), for callers that fuse several convolutions of one input into one (GoogLeNet)."""
+        compute dtype), for callers that fuse several convolutions of one input into one (GoogLeNet).
+        ``before_bias``: a map applied to the convolution before the bias is added, one that commutes with
+        adding a per-channel constant (a max pool: :func:`conv_relu_max_pool`)."""
         parts = as_parts(x)
         kh, kw = self.kernel_size
         cin = sum(part.shape[-1] for part in parts)
@@ -270,4 +278,23 @@ class Conv(ConvAttributes):
             return kernel.astype(dtype)
         y = conv_channel_parts(tuple(part.astype(dtype) for part in parts), kernel.astype(dtype),
                                tuple(self.strides), tuple(map(tuple, self.padding)))  # one part: conv_nhwc
+        if before_bias is not None:
+            y = before_bias(y)
         return self.add_bias(y, dtype)
+
+
+def conv_relu_max_pool(conv: Conv, x: jax.Array | Parts, window: int, stride: int, padding: int = 0,
+                       ceil_mode: bool = False) -> jax.Array:
+    """torch's Conv2d, ReLU and MaxPool2d in a row, computed as ``relu(max_pool(conv without bias) + bias)``.
+
+    A max pool commutes with adding a per-channel constant and with the ReLU (rounding is monotone, so the
+    values are exactly torch's), so the bias and the ReLU run on the pooled map, a quarter of the
+    convolution's output at stride 2, and the full-size map is the product's own output, read only by the
+    pool and its gradient (row 43 of docs/performance.md). The gradient goes to each window's first maximum
+    of the bias-free output, which is torch's element unless adding the bias rounds two different values of a
+    window to the same float (then both are maxima to within one rounding).
+    """
+    if not (BIAS_AFTER_POOL and layers.POOL_BEFORE_RELU):
+        return layers.relu_max_pool(conv(x), window, stride, padding, ceil_mode)
+    pool = functools.partial(layers.max_pool, window=window, stride=stride, padding=padding, ceil_mode=ceil_mode)
+    return jax.nn.relu(conv(x, before_bias=pool))

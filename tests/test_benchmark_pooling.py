@@ -161,7 +161,7 @@ def test_pool_then_relu_equals_relu_then_pool_bit_for_bit(pool_order, window, st
 
 
 @pytest.mark.parametrize("arch, size", [("googlenet", 33), ("resnet50", 32), ("shufflenet_v2_x1_0", 32),
-                                        ("alexnet", 63)])
+                                        ("alexnet", 63), ("squeezenet1_1", 35)])
 def test_networks_pooling_first_equal_relu_first(pool_order, arch, size):
     """Row 38 in the networks: logits, sown stages, BatchNorm statistics and gradients of a training step equal
     torch's order (ReLU first), within float32 reordering by XLA."""
@@ -190,3 +190,66 @@ def test_networks_pooling_first_equal_relu_first(pool_order, arch, size):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
                                    atol=1e-5 * max(float(np.abs(np.asarray(b)).max()), 1e-3))
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+@pytest.fixture
+def bias_order():
+    """Restore conv.BIAS_AFTER_POOL after a test changes it."""
+    from architectures import conv
+
+    saved = conv.BIAS_AFTER_POOL
+    yield conv
+    conv.BIAS_AFTER_POOL = saved
+
+
+@pytest.mark.parametrize("window,stride,padding,ceil_mode", [(3, 2, 0, True), (3, 2, 0, False), (3, 2, 1, False)])
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_conv_bias_added_after_the_pool(bias_order, window, stride, padding, ceil_mode, kernel):
+    """Row 43: conv_relu_max_pool pools the bias-free convolution and adds bias and ReLU to the pooled map;
+    values equal torch's order (bias, ReLU, pool) bit for bit, gradients (kernel, bias, input) to rounding."""
+    from architectures.conv import Conv, conv_relu_max_pool
+
+    rng = np.random.default_rng(kernel * 10 + padding)
+    x = jnp.asarray(rng.standard_normal((2, 11, 9, 5)), jnp.float32)
+    conv = Conv(6, (kernel, kernel), padding=layers.torch_padding(kernel // 2))
+    variables = conv.init(jax.random.PRNGKey(0), x)
+    bias = jnp.asarray(rng.standard_normal(6), jnp.float32)  # nonzero: a zero bias would not test the order
+    params = {**variables["params"], "bias": bias}
+    out_shape = layers.max_pool(conv.apply({"params": params}, x), window, stride, padding, ceil_mode).shape
+    w = jnp.asarray(rng.standard_normal(out_shape), jnp.float32)
+
+    def run(after):
+        bias_order.BIAS_AFTER_POOL = after
+
+        def loss(p, x):
+            y = conv.apply({"params": p}, x, method=lambda m, x: conv_relu_max_pool(m, x, window, stride, padding,
+                                                                                     ceil_mode))
+            return jnp.sum(y * w), y
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, x)
+
+    (_, y), grads = run(True)
+    (_, y_ref), grads_ref = run(False)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(y_ref))
+    assert 0 < int((np.asarray(y) > 0).sum()) < y.size  # the ReLU cut some pooled values, not all
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+        assert float(jnp.abs(r).max()) > 0
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5 * float(jnp.abs(r).max()))
+
+
+def test_conv_bias_after_pool_leaves_no_full_size_bias_add(bias_order):
+    """Row 43's point: with the bias after the pool, the compiled forward pass has no add of the full-size map."""
+    from architectures.conv import Conv, conv_relu_max_pool
+
+    x = jnp.ones((2, 32, 32, 3), jnp.float32)
+    conv = Conv(8, (3, 3), strides=(2, 2))
+    variables = conv.init(jax.random.PRNGKey(0), x)
+    full_size = "tensor<2x15x15x8xf32>"  # the convolution's output; the pooled map is 2x7x7x8
+
+    def full_size_adds(after):
+        bias_order.BIAS_AFTER_POOL = after
+        f = jax.jit(lambda v, x: conv.apply(v, x, method=lambda m, x: conv_relu_max_pool(m, x, 3, 2, ceil_mode=True)))
+        return sum("stablehlo.add" in line and full_size in line for line in f.lower(variables, x).as_text().splitlines())
+
+    assert full_size_adds(False) >= 1
+    assert full_size_adds(True) == 0

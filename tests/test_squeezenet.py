@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import architectures
+from architectures import layers
 from architectures.squeezenet import TORCH_STAGES
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
@@ -234,3 +235,70 @@ def test_fire_outputs_as_parts_compute_what_the_concatenation_computes(fire_outp
         assert scale > 0, jax.tree_util.keystr(path)
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4 * scale,
                                    err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.fixture
+def pool_switches():
+    """Restore the switches of row 43 (and row 38's pool order) after a test changes them."""
+    from architectures import conv, squeezenet
+
+    saved = squeezenet.POOL_IN_FIRE, squeezenet.POOL_IN_FIRE_MIN_PIXELS, conv.BIAS_AFTER_POOL, layers.POOL_BEFORE_RELU
+    yield
+    (squeezenet.POOL_IN_FIRE, squeezenet.POOL_IN_FIRE_MIN_PIXELS, conv.BIAS_AFTER_POOL,
+     layers.POOL_BEFORE_RELU) = saved
+
+
+def test_pools_inside_fire_and_stem_compute_torchs_order(pool_switches, monkeypatch):
+    """Row 43: the stem and the Fire modules before a pool pool their bias-free convolutions and add bias and
+    ReLU to the pooled maps; logits equal torch's order (bias, ReLU, pool), gradients to rounding, dropout on."""
+    from architectures import conv, squeezenet
+
+    squeezenet.POOL_IN_FIRE_MIN_PIXELS = 0  # the test's maps are small (11x9 after the stem)
+    model = architectures.create("squeezenet1_1", num_classes=5)
+    x = jax.random.normal(jax.random.PRNGKey(6), (2, 47, 39, 3))
+    variables = numpy_variables(model, x, seed=8)
+    params = jax.tree.map(lambda p: p + 0.05 * jnp.cos(jnp.arange(p.size, dtype=p.dtype).reshape(p.shape)),
+                          variables["params"])  # nonzero biases, so their order matters
+
+    def loss(p):
+        logits = model.apply({"params": p}, x, train=True, rngs={"dropout": jax.random.PRNGKey(9)})
+        return jnp.sum(jnp.sin(3.0 * logits)), logits
+
+    calls = []
+    fused = squeezenet.conv_relu_max_pool
+    monkeypatch.setattr(squeezenet, "conv_relu_max_pool", lambda *a, **k: calls.append(1) or fused(*a, **k))
+
+    def run(fast):
+        squeezenet.POOL_IN_FIRE = conv.BIAS_AFTER_POOL = layers.POOL_BEFORE_RELU = fast
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+    (_, logits), grads = run(True)
+    assert len(calls) == 5  # the stem, and both expand convolutions of the two Fire modules before a pool
+    (_, ref_logits), ref_grads = run(False)
+    assert float(jnp.abs(ref_logits).max()) > 1e-3
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), rtol=1e-6, atol=1e-6)
+    for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)):
+        scale = float(jnp.abs(r).max())
+        assert scale > 0, jax.tree_util.keystr(path)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4 * scale,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("size, fused", [(224, 5), (64, 1)])
+def test_pools_inside_fire_only_on_large_maps(monkeypatch, size, fused):
+    """Row 43's rule: the stem always pools inside; Fire modules only on maps of POOL_IN_FIRE_MIN_PIXELS (224 px:
+    55x55 and 27x27; 64 px: 15x15 and 7x7, where it measured slower in training); never while sowing stages."""
+    from architectures import squeezenet
+
+    calls = []
+    fused_fn = squeezenet.conv_relu_max_pool
+    monkeypatch.setattr(squeezenet, "conv_relu_max_pool", lambda *a, **k: calls.append(1) or fused_fn(*a, **k))
+    model = architectures.create("squeezenet1_1", num_classes=2)
+    x = jnp.zeros((1, size, size, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+    calls.clear()
+    jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+    assert len(calls) == fused
+    calls.clear()
+    jax.eval_shape(lambda v: model.apply(v, x, train=False, mutable=["intermediates"]), variables)
+    assert len(calls) == 1

@@ -187,6 +187,13 @@ def _fire_concatenated() -> None:
     squeezenet.FIRE_OUTPUT_PARTS = False  # read when the model is traced
 
 
+def _fire_then_pool() -> None:
+    """SqueezeNet's pools after Fire modules take the Fire output (biases and ReLUs at full size; before row 43)."""
+    from architectures import squeezenet
+
+    squeezenet.POOL_IN_FIRE = False  # read when the model is traced
+
+
 def _conv_setting(name: str, value: Any) -> Callable[[], None]:
     """Set one of architectures.conv's module-level switches (read at trace time by every Conv)."""
 
@@ -244,6 +251,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "alexnet=pool-then-multiply": _alexnet_pool_then_multiply,
     "step=always-pmean": _always_pmean,
     "squeezenet=fire-concatenated": _fire_concatenated,
+    "squeezenet=fire-then-pool": _fire_then_pool,
     "conv=xla": _conv_setting("IMPL", "xla"),
     "conv=patches": _conv_setting("IMPL", "patches"),
     "conv=no-strided-patches": _conv_setting("PATCHES_FOR_STRIDED", False),
@@ -252,6 +260,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "conv=shift-kernel-grad": _conv_setting("KERNEL_GRAD", "shifts"),
     "conv=first-layer-patches": _conv_setting("FIRST_LAYER_MAX_CHANNELS", 0),
     "conv=no-winograd": _conv_setting("WINOGRAD_MIN_CHANNELS", None),
+    "conv=bias-before-pool": _conv_setting("BIAS_AFTER_POOL", False),
     "conv=first-layer-3x3-lax-conv": _conv_setting("FIRST_LAYER_MIN_KERNEL_PIXELS", 9),
     "googlenet=separate-1x1": _googlenet_separate_1x1,
     "fusion-barrier=off": _fusion_barrier_off,
