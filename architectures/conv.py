@@ -35,8 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from architectures import winograd
-from architectures import layers
+from architectures import layers, winograd
 from architectures.layers import Parts, as_parts
 from architectures.pooling import window_slice
 from hotspot_jax import xla_flags

@@ -202,6 +202,15 @@ def test_train_mode_parity_without_dropout(arch):
     assert_logits_relative(check([compare(f"{arch} train 48x36 logits", ours, ref)]))
 
 
+def assert_gradients_close(grads, ref_grads):
+    """Every gradient leaf nonzero in the reference and equal to it within 1e-4 of its largest entry."""
+    for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)):
+        scale = float(jnp.abs(r).max())
+        assert scale > 0, jax.tree_util.keystr(path)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4 * scale,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
 @pytest.fixture
 def fire_output_parts():
     """Restore squeezenet.FIRE_OUTPUT_PARTS after a test changes it."""
@@ -230,11 +239,7 @@ def test_fire_outputs_as_parts_compute_what_the_concatenation_computes(fire_outp
     ((_, logits), grads), ((_, ref_logits), ref_grads) = results[True], results[False]
     assert float(jnp.abs(ref_logits).max()) > 1e-3
     np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), rtol=1e-5, atol=1e-6)
-    for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)):
-        scale = float(jnp.abs(r).max())
-        assert scale > 0, jax.tree_util.keystr(path)
-        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4 * scale,
-                                   err_msg=jax.tree_util.keystr(path))
+    assert_gradients_close(grads, ref_grads)
 
 
 @pytest.fixture
@@ -248,7 +253,18 @@ def pool_switches():
      layers.POOL_BEFORE_RELU) = saved
 
 
-def test_pools_inside_fire_and_stem_compute_torchs_order(pool_switches, monkeypatch):
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """A list that grows by one each time SqueezeNet calls conv.conv_relu_max_pool (while tracing)."""
+    from architectures import squeezenet
+
+    calls = []
+    fused = squeezenet.conv_relu_max_pool
+    monkeypatch.setattr(squeezenet, "conv_relu_max_pool", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    return calls
+
+
+def test_pools_inside_fire_and_stem_compute_torchs_order(pool_switches, fused_calls):
     """Row 43: the stem and the Fire modules before a pool pool their bias-free convolutions and add bias and
     ReLU to the pooled maps; logits equal torch's order (bias, ReLU, pool), gradients to rounding, dropout on."""
     from architectures import conv, squeezenet
@@ -264,41 +280,29 @@ def test_pools_inside_fire_and_stem_compute_torchs_order(pool_switches, monkeypa
         logits = model.apply({"params": p}, x, train=True, rngs={"dropout": jax.random.PRNGKey(9)})
         return jnp.sum(jnp.sin(3.0 * logits)), logits
 
-    calls = []
-    fused = squeezenet.conv_relu_max_pool
-    monkeypatch.setattr(squeezenet, "conv_relu_max_pool", lambda *a, **k: calls.append(1) or fused(*a, **k))
-
     def run(fast):
         squeezenet.POOL_IN_FIRE = conv.BIAS_AFTER_POOL = layers.POOL_BEFORE_RELU = fast
         return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
 
+    fused_calls.clear()  # initialising the variables traced the model too
     (_, logits), grads = run(True)
-    assert len(calls) == 5  # the stem, and both expand convolutions of the two Fire modules before a pool
+    assert len(fused_calls) == 5  # the stem, and both expand convolutions of the two Fire modules before a pool
     (_, ref_logits), ref_grads = run(False)
     assert float(jnp.abs(ref_logits).max()) > 1e-3
     np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), rtol=1e-6, atol=1e-6)
-    for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)):
-        scale = float(jnp.abs(r).max())
-        assert scale > 0, jax.tree_util.keystr(path)
-        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4 * scale,
-                                   err_msg=jax.tree_util.keystr(path))
+    assert_gradients_close(grads, ref_grads)
 
 
 @pytest.mark.parametrize("size, fused", [(224, 5), (64, 1)])
-def test_pools_inside_fire_only_on_large_maps(monkeypatch, size, fused):
+def test_pools_inside_fire_only_on_large_maps(fused_calls, size, fused):
     """Row 43's rule: the stem always pools inside; Fire modules only on maps of POOL_IN_FIRE_MIN_PIXELS (224 px:
     55x55 and 27x27; 64 px: 15x15 and 7x7, where it measured slower in training); never while sowing stages."""
-    from architectures import squeezenet
-
-    calls = []
-    fused_fn = squeezenet.conv_relu_max_pool
-    monkeypatch.setattr(squeezenet, "conv_relu_max_pool", lambda *a, **k: calls.append(1) or fused_fn(*a, **k))
     model = architectures.create("squeezenet1_1", num_classes=2)
     x = jnp.zeros((1, size, size, 3))
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
-    calls.clear()
+    fused_calls.clear()
     jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
-    assert len(calls) == fused
-    calls.clear()
+    assert len(fused_calls) == fused
+    fused_calls.clear()
     jax.eval_shape(lambda v: model.apply(v, x, train=False, mutable=["intermediates"]), variables)
-    assert len(calls) == 1
+    assert len(fused_calls) == 1
