@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from architectures import layers
+from architectures import backend, layers
 from architectures.conv import Conv
 from architectures.registry import ArchSpec, WeightSpec, register
 
@@ -132,7 +132,7 @@ class AlexNet(nn.Module):
             4096, dtype=self.dtype, kernel_init=layers.torch_default_kernel_init,
             bias_init=layers.torch_default_bias_init(256 * 6 * 6), name="classifier_1",
         )
-        if FOLD_POOLING and pooling_copies(pre_pool.shape[1:3]) and (not train or self.dropout_rate == 0):
+        if FOLD_POOLING and backend.cpu_fast_path() and pooling_copies(pre_pool.shape[1:3]) and (not train or self.dropout_rate == 0):
             # each pixel of a map smaller than 6x6 fills several bins: fold the pooling into the kernel
             x = nn.relu(fc1(layers.flatten_nchw(pre_pool), pooling=pooling_matrix(pre_pool.shape[1:3], (6, 6))))
         else:

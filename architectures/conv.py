@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from architectures import layers, winograd
+from architectures import backend, layers, winograd
 from architectures.layers import Parts, as_parts
 from architectures.pooling import window_slice
 from hotspot_jax import xla_flags
@@ -103,7 +103,7 @@ def uses_patches(in_hw: tuple[int, int], kernel_hw: tuple[int, int], strides: tu
     impl = impl or IMPL
     if impl != "auto":
         return impl == "patches"
-    if jax.default_backend() != "cpu":
+    if not backend.cpu_fast_path():
         return False
     if kernel_hw == (1, 1):
         return True
@@ -191,7 +191,7 @@ def uses_shift_grad(strides: tuple[int, int], impl: str | None = None, kernel_hw
                     in_channels: int | None = None) -> bool:
     """Whether a convolution left to ``lax.conv`` takes its kernel gradient from kernel_grad_by_shifts:
     stride-1 ones, and the large first layers of :func:`first_layer_xla` (given kernel size and channels)."""
-    if (impl or IMPL) != "auto" or jax.default_backend() != "cpu" or kernel_grad_mode() != "shifts":
+    if (impl or IMPL) != "auto" or not backend.cpu_fast_path() or kernel_grad_mode() != "shifts":
         return False
     return tuple(strides) == (1, 1) or (kernel_hw is not None and first_layer_xla(kernel_hw, strides, in_channels))
 
@@ -201,7 +201,7 @@ def uses_winograd(in_hw: tuple[int, int], kernel_shape: tuple[int, ...], strides
     """Whether a convolution that does not use patches runs by :func:`architectures.winograd.conv3x3`: on the
     CPU backend, 3x3 stride 1, padding of at most 2, :data:`WINOGRAD_MIN_CHANNELS` channels in and out and
     :data:`WINOGRAD_MIN_OUTPUT_PIXELS` output pixels."""
-    if (impl or IMPL) != "auto" or WINOGRAD_MIN_CHANNELS is None or jax.default_backend() != "cpu":
+    if (impl or IMPL) != "auto" or WINOGRAD_MIN_CHANNELS is None or not backend.cpu_fast_path():
         return False
     if kernel_grad_mode() != "xla":  # its kernel gradient is XLA's, which is slow when convolutions run on YNNPACK
         return False
@@ -293,7 +293,7 @@ def conv_relu_max_pool(conv: Conv, x: jax.Array | Parts, window: int, stride: in
     of the bias-free output, which is torch's element unless adding the bias rounds two different values of a
     window to the same float (then both are maxima to within one rounding).
     """
-    if not (BIAS_AFTER_POOL and layers.POOL_BEFORE_RELU):
+    if not (BIAS_AFTER_POOL and layers.POOL_BEFORE_RELU and backend.cpu_fast_path()):
         return layers.relu_max_pool(conv(x), window, stride, padding, ceil_mode)
     pool = functools.partial(layers.max_pool, window=window, stride=stride, padding=padding, ceil_mode=ceil_mode)
     return jax.nn.relu(conv(x, before_bias=pool))

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from architectures import backend
 from architectures.conv import ConvAttributes
 from architectures.pooling import place_window_parts, window_slice
 
@@ -116,5 +117,6 @@ class DepthwiseConv(ConvAttributes):
         kh, kw = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, self.features), self.param_dtype)
         dtype = self.dtype or jnp.result_type(x, kernel)
-        y = depthwise_conv_nhwc(x.astype(dtype), kernel.astype(dtype), self.strides[0], tuple(self.padding))
+        conv = depthwise_conv_nhwc if backend.cpu_fast_path() else _conv  # lax's grouped conv off the CPU
+        y = conv(x.astype(dtype), kernel.astype(dtype), self.strides[0], tuple(self.padding))
         return self.add_bias(y, dtype)

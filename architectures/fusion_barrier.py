@@ -22,6 +22,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from architectures import backend
+
 #: the A/B switch (``patch=fusion-barrier=off``); read when a model is traced
 ENABLED = True
 #: whether :func:`relu` and :func:`relu6` take their gradient's mask from the stored output (True) or
@@ -31,7 +33,7 @@ MASK_FROM_OUTPUT = True
 
 def active() -> bool:
     """Whether :func:`stored` inserts its division now (CPU backend and :data:`ENABLED`)."""
-    return ENABLED and jax.default_backend() == "cpu"
+    return ENABLED and backend.cpu_fast_path()
 
 
 def barrier_one(dtype) -> jax.Array:

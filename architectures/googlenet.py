@@ -38,7 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from architectures import layers
+from architectures import backend, layers
 from architectures.conv import Conv, conv_nhwc
 from architectures.registry import ArchSpec, WeightSpec, register
 
@@ -150,7 +150,7 @@ class Inception(nn.Module):
 
         heads = [conv(self.ch1x1, 1, 0, "branch1"), conv(self.ch3x3red, 1, 0, "branch2_0"),
                  conv(self.ch5x5red, 1, 0, "branch3_0")]
-        if FUSE_1X1:  # one matrix product for the three 1x1 convs of x; each keeps its own bn and params
+        if FUSE_1X1 and backend.cpu_fast_path():  # one matrix product for the three 1x1 convs of x; each keeps its own bn and params
             kernel = jnp.concatenate([h(x, train=train, kernel_only=True) for h in heads], axis=-1)
             fused = conv_nhwc(x, kernel, (1, 1), ((0, 0), (0, 0)))
             cuts = [self.ch1x1, self.ch1x1 + self.ch3x3red]

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from architectures import fusion_barrier
+from architectures import backend, fusion_barrier
 from architectures.pooling import max_pool_nhwc
 
 Dtype = Any
@@ -116,7 +116,7 @@ def batch_statistics(xf: jax.Array, axis_name: str | None) -> tuple[jax.Array, j
     if axis_name is not None:
         mean = jax.lax.pmean(mean, axis_name)
     # two-pass variance: accurate where E[x^2] - E[x]^2 cancels
-    if BATCHNORM_VARIANCE_GRAD == "closed-form":
+    if BATCHNORM_VARIANCE_GRAD == "closed-form" and backend.cpu_fast_path():
         var = centred_variance(xf, mean)
     else:
         var = jnp.mean(jnp.square(xf - mean), axes)
@@ -230,7 +230,7 @@ def relu_max_pool(
     once and store it (:func:`fusion_barrier.stored`) instead of recomputing it, a BatchNorm output, inside the
     pool's forward and backward fusions (measured per network, row 38).
     """
-    if POOL_BEFORE_RELU:
+    if POOL_BEFORE_RELU and backend.cpu_fast_path():
         if store_input and STORE_POOL_INPUT:
             x = fusion_barrier.stored(x)
         return relu(max_pool(x, window, stride, padding, ceil_mode, store_gradient))

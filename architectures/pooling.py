@@ -16,7 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from architectures import fusion_barrier
+from architectures import backend, fusion_barrier
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -40,6 +40,8 @@ def max_pool_nhwc(x: jax.Array, window: int, stride: int, pads: Pads, store_grad
     recomputed in each branch's backward pass). The same 1 divides the output, a second use that keeps XLA
     from turning the division into a multiplication; values and gradients are unchanged.
     """
+    if not backend.cpu_fast_path():  # reduce_window and its own gradient (select-and-scatter)
+        return _window_max(x, window, stride, pads)
     if store_gradient and STORE_GRADIENT and fusion_barrier.active():
         return _max_pool_stored(x, fusion_barrier.barrier_one(x.dtype), window, stride, pads)
     return _max_pool(x, window, stride, pads)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from architectures import layers
+from architectures import backend, layers
 from architectures.conv import Conv, conv_relu_max_pool
 from architectures.registry import ArchSpec, WeightSpec, register
 
@@ -107,7 +107,7 @@ class Fire(nn.Module):
             parts = tuple(conv_relu_max_pool(e, x, 3, 2, ceil_mode=True) for e in (e1, e3))
         else:
             parts = (nn.relu(e1(x)), nn.relu(e3(x)))
-        return parts if FIRE_OUTPUT_PARTS else (layers.concat_parts(parts),)
+        return parts if FIRE_OUTPUT_PARTS and backend.cpu_fast_path() else (layers.concat_parts(parts),)
 
 
 class SqueezeNet(nn.Module):
@@ -151,7 +151,7 @@ class SqueezeNet(nn.Module):
             else:
                 _, squeeze, e1, e3 = layer
                 height, width = layers.as_parts(x)[0].shape[1:3]  # a Fire module keeps the map's size
-                pooled_already = (POOL_IN_FIRE and not sowing and features[i + 1:i + 2] == (("pool",),)
+                pooled_already = (POOL_IN_FIRE and backend.cpu_fast_path() and not sowing and features[i + 1:i + 2] == (("pool",),)
                                   and height * width >= POOL_IN_FIRE_MIN_PIXELS)
                 x = Fire(squeeze, e1, e3, dtype=self.dtype, name=name)(x, pooled=pooled_already)
             if sowing:  # the concatenation only where it is asked for
