@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import jax
 
 PACKAGES = ("hotspot_jax", "jax", "jaxlib", "flax", "optax", "numpy", "torch", "torchvision")
+#: JAX's GPU plugins: recorded only where installed (a CPU result lists none)
+GPU_PACKAGES = ("jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt")
 
 
 def cpu_cores() -> int:
@@ -62,19 +64,38 @@ def cpu_details(cpuinfo: str | None = None) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str | None]:
+    """Python's and the packages' versions (None: not installed; JAX's GPU plugins only when installed)."""
     out: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in PACKAGES:
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = None
+    for pkg in GPU_PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
     return out
 
 
-def machine_info(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Everything needed to interpret (and rerun) a benchmark result."""
+def torch_cuda_info() -> dict[str, Any]:
+    """The GPUs torch runs on, by name, and the CUDA and cuDNN versions torch was built with."""
+    import torch
+
+    return {
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+    }
+
+
+def machine_info(argv: Sequence[str] | None = None, torch_device: str | None = None) -> dict[str, Any]:
+    """Everything needed to interpret (and rerun) a benchmark result; ``devices`` names JAX's devices
+    (``gpu:NVIDIA H100 80GB HBM3``), ``torch_cuda`` torch's GPUs when ``torch_device`` is cuda."""
     devices = jax.local_devices()
     argv = list(sys.argv if argv is None else argv)
+    extra = {"torch_cuda": torch_cuda_info()} if torch_device == "cuda" else {}
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in argv),
@@ -88,4 +109,5 @@ def machine_info(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # huge pages: hotspot_jax/hugepages.py
         "versions": versions(),
+        **extra,
     }

@@ -17,25 +17,52 @@ def _f(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def peak_flops(peak: dict[str, Any] | None, dtype: str = "float32") -> float | None:
+    """The matmul peak FLOP/s a case in ``dtype`` is compared with, from a result's ``"peak"`` (float32 at its
+    top level, as in every older file; other dtypes under their name); None where it has no such peak."""
+    if not peak:
+        return None
+    return peak.get("flops_per_second") if dtype == "float32" else peak.get(dtype, {}).get("flops_per_second")
+
+
+def case_dtype(case: dict[str, Any]) -> str:
+    """The case's compute dtype; results written before ``--dtypes`` existed were all float32."""
+    return case.get("dtype", "float32")
+
+
+def torch_runs(case: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The case's torch runs by label: ``"1"``, ``"2"``... per CPU thread count, or the device (``"cuda"``)
+    for a GPU run, which is timed once; {} for a JAX-only case."""
+    th = case.get("torch")
+    if not th:
+        return {}
+    if th.get("threads") is None:
+        return {th.get("device", "cuda"): th}
+    return th["threads"]
+
+
 def _torch_best(case: dict[str, Any], kind: str) -> str:
+    """torch's images/s of the run the ratio is against, with its thread count or device."""
     th, ratio = case.get("torch"), case.get("ratio", {})
     if not th:
         return "-"
     t = ratio[f"{kind}_torch_threads"]
-    ips = th["threads"][str(t)][kind]["images_per_second"]
-    return f"{ips:.1f} ({t}t)"
+    label, suffix = (str(t), f"{t}t") if t is not None else (th.get("device", "cuda"), th.get("device", "cuda"))
+    ips = torch_runs(case)[label][kind]["images_per_second"]
+    return f"{ips:.1f} ({suffix})"
 
 
 def case_row(case: dict[str, Any], peak: float | None) -> list[str]:
-    """One table row: arch, size, batch, JAX/torch images/s, ratios, GFLOP/s and % of peak, load."""
+    """One table row: arch, size, batch, dtype, JAX/torch images/s, ratios, GFLOP/s and % of ``peak`` (the
+    matmul peak in the case's dtype), load."""
     jx, ach, ratio = case["jax"], case.get("achieved", {}), case.get("ratio", {})
-    loads = [x for th in [jx, *case.get("torch", {}).get("threads", {}).values()] for k in ("train", "infer")
-             for x in th[k]["rep_load"]]
+    loads = [x for th in [jx, *torch_runs(case).values()] for k in ("train", "infer") for x in th[k]["rep_load"]]
     gtrain, ginfer = ach.get("jax_train_flops_per_second"), ach.get("jax_infer_flops_per_second")
     return [
         case["arch"],
         str(case["image_size"]),
         str(case["batch_size"]),
+        case_dtype(case),
         _f(jx["train"]["images_per_second"], ".1f"),
         _torch_best(case, "train"),
         _f(ratio.get("train"), ".2f"),
@@ -51,18 +78,19 @@ def case_row(case: dict[str, Any], peak: float | None) -> list[str]:
 
 
 HEADER = [
-    "arch", "px", "batch", "JAX train img/s", "torch train img/s (threads)", "train JAX/torch",
-    "JAX infer img/s", "torch infer img/s (threads)", "infer JAX/torch", "JAX train GFLOP/s", "train % peak",
-    "JAX infer GFLOP/s", "infer % peak", "load",
+    "arch", "px", "batch", "dtype", "JAX train img/s", "torch train img/s (threads/device)", "train JAX/torch",
+    "JAX infer img/s", "torch infer img/s (threads/device)", "infer JAX/torch", "JAX train GFLOP/s",
+    "train % peak", "JAX infer GFLOP/s", "infer % peak", "load",
 ]
 
 
 def markdown_table(results: Iterable[dict[str, Any]]) -> str:
-    """A markdown table of every case of one or more benchmark results (each with its own peak)."""
+    """A markdown table of every case of one or more benchmark results (each with its own peaks: a case's
+    % of peak is against the matmul peak in its own dtype)."""
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for result in results:
-        peak = result.get("peak", {}).get("flops_per_second")
         for case in result["cases"]:
+            peak = peak_flops(result.get("peak"), case_dtype(case))
             lines.append("| " + " | ".join(case_row(case, peak)) + " |")
     return "\n".join(lines)
 
@@ -74,17 +102,40 @@ def _cpu_details(d: dict[str, Any] | None) -> str:
     return f" (family {d.get('family')} model {d.get('model')}; {' '.join(d.get('simd') or []) or 'no AVX2'})"
 
 
+def _devices_line(result: dict[str, Any]) -> str:
+    """`` JAX on gpu:NVIDIA H100 ...; torch on cuda (NVIDIA H100 ...)``: the devices both ran on, from a GPU
+    result's machine and settings; nothing for CPU results (the CPU line says it all)."""
+    m, settings = result["machine"], result.get("settings", {})
+    torch_device = settings.get("torch_device", "cpu")
+    if m.get("backend") == "cpu" and torch_device == "cpu":
+        return ""
+    torch_names = ", ".join(m.get("torch_cuda", {}).get("devices", []))
+    return (f"; JAX on {', '.join(m.get('devices', []))}, torch on {torch_device}"
+            + (f" ({torch_names})" if torch_names else ""))
+
+
+def peaks_text(peak: dict[str, Any] | None) -> str:
+    """``float32 123.4 GFLOP/s, bfloat16 456.7 GFLOP/s``: the measured matmul peaks of a result."""
+    parts = []
+    for dtype in ("float32", "bfloat16"):
+        value = peak_flops(peak, dtype)
+        if dtype == "float32" or value:
+            parts.append(f"{dtype} {_f(value / 1e9 if value else None, '.1f')} GFLOP/s")
+    return ", ".join(parts)
+
+
 def summary_lines(result: dict[str, Any]) -> list[str]:
-    """Header lines printed above the table: machine, peak, versions."""
+    """Header lines printed above the table: machine and devices, peaks, versions, dtypes."""
     m = result["machine"]
-    peak = result.get("peak", {}).get("flops_per_second")
     v = m["versions"]
+    dtypes = result.get("settings", {}).get("dtypes", ["float32"])
     return [
-        f"{m['date']}  {m['cpu']}{_cpu_details(m.get('cpu_details'))} ({m['cpu_cores']} cores), backend {m['backend']}",
+        f"{m['date']}  {m['cpu']}{_cpu_details(m.get('cpu_details'))} ({m['cpu_cores']} cores), backend {m['backend']}"
+        + _devices_line(result),
         f"jax {v.get('jax')}, flax {v.get('flax')}, torch {v.get('torch')}, torchvision {v.get('torchvision')}"
         + (f"; XLA_FLAGS={m['xla_flags']}" if m.get("xla_flags") else "")
         + (f"; GLIBC_TUNABLES={m['glibc_tunables']}" if m.get("glibc_tunables") else ""),
-        f"measured float32 matmul peak: {_f(peak / 1e9 if peak else None, '.1f')} GFLOP/s",
+        f"measured matmul peak: {peaks_text(result.get('peak'))}; dtypes: {', '.join(dtypes)}",
         f"command: {m['command']}",
     ]
 

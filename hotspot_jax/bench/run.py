@@ -1,10 +1,11 @@
-"""One benchmark case (architecture x input size): both frameworks built, warmed up, timed interleaved.
+"""One benchmark case (architecture x input size x dtype): both frameworks built, warmed up, timed interleaved.
 
 Repetitions alternate JAX train, torch train, JAX inference, torch inference (the order rotating by one
 each repetition), so a burst of load from elsewhere on a shared machine hits both frameworks alike;
-the median repetition is reported. torch may be timed at several thread counts (``torch_threads``,
-the first being the cores JAX uses); the headline ratio is against the fastest of them, so JAX is
-compared with PyTorch at its best, and the same-thread ratio is kept beside it.
+the median repetition is reported. On the CPU torch may be timed at several thread counts
+(``torch_threads``, the first being the cores JAX uses); the headline ratio is against the fastest of
+them, so JAX is compared with PyTorch at its best, and the same-thread ratio is kept beside it. On CUDA
+torch is timed once (``torch_threads == [None]``), its thread count does not apply.
 """
 
 from __future__ import annotations
@@ -33,6 +34,19 @@ def _rate(flops: float | None, seconds: float, steps: int) -> float | None:
     return None if flops is None else flops * steps / seconds
 
 
+def _torch_section(torch_wl: dict, m: dict, torch_device: str) -> dict[str, Any]:
+    """The case's ``"torch"`` entry: per thread count on the CPU; one run (threads null) on CUDA."""
+    def run(t, wl) -> dict[str, Any]:
+        return {**{kind: m["torch", t, kind].to_dict() for kind in KINDS},
+                "warmup_seconds": [round(s, 3) for s in wl.warmup_seconds]}
+
+    if torch_device == "cpu":
+        return {"layout": "NCHW", "device": "cpu", "threads": {str(t): run(t, wl) for t, wl in torch_wl.items()}}
+    (t, wl), = torch_wl.items()
+    return {"layout": "NCHW", "device": torch_device, "device_name": wl.device_name,
+            "cudnn_benchmark": wl.torch.backends.cudnn.benchmark, "threads": None, **run(t, wl)}
+
+
 def bench_case(
     arch: str,
     image_size: int,
@@ -40,20 +54,25 @@ def bench_case(
     *,
     reps: int,
     steps_per_rep: int,
-    torch_threads: Sequence[int] = (),
+    dtype: str = "float32",
+    torch_threads: Sequence[int | None] = (),
+    torch_device: str = "cpu",
     peak_flops: float | None = None,
     on_rep: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Images/s (median of ``reps``) of the JAX and torch steps for one case, their ratios and FLOP/s.
 
-    ``torch_threads`` empty: JAX only.
+    ``torch_threads`` empty: JAX only; ``[None]``: torch once, its thread count untouched (CUDA).
+    ``peak_flops``: the matmul peak in ``dtype`` that achieved FLOP/s are compared with.
     """
     import architectures
 
+    if torch_device != "cpu" and len(torch_threads) > 1:
+        raise ConfigError(f"torch on {torch_device} is timed once, not per thread count")
     name = check_case(arch, image_size)
     batch = SyntheticBatch.make(batch_size)
     images = batch_size * steps_per_rep
-    jx = JaxWorkload(name, image_size, batch)
+    jx = JaxWorkload(name, image_size, batch, dtype=dtype)
     flops = jx.analyse()
     jx.warm_up()
     runs: dict[tuple[str, int | None, str], tuple[Callable[[], None], Measurement]] = {}
@@ -61,7 +80,8 @@ def bench_case(
     for t in torch_threads:
         from hotspot_jax.bench.torch_steps import TorchWorkload
 
-        torch_wl[t] = TorchWorkload(architectures.get(name).torchvision_builder, image_size, batch, threads=t)
+        torch_wl[t] = TorchWorkload(architectures.get(name).torchvision_builder, image_size, batch, threads=t,
+                                    dtype=dtype, device=torch_device)
         torch_wl[t].warm_up()
     for kind in KINDS:
         step = jx.train if kind == "train" else jx.infer
@@ -85,6 +105,7 @@ def bench_case(
     out: dict[str, Any] = {
         "arch": name,
         "image_size": image_size,
+        "dtype": dtype,
         "batch_size": batch_size,
         "steps_per_rep": steps_per_rep,
         "reps": reps,
@@ -103,16 +124,7 @@ def bench_case(
         achieved[f"jax_{kind}_flops_per_second"] = rate
         achieved[f"jax_{kind}_fraction_of_peak"] = rate / peak_flops if rate and peak_flops else None
     if torch_wl:
-        out["torch"] = {
-            "layout": "NCHW",
-            "threads": {
-                str(t): {
-                    **{kind: m["torch", t, kind].to_dict() for kind in KINDS},
-                    "warmup_seconds": [round(s, 3) for s in wl.warmup_seconds],
-                }
-                for t, wl in torch_wl.items()
-            },
-        }
+        out["torch"] = _torch_section(torch_wl, m, torch_device)
         same = torch_threads[0]
         ratio: dict[str, Any] = {}
         for kind in KINDS:
@@ -120,7 +132,8 @@ def bench_case(
             jax_ips = m["jax", None, kind].images_per_second
             ratio[kind] = jax_ips / m["torch", best_t, kind].images_per_second
             ratio[f"{kind}_torch_threads"] = best_t
-            ratio[f"{kind}_same_threads"] = jax_ips / m["torch", same, kind].images_per_second
+            if torch_device == "cpu":
+                ratio[f"{kind}_same_threads"] = jax_ips / m["torch", same, kind].images_per_second
             rate = _rate(step_flops[kind], m["torch", best_t, kind].median_seconds, steps_per_rep)
             achieved[f"torch_{kind}_flops_per_second"] = rate
             achieved[f"torch_{kind}_fraction_of_peak"] = rate / peak_flops if rate and peak_flops else None

@@ -5,10 +5,15 @@ antialias, like ``jax.image.resize``), grey -> RGB, ImageNet normalisation, forw
 cross-entropy, backward and an SGD step (momentum 0.9, weight decay 1e-4, as ``sgd_momentum``);
 inference runs under ``torch.inference_mode`` and ends with the softmax, as the JAX eval step does.
 Tensors are NCHW (torchvision's default layout, the one its users get).
+
+``dtype="bfloat16"`` runs forward and loss under ``torch.autocast`` (parameters and optimiser state stay
+float32): torch's counterpart of the Flax models' compute dtype. ``device="cuda"`` puts the model, the
+optimiser state and the batch on the GPU; every step ends by reading a value back, which waits for the GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from hotspot_jax.bench.batch import SyntheticBatch
@@ -32,6 +37,35 @@ def import_torch():
     return torch, torchvision
 
 
+TORCH_DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(choice: str, jax_backend: str) -> str:
+    """``cpu`` or ``cuda`` for ``--torch-device`` ``choice`` (one of :data:`TORCH_DEVICES`): ``auto`` follows
+    JAX (cuda when JAX runs on a GPU and torch sees one); ``cuda`` without a CUDA device torch can use is a
+    ConfigError, not a traceback later."""
+    torch, _ = import_torch()
+    has_cuda = torch.cuda.is_available()
+    if choice == "auto":
+        return "cuda" if jax_backend == "gpu" and has_cuda else "cpu"
+    if choice == "cuda" and not has_cuda:
+        why = (f"built for CUDA {torch.version.cuda}, it sees no GPU here" if torch.version.cuda
+               else "a CPU-only build")
+        raise ConfigError(f"--torch-device cuda: torch {torch.__version__} cannot use CUDA ({why}); "
+                          "use --torch-device cpu or auto")
+    return choice
+
+
+def precision_settings() -> dict[str, Any]:
+    """torch's float32 math switches on CUDA (TF32 in matmuls and in cuDNN convolutions): they decide what a
+    float32 GPU comparison compares, so every GPU result records them."""
+    torch, _ = import_torch()
+    return {
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+    }
+
+
 def build_torchvision(builder: str, num_classes: int):
     """A freshly initialised torchvision classifier, configured like the project's Flax twin."""
     _, torchvision = import_torch()
@@ -42,25 +76,49 @@ def build_torchvision(builder: str, num_classes: int):
 
 
 class TorchWorkload:
-    """A torchvision model's train and inference steps on the benchmark batch, with ``threads`` threads."""
+    """A torchvision model's train and inference steps on the benchmark batch, on ``device`` in ``dtype``.
+
+    ``threads``: torch's CPU thread count, set before every call (None: left as it is, as on a GPU).
+    """
 
     framework = "torch"
 
-    def __init__(self, builder: str, image_size: int, batch: SyntheticBatch, *, threads: int,
-                 num_classes: int = 2, lr: float = 1e-3, seed: int = 0):
+    def __init__(self, builder: str, image_size: int, batch: SyntheticBatch, *, threads: int | None,
+                 dtype: str = "float32", device: str = "cpu", num_classes: int = 2, lr: float = 1e-3,
+                 seed: int = 0):
         torch, _ = import_torch()
+        if dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"torch workload: dtype must be float32 or bfloat16, got {dtype!r}")
         self.torch = torch
         self.threads = threads
-        torch.set_num_threads(threads)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+        self._set_threads()
+        if self.device.type == "cuda":
+            # XLA autotunes its GPU convolutions; cuDNN's autotuner is torch's counterpart (fixed shapes here)
+            torch.backends.cudnn.benchmark = True
         torch.manual_seed(seed)
         self.image_size = image_size
-        self.model = build_torchvision(builder, num_classes)
+        self.model = build_torchvision(builder, num_classes).to(self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-        self.images = torch.from_numpy(batch.images_nhwc).permute(0, 3, 1, 2).contiguous()  # (B, 1, H, W) uint8
-        self.labels = torch.from_numpy(batch.labels)
-        self.mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-        self.std = torch.tensor(STD).view(1, 3, 1, 1)
+        images = torch.from_numpy(batch.images_nhwc).permute(0, 3, 1, 2).contiguous()  # (B, 1, H, W) uint8
+        self.images = images.to(self.device)
+        self.labels = torch.from_numpy(batch.labels).to(self.device)
+        self.mean = torch.tensor(MEAN).view(1, 3, 1, 1).to(self.device)
+        self.std = torch.tensor(STD).view(1, 3, 1, 1).to(self.device)
         self.warmup_seconds: list[float] = []
+
+    def _set_threads(self) -> None:
+        """torch's thread count for this workload (several workloads with different counts share a process)."""
+        if self.threads is not None:
+            self.torch.set_num_threads(self.threads)
+
+    def _compute_dtype(self):
+        """Mixed precision for forward and loss in bfloat16 (float32 parameters), else nothing."""
+        if self.dtype == "bfloat16":
+            return self.torch.autocast(device_type=self.device.type, dtype=self.torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _preprocess(self, images):
         torch = self.torch
@@ -77,20 +135,24 @@ class TorchWorkload:
     def train(self, steps: int) -> None:
         """``steps`` SGD steps on the batch."""
         F = self.torch.nn.functional
-        self.torch.set_num_threads(self.threads)  # several workloads with different counts share a process
+        self._set_threads()
         self.model.train()
         for _ in range(steps):
             self.optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.model(self._preprocess(self.images)), self.labels)
+            x = self._preprocess(self.images)  # float32, as in the JAX step
+            with self._compute_dtype():
+                loss = F.cross_entropy(self.model(x), self.labels)
             loss.backward()
             self.optimizer.step()
-            float(loss.detach())  # the JAX loop fetches its metrics too
+            float(loss.detach())  # the JAX loop fetches its metrics too (and on a GPU this waits for it)
 
     def infer(self, steps: int) -> None:
         """``steps`` inference steps (softmax probabilities) on the batch."""
-        self.torch.set_num_threads(self.threads)
+        self._set_threads()
         self.model.eval()
         with self.torch.inference_mode():
             for _ in range(steps):
-                probs = self.torch.softmax(self.model(self._preprocess(self.images)), dim=-1)
-        float(probs[0, 0])
+                x = self._preprocess(self.images)
+                with self._compute_dtype():
+                    probs = self.torch.softmax(self.model(x), dim=-1)
+        float(probs[0, 0])  # waits for the GPU too
