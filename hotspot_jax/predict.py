@@ -225,6 +225,17 @@ def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int 
     return PredictionResult(names, np.concatenate(probs) if probs else np.zeros((0,), np.float32), skipped)
 
 
+def flag_threshold(given: float | None, point: dict[str, Any] | None) -> tuple[float, str]:
+    """The threshold to flag modules at, and where it came from: ``--threshold``, else the checkpoint's stored
+    operating point, else 0.5 (the study's)."""
+    if given is not None:
+        return float(given), "--threshold"
+    if point is not None:
+        return float(point["threshold"]), (f"the checkpoint's operating point: validation sensitivity >= "
+                                           f"{point['target_sensitivity']:g}")
+    return 0.5, "0.5: the checkpoint has no operating point"
+
+
 def build_parser():
     """The prediction options, each listed with its default."""
     import argparse
@@ -245,8 +256,9 @@ def build_parser():
                    help="training work directory (its best checkpoint) or a checkpoint directory inside one")
     p.add_argument("--out", default="predictions.csv", metavar="CSV", help="output CSV (replaced atomically)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per inference batch")
-    p.add_argument("--threshold", type=float, default=0.5, metavar="P",
-                   help="an image is predicted Hotspot when its hotspot probability is above this")
+    p.add_argument("--threshold", type=float, metavar="P",
+                   help="an image is predicted Hotspot when its hotspot probability is above this (default: the "
+                   "operating point stored with the checkpoint, chosen on validation data; 0.5 if it has none)")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip unreadable images and list them on stderr instead of stopping at the first")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -260,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hotspot_jax.errors import ConfigError
 
     args = build_parser().parse_args(argv)
-    threshold = check_threshold(args.threshold, "--threshold")
+    if args.threshold is not None:
+        check_threshold(args.threshold, "--threshold")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     out = Path(args.out).expanduser()
@@ -276,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hotspot_jax.train.restore import load_trained
 
     tm = load_trained(checkpoint)
+    threshold, why = flag_threshold(args.threshold, tm.operating_point)
     result = predict_sources(tm, sources, batch_size=args.batch_size, skip_bad=args.skip_bad,
                              progress=not args.no_progress)
     for name, reason in result.skipped:
@@ -286,5 +300,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_hot = int(predict_labels(result.probs, threshold).sum())
     skipped = f", skipped {len(result.skipped)} unreadable" if result.skipped else ""
     print(f"{len(result.names)} images scored with {tm.arch} ({tm.image_size}px): {n_hot} predicted Hotspot "
-          f"(probability > {threshold:g}){skipped}; wrote {out}")
+          f"(probability > {threshold:.4g}, {why}){skipped}; wrote {out}")
     return 0

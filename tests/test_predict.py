@@ -199,7 +199,7 @@ def test_script_help_and_error_line(tmp_path):
     for option in ("--checkpoint", "--out", "--batch-size", "--threshold", "--skip-bad", "--no-progress"):
         assert option in help_text
     assert "(default: 256)" in help_text and "(default: predictions.csv)" in help_text
-    assert "(default: 0.5)" in help_text
+    assert "(default: the operating point stored with the checkpoint" in help_text and "0.5 if it has none" in help_text
     run = subprocess.run([sys.executable, script, "--checkpoint", str(tmp_path / "missing"), str(tmp_path)],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "Traceback" not in run.stderr

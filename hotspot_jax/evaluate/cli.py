@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hotspot_jax.errors import ConfigError, DataError
-from hotspot_jax.evaluate.metrics import check_threshold
+from hotspot_jax.evaluate import decision_threshold
+from hotspot_jax.evaluate.metrics import binary_metrics, check_threshold
 
 SPLIT_TITLES = {
     "test": "balanced test",
@@ -65,8 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "the run if it still exists, else the dataset already built in the cache)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <workdir>/evaluation)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per inference batch")
-    p.add_argument("--threshold", type=float, default=0.5, metavar="P",
-                   help="a module is predicted Hotspot when its hotspot probability is above this")
+    p.add_argument("--threshold", type=float, metavar="P",
+                   help="a module is predicted Hotspot when its hotspot probability is above this (default: 0.5, "
+                   "the study's, and a second table at the run's operating point)")
+    p.add_argument("--target-sensitivity", type=float, metavar="S",
+                   help="choose the operating point now, on the run's validation split, for sensitivity >= S "
+                   "(default: the one stored with the checkpoint; else chosen for 0.95)")
     p.add_argument("--splits", default=DEFAULT_SPLITS, metavar="LIST",
                    help="comma-separated splits of the run's manifest to evaluate (test, test_realistic, val)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -134,7 +139,11 @@ def load_split_arrays(tm: Any, data: str | None, splits: Sequence[str], progress
 def main(argv: Sequence[str] | None = None) -> int:
     """Load the run, rebuild its test splits, score them, write the files and print the table."""
     args = build_parser().parse_args(argv)
-    threshold = check_threshold(args.threshold, "--threshold")
+    threshold = 0.5 if args.threshold is None else check_threshold(args.threshold, "--threshold")
+    if args.target_sensitivity is not None:
+        decision_threshold.check_target(args.target_sensitivity)
+        if args.threshold is not None:
+            raise ConfigError("--threshold and --target-sensitivity both set the threshold; give one")
     batch_size = positive_int("--batch-size", args.batch_size)
     splits = parse_splits(args.splits)
     option, given = ("--workdir", args.workdir) if args.workdir else ("--checkpoint", args.checkpoint)
@@ -152,10 +161,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = run_workdir(tm, path)
     out = Path(args.out).expanduser() if args.out else workdir / "evaluation"
     data = resolve_data(args.data, tm.config)
-    arrays, origin = load_split_arrays(tm, data, splits, progress)
+    point, point_origin = tm.operating_point, "stored with the checkpoint"
+    at_point = args.threshold is None
+    choose_now = at_point and (point is None or args.target_sensitivity is not None)
+    arrays, origin = load_split_arrays(tm, data, [*splits, "val"] if choose_now and "val" not in splits else splits,
+                                       progress)
+    if choose_now:
+        target = args.target_sensitivity or decision_threshold.DEFAULT_TARGET_SENSITIVITY
+        val_probs = tm.predict_proba(arrays["val"].images, batch_size=batch_size, progress=progress)
+        point = decision_threshold.choose(arrays["val"].labels, val_probs, target)
+        point_origin = "chosen now on the run's validation split"
 
     initialisation = tm.config.get("initialisation", "unknown")
     results: dict[str, dict[str, Any]] = {}
+    at_point_results: dict[str, dict[str, Any]] = {}
     written: list[Path] = []
     for split in splits:
         arr = arrays[split]
@@ -164,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[split] = write_evaluation(out, split, arr.labels, probs, list(arr.ids), title=title,
                                           threshold=threshold)
         written.extend(output_paths(out, split).values())
+        if at_point:
+            at_point_results[split] = binary_metrics(arr.labels, probs, point["threshold"])
 
     summary = {
         "arch": tm.arch,
@@ -176,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threshold": threshold,
         "metrics": results,
     }
+    if at_point:
+        summary["operating_point"] = {**point, "origin": point_origin}
+        summary["metrics_at_operating_point"] = at_point_results
     write_json(out / "evaluation.json", summary)
     written.append(out / "evaluation.json")
 
@@ -186,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_metrics_table({SPLIT_TITLES[s]: results[s] for s in splits}))
     print()
+    if at_point:
+        print(f"At the operating point ({point_origin}): threshold {point['threshold']:.4g}, the highest with "
+              f"validation sensitivity >= {point['target_sensitivity']:g}")
+        print(format_metrics_table({SPLIT_TITLES[s]: at_point_results[s] for s in splits}))
+        print()
     print(f"wrote {len(written)} files to {out}")
     sys.stdout.flush()
     return 0

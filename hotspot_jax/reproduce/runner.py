@@ -119,6 +119,11 @@ def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: di
         "best_checkpoint": tm.get("checkpoint", {}).get("epoch"),
         "test": {k: tm["test"].get(k) for k in _KEEP if k in tm["test"]},
         "test_realistic": {k: tm["test_realistic"].get(k) for k in _KEEP if k in tm["test_realistic"]},
+        # the validation-chosen threshold (hotspot_jax.evaluate.decision_threshold) and both test sets at it
+        "operating_point": tm.get("operating_point"),
+        **{f"{split}_at_operating_point": {k: tm[f"{split}_at_operating_point"].get(k) for k in _KEEP
+                                           if k in tm[f"{split}_at_operating_point"]}
+           for split in ("test", "test_realistic") if f"{split}_at_operating_point" in tm},
         "test_predictions": read_predictions(workdir / "evaluation" / "test_predictions.csv"),
         "history": [
             {k: h.get(k) for k in ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")}

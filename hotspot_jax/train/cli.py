@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"and leave the realistic test set (default: {_D['no_anomaly_ratio']:g}, the study)")
     arg("--init-weights", metavar="FILE.msgpack",
         help="Flax variables file to start from (e.g. an in-domain pretraining); its head is replaced (default: none)")
+    arg("--target-sensitivity", type=float, metavar="S",
+        help="the operating point: after training, the threshold is chosen on the validation split as the highest "
+        f"one with sensitivity >= S, stored beside the best checkpoint (default: {_D['target_sensitivity']})")
     arg("--no-progress", action="store_true", help="no progress bars (default: show them)")
     return p
 

@@ -53,6 +53,8 @@ class TrainConfig:
     no_anomaly_ratio: float = 1.0  # training No-Anomaly images per training hotspot (extra ones from unused)
     init_weights: str | None = None  # Flax variables file (e.g. in-domain pretraining); its head is replaced
     init_weights_sha256: str | None = None  # filled by resolve()
+    # the operating point: the threshold chosen on validation for this sensitivity (hotspot_jax.evaluate.decision_threshold)
+    target_sensitivity: float = 0.95
 
     @property
     def epochs_schedule(self) -> int | None:
@@ -98,6 +100,9 @@ class TrainConfig:
             raise ConfigError(f"--warmup-epochs must be at least 0, got {self.warmup_epochs}")
         if not (self.no_anomaly_ratio >= 1 and self.no_anomaly_ratio < float("inf")):
             raise ConfigError(f"--no-anomaly-ratio must be a finite number >= 1, got {self.no_anomaly_ratio}")
+        from hotspot_jax.evaluate.decision_threshold import check_target
+
+        check_target(self.target_sensitivity)
         if pretrained and self.init_weights:
             raise ConfigError("--pretrained and --init-weights both give initial weights; use one")
         init_weights, init_sha = None, None

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hotspot_jax.errors import ConfigError, DataError, HotspotError
+from hotspot_jax.evaluate import decision_threshold
 from hotspot_jax.train import batching, levers
 from hotspot_jax.train.checkpoint import BEST_DIR, LATEST_DIR, RunCheckpoints
 from hotspot_jax.train.config import TrainConfig, identity_differences
@@ -505,8 +506,20 @@ def _take(metrics, sums: EpochSums, epoch: int, batch: int, ckpts: RunCheckpoint
 
 
 # ------------------------------------------------------------------------------------------- final test
+def _choose_operating_point(cfg, val_split, eval_step, rep, n_dev, checkpoint, progress, log) -> dict[str, Any]:
+    """The best checkpoint's threshold for the target sensitivity, chosen on the validation split and stored."""
+    res = evaluate_split(eval_step, rep, val_split, cfg.eval_batch_size, n_dev, "val", progress)
+    point = decision_threshold.choose(val_split.labels, res["probs"], cfg.target_sensitivity)
+    decision_threshold.write(cfg.workdir, point, checkpoint)
+    log(f"operating point: threshold {point['threshold']:.4g} for validation sensitivity >= "
+        f"{point['target_sensitivity']:g} (validation: sensitivity {point['validation_sensitivity']:.3f}, "
+        f"specificity {point['validation_specificity']:.3f})")
+    return point
+
+
 def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any]:
     """Evaluate the best checkpoint (through the restore API) on the test splits; write test_metrics.json."""
+    from hotspot_jax.evaluate.metrics import binary_metrics, format_value
     from hotspot_jax.train.restore import load_trained
 
     workdir = Path(cfg.workdir)
@@ -521,6 +534,8 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
     }
     evaluation_dir = workdir / "evaluation"
     evaluation_dir.mkdir(exist_ok=True)
+    point = _choose_operating_point(cfg, arrays["val"], eval_step, rep, len(devices), tm.checkpoint, progress, log)
+    out["operating_point"] = point
     for name in EVAL_SPLITS:
         split = arrays[name]
         res = evaluate_split(eval_step, rep, split, cfg.eval_batch_size, len(devices), name, progress)
@@ -532,6 +547,10 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
         if write_evaluation is not None:
             metrics.update(write_evaluation(evaluation_dir, name, split.labels, res["probs"], split.ids))
         out[name] = metrics
-        log(f"{name}: accuracy {res['accuracy']:.4f} on {len(split)} images")
+        at_point = binary_metrics(split.labels, res["probs"], point["threshold"])
+        out[f"{name}_at_operating_point"] = at_point
+        log(f"{name}: accuracy {res['accuracy']:.4f} on {len(split)} images; at the operating point: "
+            f"sensitivity {format_value(at_point['sensitivity'], 3)}, "
+            f"{format_value(at_point['false_alarms_per_1000'], 1)} false alarms per 1,000 healthy modules")
     write_json_atomic(workdir / "test_metrics.json", out)
     return out

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hotspot_jax.errors import ConfigError, DataError
+from hotspot_jax.evaluate import decision_threshold
 from hotspot_jax.train.checkpoint import BEST_DIR, LATEST_DIR, RunCheckpoints
 
 NUM_CLASSES = 2  # binary task: 0 = no hotspot, 1 = hotspot
@@ -36,6 +37,7 @@ class TrainedModel:
     variables: dict[str, Any]
     checkpoint: Path  # the checkpoint directory the variables came from
     epoch: int | None = None  # epochs trained when the checkpoint was written
+    operating_point: dict[str, Any] | None = None  # the validation-chosen threshold stored for this checkpoint
     _predict: Any = dataclasses.field(default=None, repr=False)
 
     @property
@@ -168,6 +170,7 @@ def load_trained(path: str | Path) -> TrainedModel:
         variables=variables,
         checkpoint=workdir / kind / str(step),
         epoch=meta.get("epochs_done"),
+        operating_point=decision_threshold.read(workdir, workdir / kind / str(step)),
     )
 
 
