@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-sensitivity", type=float, metavar="S",
                    help="choose the operating point now, on the run's validation split, for sensitivity >= S "
                    "(default: the one stored with the checkpoint; else chosen for 0.95)")
+    p.add_argument("--tta", choices=("none", "flips"),
+                   help="test-time augmentation: the mean of the image and its flips, or none (default: the run's own)")
     p.add_argument("--splits", default=DEFAULT_SPLITS, metavar="LIST",
                    help="comma-separated splits of the run's manifest to evaluate (test, test_realistic, val)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -158,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hotspot_jax.train.restore import load_trained
 
     tm = load_trained(path)
+    if args.tta is not None:  # the same weights with another test-time augmentation
+        tm = tm.with_tta(args.tta)
     workdir = run_workdir(tm, path)
     out = Path(args.out).expanduser() if args.out else workdir / "evaluation"
     data = resolve_data(args.data, tm.config)
@@ -195,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data": data or "dataset cache",
         "splits_from": origin,
         "threshold": threshold,
+        "tta": tm.config["run"].get("tta", "none"),
         "metrics": results,
     }
     if at_point:

@@ -24,6 +24,11 @@ CPU_IMAGE_SIZE = 32
 BEST_IMAGE_SIZE = 48
 
 
+# settings added after results were committed: left out of the fingerprint at these (default) values, so
+# the committed runs of a recipe stay its finished runs
+ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """Every setting of a recipe; ``image_size`` None means each network's own input size (227/224), a
@@ -42,19 +47,24 @@ class Recipe:
     warmup_epochs: int = 0
     online_augment: str = "none"  # none | flip | flip-shift (random per image, inside the jitted step)
     no_anomaly_ratio: float = 1.0  # training No-Anomaly images per augmented training hotspot (study: 1)
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    tta: str = "none"  # none | flips: test-time augmentation of validation and test
     pretrain_epochs: int = 0  # in-domain 12-class pretraining epochs (0: none)
     pretrain_lr: float = 0.01
 
     def fingerprint(self) -> str:
         """Short hash of every setting except name/description: a finished run of another fingerprint is stale."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("name", "description")}
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("name", "description")
+             and not (k in ADDED_LATER and v == ADDED_LATER[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def lever_options(self) -> dict[str, Any]:
         """TrainConfig options of the levers that differ from the study's defaults."""
         defaults = Recipe(name="", description="")
         out = {}
-        for key in ("lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio"):
+        for key in ("lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "label_smoothing",
+                    "mixup_alpha", "tta"):
             if getattr(self, key) != getattr(defaults, key):
                 out[key] = getattr(self, key)
         return out

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hotspot_jax.errors import ConfigError
-from hotspot_jax.train.config import DTYPES, PROFILES, TrainConfig
+from hotspot_jax.train.config import DTYPES, PROFILES, TTA_MODES, TrainConfig
 
 _D = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"and leave the realistic test set (default: {_D['no_anomaly_ratio']:g}, the study)")
     arg("--init-weights", metavar="FILE.msgpack",
         help="Flax variables file to start from (e.g. an in-domain pretraining); its head is replaced (default: none)")
+    arg("--label-smoothing", type=float, metavar="S",
+        help=f"label smoothing of the training targets (default: {_D['label_smoothing']}, the study's none)")
+    arg("--mixup-alpha", type=float, metavar="A",
+        help=f"mixup inside each batch with lam ~ Beta(A, A); 0 is off (default: {_D['mixup_alpha']})")
+    arg("--tta", choices=TTA_MODES,
+        help=f"test-time augmentation of validation, test and prediction: the mean of the image and its flips "
+        f"(default: {_D['tta']})")
     arg("--target-sensitivity", type=float, metavar="S",
         help="the operating point: after training, the threshold is chosen on the validation split as the highest "
         f"one with sensitivity >= S, stored beside the best checkpoint (default: {_D['target_sensitivity']})")

@@ -16,11 +16,13 @@ from hotspot_jax.errors import ConfigError
 
 PROFILES = {"paper": None, "cpu": 64}  # image size: None = the architecture's input_size
 DTYPES = ("float32", "bfloat16")
+TTA_MODES = ("none", "flips")  # test-time augmentation (hotspot_jax.train.step.tta_views)
 IDENTITY_FIELDS = (
     "arch", "image_size", "batch_size", "lr", "momentum", "weight_decay", "seed", "dtype",
     "pretrained_sha256", "limit_train", "limit_eval",
     # levers beyond the study (hotspot_jax.train.levers); a stored config without them had the defaults
     "epochs_schedule", "lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "init_weights_sha256",
+    "label_smoothing", "mixup_alpha",
 )
 
 
@@ -53,6 +55,9 @@ class TrainConfig:
     no_anomaly_ratio: float = 1.0  # training No-Anomaly images per training hotspot (extra ones from unused)
     init_weights: str | None = None  # Flax variables file (e.g. in-domain pretraining); its head is replaced
     init_weights_sha256: str | None = None  # filled by resolve()
+    label_smoothing: float = 0.0  # target (1 - s) on the class and s / K on every class (hotspot_jax.train.step)
+    mixup_alpha: float = 0.0  # mixup inside each batch, lam ~ Beta(alpha, alpha); 0: off
+    tta: str = "none"  # test-time augmentation of every evaluation and prediction: none | flips
     # the operating point: the threshold chosen on validation for this sensitivity (hotspot_jax.evaluate.decision_threshold)
     target_sensitivity: float = 0.95
 
@@ -103,6 +108,12 @@ class TrainConfig:
         from hotspot_jax.evaluate.decision_threshold import check_target
 
         check_target(self.target_sensitivity)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not (0.0 <= self.mixup_alpha < float("inf")):
+            raise ConfigError(f"--mixup-alpha must be a finite number >= 0, got {self.mixup_alpha}")
+        if self.tta not in TTA_MODES:
+            raise ConfigError(f"unknown --tta {self.tta!r}; use one of {', '.join(TTA_MODES)}")
         if pretrained and self.init_weights:
             raise ConfigError("--pretrained and --init-weights both give initial weights; use one")
         init_weights, init_sha = None, None

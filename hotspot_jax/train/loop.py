@@ -417,8 +417,9 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
     n_dev = len(devices)
     workdir = Path(cfg.workdir)
     train_split, val_split = arrays["train"], arrays["val"]
-    train_step = make_train_step(model, tx, cfg.image_size, devices, augment=levers.online_augment_fn(cfg.online_augment))
-    eval_step = make_eval_step(model, cfg.image_size, devices)
+    train_step = make_train_step(model, tx, cfg.image_size, devices, augment=levers.online_augment_fn(cfg.online_augment),
+                                 label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup_alpha)
+    eval_step = make_eval_step(model, cfg.image_size, devices, tta=cfg.tta)
     rep = replicate(state, devices)
     history, best = meta["history"], meta["best"]
     delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
@@ -507,9 +508,13 @@ def _take(metrics, sums: EpochSums, epoch: int, batch: int, ckpts: RunCheckpoint
 
 # ------------------------------------------------------------------------------------------- final test
 def _choose_operating_point(cfg, val_split, eval_step, rep, n_dev, checkpoint, progress, log) -> dict[str, Any]:
-    """The best checkpoint's threshold for the target sensitivity, chosen on the validation split and stored."""
+    """The best checkpoint's threshold for the target sensitivity, chosen on the validation split and stored,
+    with the validation metrics at 0.5 (ROC AUC among them: what levers are compared on)."""
+    from hotspot_jax.evaluate.metrics import binary_metrics
+
     res = evaluate_split(eval_step, rep, val_split, cfg.eval_batch_size, n_dev, "val", progress)
     point = decision_threshold.choose(val_split.labels, res["probs"], cfg.target_sensitivity)
+    point["validation_at_0.5"] = binary_metrics(val_split.labels, res["probs"], 0.5)
     decision_threshold.write(cfg.workdir, point, checkpoint)
     log(f"operating point: threshold {point['threshold']:.4g} for validation sensitivity >= "
         f"{point['target_sensitivity']:g} (validation: sensitivity {point['validation_sensitivity']:.3f}, "
@@ -524,7 +529,7 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
 
     workdir = Path(cfg.workdir)
     tm = load_trained(workdir)
-    eval_step = make_eval_step(tm.model, tm.image_size, devices)
+    eval_step = make_eval_step(tm.model, tm.image_size, devices, tta=cfg.tta)
     rep = replicate({"params": tm.variables["params"], "batch_stats": tm.variables["batch_stats"]}, devices)
     out: dict[str, Any] = {
         "arch": cfg.arch,

@@ -44,6 +44,11 @@ class TrainedModel:
     def initialisation(self) -> str:
         return self.config.get("initialisation", "unknown")
 
+    def with_tta(self, mode: str) -> "TrainedModel":
+        """The same weights predicting with test-time augmentation ``mode`` (``none`` or ``flips``)."""
+        run = {**self.config["run"], "tta": mode}
+        return dataclasses.replace(self, config={**self.config, "run": run}, _predict=None)
+
     def predict_proba(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """Hotspot probability (softmax of class 1) for uint8 images ``(N, H, W[, 1])`` of any H x W.
 
@@ -64,7 +69,7 @@ class TrainedModel:
             raise ConfigError(f"batch size must be positive, got {batch_size}")
         batch = min(batch_size, n)
         if self._predict is None:
-            self._predict = jax.jit(_predict_fn(self.model, self.image_size))
+            self._predict = jax.jit(_predict_fn(self.model, self.image_size, self.config["run"].get("tta", "none")))
         out = np.empty((n,), np.float32)
         starts = range(0, n, batch)
         for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
@@ -76,10 +81,14 @@ class TrainedModel:
         return out
 
 
-def _predict_fn(model: nn.Module, image_size: int):
+def _predict_fn(model: nn.Module, image_size: int, tta: str = "none"):
+    """Hotspot probabilities of uint8 images, as the run's evaluation computed them (its ``tta`` too)."""
     from hotspot_jax.data import preprocess
+    from hotspot_jax.train.step import class_probabilities
 
     def predict(variables, images):
+        if tta != "none":
+            return class_probabilities(model, variables, images, image_size, tta)[:, 1]
         logits = model.apply(variables, preprocess(images, image_size), train=False)
         return jax.nn.softmax(logits.astype(jnp.float32), -1)[:, 1]
 

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hotspot_jax.train.config import TTA_MODES
+
 AXIS = "batch"
 AUX_WEIGHT = 0.3  # torchvision's GoogLeNet recipe: loss + 0.3 * (aux1 + aux2)
 
@@ -78,6 +80,21 @@ def apply_optimizer(tx: optax.GradientTransformation, grads: Any, opt_state: Any
     return squeeze(optax.apply_updates(params_1, updates)), squeeze(opt_state_1)
 
 
+def soft_targets(labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
+    """One-hot ``labels`` with label smoothing: ``(1 - smoothing)`` on the class, ``smoothing / K`` everywhere."""
+    one_hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    return one_hot * (1.0 - smoothing) + smoothing / num_classes
+
+
+def mixup(x: jax.Array, labels: jax.Array, key: jax.Array, alpha: float) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """mixup (Zhang et al., 2018) inside one device's batch: ``(lam * x + (1 - lam) * x[perm], labels,
+    labels[perm], lam)``, ``lam ~ Beta(alpha, alpha)`` once per batch, ``perm`` a random permutation."""
+    k_lam, k_perm = jax.random.split(key)
+    lam = jax.random.beta(k_lam, alpha, alpha).astype(x.dtype)
+    perm = jax.random.permutation(k_perm, x.shape[0])
+    return lam * x + (1 - lam) * x[perm], labels, labels[perm], lam
+
+
 def _aux_loss(mutated: dict[str, Any], labels: jax.Array) -> jax.Array:
     """Sum of the mean cross-entropies of every sown auxiliary head (0 when there is none)."""
     heads = jax.tree_util.tree_leaves(mutated.get("aux_logits", {}))
@@ -86,12 +103,14 @@ def _aux_loss(mutated: dict[str, Any], labels: jax.Array) -> jax.Array:
 
 def train_step_fn(
     model: nn.Module, tx: optax.GradientTransformation, image_size: int, aux_weight: float = AUX_WEIGHT,
-    augment: Callable | None = None,
+    augment: Callable | None = None, label_smoothing: float = 0.0, mixup_alpha: float = 0.0,
 ) -> Callable:
     """The per-device step ``(state, images_u8, labels, key) -> (state, metrics)``, to be pmapped.
 
     Dropout gets ``fold_in(fold_in(key, step), device index)``: a function of (seed, step, device);
-    ``augment(images_u8, key)`` (online augmentation, optional) gets that key folded with 1.
+    ``augment(images_u8, key)`` (online augmentation, optional) gets that key folded with 1, mixup (on the
+    preprocessed batch, ``mixup_alpha > 0``) with 2. With neither mixup nor ``label_smoothing`` the loss is
+    the plain integer-label cross-entropy, as in the study.
     """
 
     def step(state, images, labels, key):
@@ -99,13 +118,27 @@ def train_step_fn(
         if augment is not None:
             images = augment(images, jax.random.fold_in(key, 1))
         x = _preprocess(images, image_size)
+        if mixup_alpha > 0:
+            x, labels_a, labels_b, lam = mixup(x, labels, jax.random.fold_in(key, 2), mixup_alpha)
+
+        def data_loss(logits):
+            if not (mixup_alpha > 0 or label_smoothing > 0):
+                return jnp.mean(cross_entropy(logits, labels))
+            logits = logits.astype(jnp.float32)
+            k = logits.shape[-1]
+            if mixup_alpha > 0:
+                targets = (lam.astype(jnp.float32) * soft_targets(labels_a, k, label_smoothing)
+                           + (1 - lam.astype(jnp.float32)) * soft_targets(labels_b, k, label_smoothing))
+            else:
+                targets = soft_targets(labels, k, label_smoothing)
+            return jnp.mean(optax.softmax_cross_entropy(logits, targets))
 
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state["batch_stats"]}
             logits, mutated = model.apply(
                 variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats", "aux_logits"]
             )
-            loss = jnp.mean(cross_entropy(logits, labels))
+            loss = data_loss(logits)
             total = loss + aux_weight * _aux_loss(mutated, labels)
             return total, (loss, logits, mutated.get("batch_stats", state["batch_stats"]))
 
@@ -134,10 +167,12 @@ def make_train_step(
     devices: Sequence[jax.Device] | None = None,
     aux_weight: float = AUX_WEIGHT,
     augment: Callable | None = None,
+    label_smoothing: float = 0.0,
+    mixup_alpha: float = 0.0,
 ) -> Callable:
     """pmapped train step: state replicated (donated), images ``(D, B/D, H, W, 1)`` uint8, labels ``(D, B/D)``."""
     return jax.pmap(
-        train_step_fn(model, tx, image_size, aux_weight, augment),
+        train_step_fn(model, tx, image_size, aux_weight, augment, label_smoothing, mixup_alpha),
         axis_name=AXIS,
         in_axes=(0, 0, 0, None),
         donate_argnums=(0,),
@@ -145,12 +180,38 @@ def make_train_step(
     )
 
 
-def eval_step_fn(model: nn.Module, image_size: int) -> Callable:
-    """Per-device ``(state, images_u8, labels) -> (hotspot probability, loss, correct)`` per example."""
+def tta_views(images: jax.Array, mode: str) -> list[jax.Array]:
+    """The images a prediction averages over: the image alone (``none``), or with its horizontal, vertical
+    and both flips (``flips``: the flips training's online augmentation draws)."""
+    if mode == "none":
+        return [images]
+    if mode == "flips":
+        return [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]
+    raise ValueError(f"unknown test-time augmentation {mode!r}; use one of {', '.join(TTA_MODES)}")
+
+
+def class_probabilities(model: nn.Module, variables: Any, images: jax.Array, image_size: int,
+                        tta: str = "none") -> jax.Array:
+    """Softmax probabilities ``(N, K)`` of uint8 ``images``, averaged over the ``tta`` views."""
+    views = tta_views(images, tta)
+    probs = [jax.nn.softmax(model.apply(variables, _preprocess(v, image_size), train=False).astype(jnp.float32), -1)
+             for v in views]
+    return sum(probs[1:], probs[0]) / len(probs)
+
+
+def eval_step_fn(model: nn.Module, image_size: int, tta: str = "none") -> Callable:
+    """Per-device ``(state, images_u8, labels) -> (hotspot probability, loss, correct)`` per example; with
+    ``tta`` the probabilities are averaged over the views of :func:`tta_views` (loss and correct from them)."""
 
     def step(state, images, labels):
+        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+        if tta != "none":
+            probs = class_probabilities(model, variables, images, image_size, tta)
+            picked = jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), -1)[:, 0]
+            loss = -jnp.log(jnp.maximum(picked, jnp.finfo(jnp.float32).tiny))
+            return probs[:, 1], loss, (jnp.argmax(probs, -1) == labels).astype(jnp.float32)
         x = _preprocess(images, image_size)
-        logits = model.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, x, train=False)
+        logits = model.apply(variables, x, train=False)
         logits = logits.astype(jnp.float32)
         prob = jax.nn.softmax(logits, -1)[:, 1]
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
@@ -160,7 +221,7 @@ def eval_step_fn(model: nn.Module, image_size: int) -> Callable:
 
 
 def make_eval_step(
-    model: nn.Module, image_size: int, devices: Sequence[jax.Device] | None = None
+    model: nn.Module, image_size: int, devices: Sequence[jax.Device] | None = None, tta: str = "none"
 ) -> Callable:
     """pmapped evaluation step over a replicated state (not donated)."""
-    return jax.pmap(eval_step_fn(model, image_size), axis_name=AXIS, devices=devices)
+    return jax.pmap(eval_step_fn(model, image_size, tta), axis_name=AXIS, devices=devices)
