@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train nothing: print one table of the runs in these results folders (e.g. best best+image_size=32), "
         "each compared with the first run of the same network and seed (or the one in --lever-baseline), and refresh "
         "the 'levers' block of --docs")
+    arg("--lever-split", choices=("test", "val"), default="test",
+        help="--lever-table on the test sets (final runs; McNemar against the baseline) or on the validation split "
+        "(what settings are chosen on; refreshes the 'levers-val' block of --docs) (default: test)")
     arg("--lever-baseline", metavar="FOLDER", help="results folder the lever rows are compared with (default: the first row of each network and seed)")
     return p
 
@@ -65,13 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     docs = None if args.docs.lower() == "none" else args.docs
     if args.lever_table:
-        from hotspot_jax.reproduce.lever_table import lever_table
+        from hotspot_jax.reproduce.lever_table import lever_table, validation_lever_table
         from hotspot_jax.reproduce.report import update_docs
 
-        table = lever_table(args.results_dir, args.lever_table, args.lever_baseline)
+        if args.lever_split == "val":
+            table, block = validation_lever_table(args.results_dir, args.lever_table), "levers-val"
+        else:
+            table, block = lever_table(args.results_dir, args.lever_table, args.lever_baseline), "levers"
         print(table)
         if docs:
-            update_docs(Path(docs), "levers", table)
+            update_docs(Path(docs), block, table)
         return 0
     if not args.recipe:
         parser.error("--recipe is required (unless --lever-table is given)")

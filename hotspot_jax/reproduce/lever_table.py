@@ -17,7 +17,8 @@ from hotspot_jax.reproduce.study import display_name
 from hotspot_jax.reproduce.tables import _table, fmt
 
 #: recipe settings shown in the table (those a lever changes)
-SETTINGS = ("image_size", "epochs", "lr", "lr_schedule", "online_augment", "no_anomaly_ratio", "pretrain_epochs")
+SETTINGS = ("image_size", "epochs", "lr", "lr_schedule", "online_augment", "no_anomaly_ratio", "pretrain_epochs",
+            "label_smoothing", "mixup_alpha", "tta")
 
 
 def _settings(run: dict[str, Any]) -> str:
@@ -31,6 +32,12 @@ def _settings(run: dict[str, Any]) -> str:
         parts.append(rec["online_augment"])
     if rec.get("no_anomaly_ratio", 1.0) != 1.0:
         parts.append(f"{rec['no_anomaly_ratio']:g}x No-Anomaly")
+    if rec.get("label_smoothing"):
+        parts.append(f"label smoothing {rec['label_smoothing']:g}")
+    if rec.get("mixup_alpha"):
+        parts.append(f"mixup {rec['mixup_alpha']:g}")
+    if rec.get("tta", "none") != "none":
+        parts.append(f"TTA {rec['tta']}")
     parts.append(f"pretrain {rec.get('pretrain_epochs', 0)} ep" if rec.get("pretrain_epochs") else "scratch")
     return ", ".join(parts)
 
@@ -78,4 +85,22 @@ def lever_table(results_dir: str | Path, folders: Sequence[str], baseline: str |
         rows.append([f"`{folder}`", display_name(r["arch"]), str(r["seed"]), _settings(r), fmt(t["accuracy"]),
                      fmt(t["sensitivity"], 3), fmt(t["specificity"], 3), fmt(t.get("roc_auc"), 3),
                      fmt(rt.get("false_alarms_per_1000"), 1), f"{minutes:.1f}", versus])
+    return _table(header, rows)
+
+
+def validation_lever_table(results_dir: str | Path, folders: Sequence[str]) -> str:
+    """Markdown: one row per run with what settings are chosen on, the validation split at the best checkpoint
+    (accuracy, sensitivity and specificity at 0.5, ROC AUC) and the validation-chosen operating point; no test
+    number. Runs summarised before validation metrics were stored show n/a."""
+    header = ["Results folder", "Network", "Seed", "Settings", "Val accuracy", "Val sensitivity", "Val specificity",
+              "Val ROC AUC", "Threshold (val sens >= target)", "Val specificity at it", "Minutes"]
+    rows = []
+    for folder, r in lever_runs(results_dir, folders):
+        point = r.get("operating_point") or {}
+        val = point.get("validation_at_0.5") or {}
+        timing = r.get("timing", {})
+        minutes = ((timing.get("train_seconds") or 0) + (timing.get("pretrain_seconds") or 0)) / 60
+        rows.append([f"`{folder}`", display_name(r["arch"]), str(r["seed"]), _settings(r), fmt(val.get("accuracy")),
+                     fmt(val.get("sensitivity"), 3), fmt(val.get("specificity"), 3), fmt(val.get("roc_auc"), 3),
+                     fmt(point.get("threshold"), 4), fmt(point.get("validation_specificity"), 3), f"{minutes:.1f}"])
     return _table(header, rows)
