@@ -96,6 +96,10 @@ def test_training_stores_it_and_evaluate_and_predict_use_it(tmp_path, monkeypatc
                                    "--target-sensitivity", "1.0"]) == 0
     assert "chosen now on the run's validation split" in capsys.readouterr().out
     assert run_cli(evaluate_main, ["--workdir", str(run), "--threshold", "0.3", "--target-sensitivity", "0.9"]) == 2
+    # other test-time augmentation, other probabilities: the stored threshold is not reused
+    assert run_cli(evaluate_main, ["--workdir", str(run), "--out", str(out), "--no-progress", "--tta", "flips"]) == 0
+    assert "chosen now on the run's validation split" in capsys.readouterr().out
+    assert json.loads((out / "evaluation.json").read_text())["tta"] == "flips"
 
     crops = tmp_path / "crops"
     crops.mkdir()

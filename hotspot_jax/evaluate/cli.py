@@ -160,14 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hotspot_jax.train.restore import load_trained
 
     tm = load_trained(path)
-    if args.tta is not None:  # the same weights with another test-time augmentation
+    other_tta = args.tta is not None and args.tta != tm.config["run"].get("tta", "none")
+    if other_tta:  # the same weights with another test-time augmentation: the stored threshold does not apply
         tm = tm.with_tta(args.tta)
     workdir = run_workdir(tm, path)
     out = Path(args.out).expanduser() if args.out else workdir / "evaluation"
     data = resolve_data(args.data, tm.config)
     point, point_origin = tm.operating_point, "stored with the checkpoint"
     at_point = args.threshold is None
-    choose_now = at_point and (point is None or args.target_sensitivity is not None)
+    choose_now = at_point and (point is None or args.target_sensitivity is not None or other_tta)
     arrays, origin = load_split_arrays(tm, data, [*splits, "val"] if choose_now and "val" not in splits else splits,
                                        progress)
     if choose_now:
