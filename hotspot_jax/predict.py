@@ -152,21 +152,26 @@ def make_float_predictor(tm: Any) -> Callable[[np.ndarray], np.ndarray]:
     import jax
     import jax.numpy as jnp
 
+    from hotspot_jax.train.step import tta_views
+
     model, variables = tm.model, tm.variables
+    tta = tm.config["run"].get("tta", "none")
 
     @jax.jit
-    def probs(variables, x):
-        logits = model.apply(variables, x, train=False)
-        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
+    def probs(variables, x):  # flips commute with the resize, so the run's flips apply to x as to the images
+        views = [jax.nn.softmax(model.apply(variables, v, train=False).astype(jnp.float32), axis=-1)[:, 1]
+                 for v in tta_views(x, tta)]
+        return sum(views[1:], views[0]) / len(views)
 
     return lambda x: np.asarray(probs(variables, x))
 
 
-def preprocess_batch(images: Sequence[np.ndarray], size: int) -> np.ndarray:
+def preprocess_batch(images: Sequence[np.ndarray], size: int | tuple[int, int]) -> np.ndarray:
     """The training ``preprocess`` applied to images of mixed sizes: grouped by shape, result in input order."""
     from hotspot_jax.data import preprocess
 
-    out = np.empty((len(images), size, size, 3), np.float32)
+    h, w = (size, size) if isinstance(size, int) else size
+    out = np.empty((len(images), h, w, 3), np.float32)
     groups: dict[tuple[int, ...], list[int]] = {}
     for k, img in enumerate(images):
         groups.setdefault(img.shape, []).append(k)
@@ -213,7 +218,7 @@ def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int 
                             raise
                         skipped.append((source.name, str(err)))
                 if images:
-                    x = preprocess_batch(images, tm.image_size)
+                    x = preprocess_batch(images, tm.input_hw)
                     n = x.shape[0]
                     if n < batch:
                         x = np.concatenate([x, np.repeat(x[:1], batch - n, axis=0)])

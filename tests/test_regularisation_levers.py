@@ -103,7 +103,17 @@ def test_flips_average_four_views_and_the_restored_model_agrees(fast_compile):
     np.testing.assert_allclose(plain[0], single[0], rtol=1e-5, atol=1e-6)
 
 
+def test_source_aspect_keeps_the_images_shape():
+    from hotspot_jax.data.preprocess import input_hw
+
+    assert input_hw(48, "square") == (48, 48) and input_hw(48, "source") == (80, 48)
+    assert input_hw(24, "source") == (40, 24)  # the source images' own shape
+    cfg = dataclasses.replace(TrainConfig(arch="tiny_cnn_test", image_size=16, aspect="source")).resolve()
+    assert cfg.input_hw == (27, 16)
+
+
 @pytest.mark.parametrize("change,message", [({"label_smoothing": 1.0}, "--label-smoothing"),
+                                            ({"aspect": "wide"}, "--aspect"),
                                             ({"mixup_alpha": -1.0}, "--mixup-alpha"),
                                             ({"tta": "rotations"}, "--tta")])
 def test_bad_settings_are_one_clear_error(change, message):
@@ -134,3 +144,22 @@ def test_a_restored_model_predicts_with_flips_on_request(tmp_path):
     assert tm.config["run"].get("tta") is None and flipped.config["run"]["tta"] == "flips"
     want = np.mean([tm.predict_proba(np.asarray(v)) for v in steps.tta_views(jnp.asarray(images), "flips")], axis=0)
     np.testing.assert_allclose(flipped.predict_proba(images, batch_size=2), want, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_script_path_scores_like_the_run_with_flips_and_5_3_input(tmp_path):
+    from PIL import Image
+
+    from hotspot_jax.predict import collect_images, predict_sources
+    from hotspot_jax.train.restore import TrainedModel
+
+    model = build_model({"run": {"arch": "tiny_cnn_test"}})
+    variables = init_variables(model, jax.random.PRNGKey(0), (27, 16))
+    run = {"arch": "tiny_cnn_test", "tta": "flips", "aspect": "source"}
+    tm = TrainedModel(arch="tiny_cnn_test", image_size=16, config={"run": run}, manifest=None, model=model,
+                      variables=variables, checkpoint=tmp_path / "best" / "1")
+    images = _batch(n=4, seed=6)[0][0]
+    for k, im in enumerate(images):
+        Image.fromarray(im[..., 0]).save(tmp_path / f"{k}.png")
+    result = predict_sources(tm, collect_images([str(tmp_path)]), batch_size=3)
+    order = [int(n.rsplit("/", 1)[-1].split(".")[0]) for n in result.names]
+    np.testing.assert_allclose(result.probs, tm.predict_proba(images[order]), rtol=1e-4, atol=1e-6)

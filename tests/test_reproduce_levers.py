@@ -192,7 +192,8 @@ def test_best_like_recipe_end_to_end_on_a_tiny_cnn(tmp_path):
     data = fake_dataset({"Hot-Spot": 20, "Hot-Spot-Multi": 20, "No-Anomaly": 300, "Cell": 30, "Diode": 20}, seed=4)
     recipe = Recipe(name="tiny-best", description="test", image_size=16, epochs=2, batch_size=16, lr=0.01,
                     lr_schedule="cosine", warmup_epochs=1, online_augment="flip-shift", no_anomaly_ratio=1.5,
-                    pretrain_epochs=1, pretrain_lr=0.01, label_smoothing=0.1, mixup_alpha=0.2, tta="flips")
+                    pretrain_epochs=1, pretrain_lr=0.01, label_smoothing=0.1, mixup_alpha=0.2, tta="flips",
+                    aspect="source")
     kw = dict(runs_dir=tmp_path / "runs", results_dir=tmp_path / "results", dataset=data, progress=False,
               log=lambda m: None)
     rep = run_grid(recipe, [TINY], [0], **kw)
@@ -223,14 +224,22 @@ def test_best_like_recipe_end_to_end_on_a_tiny_cnn(tmp_path):
     assert run_grid(recipe, [TINY], [0], **kw)["skipped"] == [f"{TINY}-s0"]
     # the regularisation levers reached the run; the operating point and validation metrics were kept
     assert (summary["train_config"]["label_smoothing"], summary["train_config"]["mixup_alpha"],
-            summary["train_config"]["tta"]) == (0.1, 0.2, "flips")
+            summary["train_config"]["tta"], summary["train_config"]["aspect"]) == (0.1, 0.2, "flips", "source")
+    from hotspot_jax.reproduce.runner import pretrain_dir
+    from hotspot_jax.train.restore import load_trained
+
+    pre = json.loads((pretrain_dir(tmp_path / "runs", recipe, TINY, 0) / "summary.json").read_text())
+    assert pre["settings"]["aspect"] == "source" and str(pretrain_dir(tmp_path / "runs", recipe, TINY, 0)).endswith("-source")
+    tm = load_trained(workdir)
+    assert tm.input_hw == (27, 16)  # 16 px wide, 5:3
+    assert tm.predict_proba(np.zeros((3, 40, 24), np.uint8)).shape == (3,)
     point = summary["operating_point"]
     assert point["chosen_on"] == "validation" and point["validation_n_pos"] + point["validation_n_neg"] == 12
     assert summary["test_realistic_at_operating_point"]["threshold"] == point["threshold"]
     from hotspot_jax.reproduce.lever_table import validation_lever_table
 
     table = validation_lever_table(tmp_path / "results", ["tiny-best"])
-    assert "label smoothing 0.1, mixup 0.2, TTA flips" in table
+    assert "label smoothing 0.1, mixup 0.2, TTA flips, 5:3 input" in table
     assert f"{point['validation_at_0.5']['accuracy']:.4f}" in table and f"{point['threshold']:.4f}" in table
 
 

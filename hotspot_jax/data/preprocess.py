@@ -25,6 +25,21 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
+SOURCE_HW = (40, 24)  # InfraredSolarModules images: 40 high, 24 wide
+ASPECTS = ("square", "source")
+
+
+def input_hw(image_size: int, aspect: str = "square") -> tuple[int, int]:
+    """The network input (height, width) for a run's ``image_size`` and ``aspect``: ``square`` is
+    ``image_size`` x ``image_size`` (the study's); ``source`` keeps the images' 5:3 shape with ``image_size``
+    as the width (48 -> 80 x 48), so no axis is stretched more than the other."""
+    if aspect == "square":
+        return int(image_size), int(image_size)
+    if aspect == "source":
+        return int(round(image_size * SOURCE_HW[0] / SOURCE_HW[1])), int(image_size)
+    raise ValueError(f"unknown aspect {aspect!r}; use one of {', '.join(ASPECTS)}")
+
+
 def _size_hw(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, (int, np.integer)):
         return int(size), int(size)

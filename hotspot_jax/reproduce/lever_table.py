@@ -18,7 +18,7 @@ from hotspot_jax.reproduce.tables import _table, fmt
 
 #: recipe settings shown in the table (those a lever changes)
 SETTINGS = ("image_size", "epochs", "lr", "lr_schedule", "online_augment", "no_anomaly_ratio", "pretrain_epochs",
-            "label_smoothing", "mixup_alpha", "tta")
+            "label_smoothing", "mixup_alpha", "tta", "aspect")
 
 
 def _settings(run: dict[str, Any]) -> str:
@@ -38,6 +38,8 @@ def _settings(run: dict[str, Any]) -> str:
         parts.append(f"mixup {rec['mixup_alpha']:g}")
     if rec.get("tta", "none") != "none":
         parts.append(f"TTA {rec['tta']}")
+    if rec.get("aspect", "square") != "square":
+        parts.append("5:3 input")
     parts.append(f"pretrain {rec.get('pretrain_epochs', 0)} ep" if rec.get("pretrain_epochs") else "scratch")
     return ", ".join(parts)
 

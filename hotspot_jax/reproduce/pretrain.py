@@ -47,7 +47,7 @@ def check_disjoint(ids, manifest, splits: tuple[str, ...] = HELD_OUT) -> None:
 
 
 def pretrain(arch: str, seed: int, dataset, manifest, *, image_size: int, epochs: int, lr: float,
-             batch_size: int = 32, online_augment: str = "flip-shift", outdir: Path,
+             batch_size: int = 32, online_augment: str = "flip-shift", outdir: Path, aspect: str = "square",
              progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``arch`` (12 classes, from scratch) on the pretraining pool; write ``variables.msgpack`` and
     ``summary.json`` into ``outdir``. Reuses a finished pretraining with the same settings and continues an
@@ -60,9 +60,14 @@ def pretrain(arch: str, seed: int, dataset, manifest, *, image_size: int, epochs
     from hotspot_jax.train.state import create_state, init_variables
     from hotspot_jax.train.step import AXIS, make_train_step
 
+    from hotspot_jax.data.preprocess import input_hw
+
     settings = {"arch": arch, "seed": seed, "image_size": image_size, "epochs": epochs, "lr": lr,
                 "batch_size": batch_size, "online_augment": online_augment, "schedule": "cosine, 1 warmup epoch",
                 "classes": NUM_CLASSES, "dataset_sha256": manifest.dataset_sha256}
+    if aspect != "square":  # stored settings of square pretrainings stay as they were
+        settings["aspect"] = aspect
+    hw = input_hw(image_size, aspect)
     outdir = Path(outdir)
     summary_path, weights = outdir / "summary.json", outdir / "variables.msgpack"
     if summary_path.is_file() and weights.is_file():
@@ -79,9 +84,9 @@ def pretrain(arch: str, seed: int, dataset, manifest, *, image_size: int, epochs
     steps = batching.steps_per_epoch(len(idx), batch_size)
     tx = sgd_momentum(make_schedule(lr, "cosine", steps, epochs, warmup_epochs=1 if epochs > 1 else 0))
     root = jax.random.fold_in(jax.random.PRNGKey(seed), 11)
-    state = create_state(init_variables(model, jax.random.fold_in(root, 1), image_size), tx)
+    state = create_state(init_variables(model, jax.random.fold_in(root, 1), hw), tx)
     devices = jax.local_devices()
-    step_fn = make_train_step(model, tx, image_size, devices, augment=online_augment_fn(online_augment))
+    step_fn = make_train_step(model, tx, hw, devices, augment=online_augment_fn(online_augment))
     position = load_progress(outdir / PROGRESS, settings, state)
     if position is not None:
         state = position.pop("state")
@@ -189,4 +194,5 @@ def pretrain_for_run(recipe, arch: str, seed: int, dataset, outdir: Path, *, pro
     size = max(recipe.image_size, spec.min_input_size) if recipe.image_size else spec.input_size
     return pretrain(arch, seed, dataset, manifest, image_size=size, epochs=recipe.pretrain_epochs,
                     lr=recipe.pretrain_lr, batch_size=recipe.batch_size, online_augment=recipe.online_augment
-                    if recipe.online_augment != "none" else "none", outdir=outdir, progress=progress, log=log)
+                    if recipe.online_augment != "none" else "none", outdir=outdir, progress=progress, log=log,
+                    aspect=recipe.aspect)

@@ -26,7 +26,7 @@ BEST_IMAGE_SIZE = 48
 
 # settings added after results were committed: left out of the fingerprint at these (default) values, so
 # the committed runs of a recipe stay its finished runs
-ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none"}
+ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none", "aspect": "square"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,7 @@ class Recipe:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     tta: str = "none"  # none | flips: test-time augmentation of validation and test
+    aspect: str = "square"  # square | source (5:3, image_size wide), pretraining and training
     pretrain_epochs: int = 0  # in-domain 12-class pretraining epochs (0: none)
     pretrain_lr: float = 0.01
 
@@ -64,7 +65,7 @@ class Recipe:
         defaults = Recipe(name="", description="")
         out = {}
         for key in ("lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "label_smoothing",
-                    "mixup_alpha", "tta"):
+                    "mixup_alpha", "tta", "aspect"):
             if getattr(self, key) != getattr(defaults, key):
                 out[key] = getattr(self, key)
         return out

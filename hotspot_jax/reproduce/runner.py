@@ -37,6 +37,8 @@ def run_dir(runs_dir: str | Path, recipe: str, arch: str, seed: int) -> Path:
 def pretrain_dir(runs_dir: str | Path, recipe: Recipe, arch: str, seed: int) -> Path:
     """Where a run's in-domain pretraining lives: shared by every recipe with the same pretraining settings."""
     key = f"{arch}-s{seed}-{recipe.image_size or 'native'}px-e{recipe.pretrain_epochs}-lr{recipe.pretrain_lr:g}-{recipe.online_augment}"
+    if recipe.aspect != "square":
+        key += f"-{recipe.aspect}"
     return Path(runs_dir) / "pretrain" / key
 
 

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"label smoothing of the training targets (default: {_D['label_smoothing']}, the study's none)")
     arg("--mixup-alpha", type=float, metavar="A",
         help=f"mixup inside each batch with lam ~ Beta(A, A); 0 is off (default: {_D['mixup_alpha']})")
+    arg("--aspect", choices=("square", "source"),
+        help="network input shape: --image-size square (the study), or 'source': the images' 5:3 (height:width) "
+        f"shape with --image-size as the width, e.g. 80 x 48 (default: {_D['aspect']})")
     arg("--tta", choices=TTA_MODES,
         help=f"test-time augmentation of validation, test and prediction: the mean of the image and its flips "
         f"(default: {_D['tta']})")

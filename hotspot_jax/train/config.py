@@ -22,7 +22,7 @@ IDENTITY_FIELDS = (
     "pretrained_sha256", "limit_train", "limit_eval",
     # levers beyond the study (hotspot_jax.train.levers); a stored config without them had the defaults
     "epochs_schedule", "lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "init_weights_sha256",
-    "label_smoothing", "mixup_alpha",
+    "label_smoothing", "mixup_alpha", "aspect",
 )
 
 
@@ -58,6 +58,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # target (1 - s) on the class and s / K on every class (hotspot_jax.train.step)
     mixup_alpha: float = 0.0  # mixup inside each batch, lam ~ Beta(alpha, alpha); 0: off
     tta: str = "none"  # test-time augmentation of every evaluation and prediction: none | flips
+    aspect: str = "square"  # network input: image_size square, or "source": the images' 5:3 shape, image_size wide
     # the operating point: the threshold chosen on validation for this sensitivity (hotspot_jax.evaluate.decision_threshold)
     target_sensitivity: float = 0.95
 
@@ -112,6 +113,10 @@ class TrainConfig:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (0.0 <= self.mixup_alpha < float("inf")):
             raise ConfigError(f"--mixup-alpha must be a finite number >= 0, got {self.mixup_alpha}")
+        from hotspot_jax.data.preprocess import ASPECTS
+
+        if self.aspect not in ASPECTS:
+            raise ConfigError(f"unknown --aspect {self.aspect!r}; use one of {', '.join(ASPECTS)}")
         if self.tta not in TTA_MODES:
             raise ConfigError(f"unknown --tta {self.tta!r}; use one of {', '.join(TTA_MODES)}")
         if pretrained and self.init_weights:
@@ -127,6 +132,13 @@ class TrainConfig:
             self, arch=spec.name, image_size=size, pretrained=pretrained, pretrained_sha256=sha, workdir=workdir,
             init_weights=init_weights, init_weights_sha256=init_sha,
         )
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """The network input's (height, width) (after :meth:`resolve`, which fixes ``image_size``)."""
+        from hotspot_jax.data.preprocess import input_hw
+
+        return input_hw(self.image_size, self.aspect)
 
     @property
     def initialisation(self) -> str:

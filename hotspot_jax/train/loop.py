@@ -213,10 +213,10 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]
 
     if cfg.init_weights is not None:  # a Flax variables file (in-domain pretraining): new head from the seed
         loaded = levers.load_variables(cfg.init_weights)
-        fresh = init_variables(model, key, cfg.image_size)
+        fresh = init_variables(model, key, cfg.input_hw)
         return replace_head(loaded, fresh, architectures.get(cfg.arch).classifier, cfg.init_weights)
     if cfg.pretrained is None:
-        return init_variables(model, key, cfg.image_size)
+        return init_variables(model, key, cfg.input_hw)
     try:
         from weights_convert import convert
     except ImportError as err:
@@ -227,7 +227,7 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]
         raise
     except Exception as err:  # torch unpickling and friends: a bad file, reported as such
         raise ConfigError(f"--pretrained {cfg.pretrained}: cannot convert it for {cfg.arch} ({err})") from None
-    fresh = init_variables(model, key, cfg.image_size)  # the new head, drawn from the run's seed
+    fresh = init_variables(model, key, cfg.input_hw)  # the new head, drawn from the run's seed
     return replace_head(converted, fresh, architectures.get(cfg.arch).classifier, cfg.pretrained)
 
 
@@ -384,7 +384,7 @@ def train(
         if latest is not None:
             from hotspot_jax.train.restore import abstract_variables
 
-            target = jax.eval_shape(lambda v: create_state(v, tx), abstract_variables(model, cfg.image_size))
+            target = jax.eval_shape(lambda v: create_state(v, tx), abstract_variables(model, cfg.input_hw))
             state, meta = ckpts.restore(latest, target)
             where = f", batch {meta['batch_in_epoch']}" if meta["batch_in_epoch"] else ""
             log(f"resuming from {ckpts.latest_dir / str(latest)} (epoch {meta['epochs_done']}{where} of {cfg.epochs})")
@@ -417,9 +417,9 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
     n_dev = len(devices)
     workdir = Path(cfg.workdir)
     train_split, val_split = arrays["train"], arrays["val"]
-    train_step = make_train_step(model, tx, cfg.image_size, devices, augment=levers.online_augment_fn(cfg.online_augment),
+    train_step = make_train_step(model, tx, cfg.input_hw, devices, augment=levers.online_augment_fn(cfg.online_augment),
                                  label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup_alpha)
-    eval_step = make_eval_step(model, cfg.image_size, devices, tta=cfg.tta)
+    eval_step = make_eval_step(model, cfg.input_hw, devices, tta=cfg.tta)
     rep = replicate(state, devices)
     history, best = meta["history"], meta["best"]
     delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
@@ -529,7 +529,7 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
 
     workdir = Path(cfg.workdir)
     tm = load_trained(workdir)
-    eval_step = make_eval_step(tm.model, tm.image_size, devices, tta=cfg.tta)
+    eval_step = make_eval_step(tm.model, tm.input_hw, devices, tta=cfg.tta)
     rep = replicate({"params": tm.variables["params"], "batch_stats": tm.variables["batch_stats"]}, devices)
     out: dict[str, Any] = {
         "arch": cfg.arch,

@@ -41,6 +41,13 @@ class TrainedModel:
     _predict: Any = dataclasses.field(default=None, repr=False)
 
     @property
+    def input_hw(self) -> tuple[int, int]:
+        """The network input's (height, width): ``image_size`` square, or the run's ``aspect``."""
+        from hotspot_jax.data.preprocess import input_hw
+
+        return input_hw(self.image_size, self.config["run"].get("aspect", "square"))
+
+    @property
     def initialisation(self) -> str:
         return self.config.get("initialisation", "unknown")
 
@@ -69,7 +76,7 @@ class TrainedModel:
             raise ConfigError(f"batch size must be positive, got {batch_size}")
         batch = min(batch_size, n)
         if self._predict is None:
-            self._predict = jax.jit(_predict_fn(self.model, self.image_size, self.config["run"].get("tta", "none")))
+            self._predict = jax.jit(_predict_fn(self.model, self.input_hw, self.config["run"].get("tta", "none")))
         out = np.empty((n,), np.float32)
         starts = range(0, n, batch)
         for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
@@ -81,7 +88,7 @@ class TrainedModel:
         return out
 
 
-def _predict_fn(model: nn.Module, image_size: int, tta: str = "none"):
+def _predict_fn(model: nn.Module, image_size: int | tuple[int, int], tta: str = "none"):
     """Hotspot probabilities of uint8 images, as the run's evaluation computed them (its ``tta`` too)."""
     from hotspot_jax.data import preprocess
     from hotspot_jax.train.step import class_probabilities
@@ -117,9 +124,10 @@ def build_model(config: dict[str, Any], bn_axis_name: str | None = None) -> nn.M
     return architectures.create(run["arch"], num_classes=NUM_CLASSES, bn_axis_name=bn_axis_name, dtype=dtype)
 
 
-def abstract_variables(model: nn.Module, image_size: int) -> dict[str, Any]:
+def abstract_variables(model: nn.Module, image_size: int | tuple[int, int]) -> dict[str, Any]:
     """Shapes and dtypes of ``{"params", "batch_stats"}`` (no computation)."""
-    dummy = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    dummy = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
     shapes = jax.eval_shape(
         lambda x: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)}, x, train=False),
         dummy,

@@ -19,10 +19,12 @@ from hotspot_jax.errors import ConfigError
 TrainState = dict  # {"step": int32 scalar, "params": ..., "batch_stats": ..., "opt_state": ...}
 
 
-def init_variables(model: nn.Module, key: jax.Array, image_size: int) -> dict[str, Any]:
-    """Fresh ``{"params", "batch_stats"}`` of ``model`` for ``(1, size, size, 3)`` inputs (CPU-cheap)."""
+def init_variables(model: nn.Module, key: jax.Array, image_size: int | tuple[int, int]) -> dict[str, Any]:
+    """Fresh ``{"params", "batch_stats"}`` of ``model`` for ``(1, size, size, 3)`` inputs, or ``(1, h, w, 3)``
+    for a ``(h, w)`` size (CPU-cheap)."""
     params_key, dropout_key = jax.random.split(key)
-    dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    dummy = jnp.zeros((1, h, w, 3), jnp.float32)
     variables = jax.jit(lambda k1, k2: model.init({"params": k1, "dropout": k2}, dummy, train=False))(
         params_key, dropout_key
     )
