@@ -110,3 +110,21 @@ def test_training_stores_it_and_evaluate_and_predict_use_it(tmp_path, monkeypatc
     assert run_cli(predict_main, ["--checkpoint", str(run), str(crops), "--out", str(tmp_path / "p.csv"),
                                   "--no-progress"]) == 0
     assert f"probability > {stored['threshold']:.4g}, the checkpoint's operating point" in capsys.readouterr().out
+
+
+def test_a_validation_split_of_one_class_leaves_the_run_at_0_5(tmp_path, monkeypatch):
+    from hotspot_jax.train.config import TrainConfig
+    from hotspot_jax.train.loop import train
+    from hotspot_jax.train.restore import load_trained
+
+    monkeypatch.setenv("HOTSPOT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("HOTSPOT_DATA", raising=False)
+    zpath = make_synthetic_release(tmp_path, {"Hot-Spot": 10, "Hot-Spot-Multi": 10, "No-Anomaly": 100}, seed=6)
+    said = []
+    cfg = TrainConfig(arch="tiny_cnn_test", data=str(zpath), epochs=1, batch_size=16, image_size=16,
+                      eval_batch_size=8, workdir=str(tmp_path / "run"), limit_train=32, limit_eval=1)
+    train(cfg, progress=False, log=said.append)
+    assert any(line.startswith("operating point: not chosen") for line in said)
+    metrics = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert metrics["operating_point"] is None and "test_at_operating_point" not in metrics
+    assert load_trained(tmp_path / "run").operating_point is None

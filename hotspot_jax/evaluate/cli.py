@@ -174,8 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if choose_now:
         target = args.target_sensitivity or decision_threshold.DEFAULT_TARGET_SENSITIVITY
         val_probs = tm.predict_proba(arrays["val"].images, batch_size=batch_size, progress=progress)
-        point = decision_threshold.choose(arrays["val"].labels, val_probs, target)
-        point_origin = "chosen now on the run's validation split"
+        try:
+            point = decision_threshold.choose(arrays["val"].labels, val_probs, target)
+            point_origin = "chosen now on the run's validation split"
+        except ConfigError as err:  # a validation split without both classes: the 0.5 table alone
+            print(f"no operating point: {err}", file=sys.stderr)
+            at_point = False
 
     initialisation = tm.config.get("initialisation", "unknown")
     results: dict[str, dict[str, Any]] = {}

@@ -507,13 +507,18 @@ def _take(metrics, sums: EpochSums, epoch: int, batch: int, ckpts: RunCheckpoint
 
 
 # ------------------------------------------------------------------------------------------- final test
-def _choose_operating_point(cfg, val_split, eval_step, rep, n_dev, checkpoint, progress, log) -> dict[str, Any]:
+def _choose_operating_point(cfg, val_split, eval_step, rep, n_dev, checkpoint, progress, log) -> dict[str, Any] | None:
     """The best checkpoint's threshold for the target sensitivity, chosen on the validation split and stored,
-    with the validation metrics at 0.5 (ROC AUC among them: what levers are compared on)."""
+    with the validation metrics at 0.5 (ROC AUC among them: what levers are compared on); None, said in the
+    log, when the validation split lacks a class (tiny smoke runs with --limit-eval)."""
     from hotspot_jax.evaluate.metrics import binary_metrics
 
     res = evaluate_split(eval_step, rep, val_split, cfg.eval_batch_size, n_dev, "val", progress)
-    point = decision_threshold.choose(val_split.labels, res["probs"], cfg.target_sensitivity)
+    try:
+        point = decision_threshold.choose(val_split.labels, res["probs"], cfg.target_sensitivity)
+    except ConfigError as err:
+        log(f"operating point: not chosen ({err}); predictions use 0.5")
+        return None
     point["validation_at_0.5"] = binary_metrics(val_split.labels, res["probs"], 0.5)
     decision_threshold.write(cfg.workdir, point, checkpoint)
     log(f"operating point: threshold {point['threshold']:.4g} for validation sensitivity >= "
@@ -552,6 +557,9 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
         if write_evaluation is not None:
             metrics.update(write_evaluation(evaluation_dir, name, split.labels, res["probs"], split.ids))
         out[name] = metrics
+        if point is None:
+            log(f"{name}: accuracy {res['accuracy']:.4f} on {len(split)} images")
+            continue
         at_point = binary_metrics(split.labels, res["probs"], point["threshold"])
         out[f"{name}_at_operating_point"] = at_point
         log(f"{name}: accuracy {res['accuracy']:.4f} on {len(split)} images; at the operating point: "
