@@ -37,7 +37,10 @@ def test_every_hotspot_and_ties():
     point = decision_threshold.choose(labels, probs, 1.0)
     assert point["threshold"] == pytest.approx(0.15) and point["validation_sensitivity"] == 1.0
     assert point["validation_specificity"] == 0.5  # the healthy module tied with the weakest hotspot is flagged
-    assert decision_threshold.choose([1, 0], [0.0, 0.0], 1.0)["threshold"] == 0.0
+    unreachable = decision_threshold.choose([1, 0, 1], [0.9, 0.0, 0.0], 1.0)  # a hotspot at probability 0
+    assert unreachable["threshold"] == 0.0 and not unreachable["target_met"]
+    assert unreachable["validation_sensitivity"] == 0.5
+    assert decision_threshold.choose(labels, probs, 1.0)["target_met"]
 
 
 @pytest.mark.parametrize("labels,probs,target", [([0, 0], [0.1, 0.2], 0.95), ([1, 1], [0.1, 0.2], 0.95),
@@ -54,6 +57,9 @@ def test_stored_for_one_checkpoint(tmp_path):
     assert decision_threshold.read(tmp_path, "/elsewhere/run/best/12")["threshold"] == point["threshold"]  # moved run
     assert decision_threshold.read(tmp_path, tmp_path / "best" / "13") is None  # another checkpoint: stale
     assert decision_threshold.read(tmp_path / "absent") is None
+    decision_threshold.write(tmp_path, point, tmp_path / "best" / "12", run_created="2026-12-06T10:00:00")
+    assert decision_threshold.read(tmp_path, tmp_path / "best" / "12", "2026-12-06T10:00:00") is not None
+    assert decision_threshold.read(tmp_path, tmp_path / "best" / "12", "2026-12-06T11:00:00") is None  # another run
     (tmp_path / decision_threshold.FILE).write_text("{not json")
     assert decision_threshold.read(tmp_path) is None
 

@@ -49,22 +49,26 @@ def choose(labels: Sequence[int], probs: Sequence[float], target: float = DEFAUL
     lower = p[p < kth]
     threshold = float((kth + lower.max()) / 2.0) if lower.size else float(kth / 2.0)
     flagged = p > threshold
+    sensitivity = float(flagged[y == 1].mean())
     return {
         "threshold": threshold,
         "target_sensitivity": target,
+        # False only when the k-th hotspot's probability is 0: no threshold in [0, 1] flags it
+        "target_met": sensitivity >= target - 1e-12,
         "chosen_on": "validation",
-        "validation_sensitivity": float(flagged[y == 1].mean()),
+        "validation_sensitivity": sensitivity,
         "validation_specificity": float((~flagged[y == 0]).mean()),
         "validation_n_pos": int(pos.size),
         "validation_n_neg": int((y == 0).sum()),
     }
 
 
-def write(workdir: str | Path, point: dict[str, Any], checkpoint: str | Path) -> Path:
-    """Store ``point`` beside the run's checkpoints, naming the checkpoint it was chosen for (atomic)."""
+def write(workdir: str | Path, point: dict[str, Any], checkpoint: str | Path, run_created: str | None = None) -> Path:
+    """Store ``point`` beside the run's checkpoints, naming the checkpoint it was chosen for and the run
+    (its config's ``created`` time, so that a later run in the same folder never reads it) (atomic)."""
     path = Path(workdir) / FILE
     tmp = path.with_name(f".{FILE}.new")
-    tmp.write_text(json.dumps({**point, "checkpoint": str(checkpoint)}, indent=2) + "\n")
+    tmp.write_text(json.dumps({**point, "checkpoint": str(checkpoint), "run_created": run_created}, indent=2) + "\n")
     tmp.replace(path)
     return path
 
@@ -75,8 +79,9 @@ def _tail(path: str | Path) -> tuple[str, str]:
     return path.parent.name, path.name
 
 
-def read(workdir: str | Path, checkpoint: str | Path | None = None) -> dict[str, Any] | None:
-    """The stored operating point, or None if absent, unreadable or chosen for another checkpoint."""
+def read(workdir: str | Path, checkpoint: str | Path | None = None, run_created: str | None = None
+         ) -> dict[str, Any] | None:
+    """The stored operating point, or None if absent, unreadable, or chosen for another checkpoint or run."""
     try:
         point = json.loads((Path(workdir) / FILE).read_text())
     except (OSError, ValueError):
@@ -84,5 +89,7 @@ def read(workdir: str | Path, checkpoint: str | Path | None = None) -> dict[str,
     if not isinstance(point, dict) or not isinstance(point.get("threshold"), (int, float)):
         return None
     if checkpoint is not None and _tail(point.get("checkpoint", "")) != _tail(checkpoint):
+        return None
+    if run_created is not None and point.get("run_created") != run_created:
         return None
     return point

@@ -38,7 +38,7 @@ from hotspot_jax.train.step import AXIS, make_eval_step, make_train_step
 
 BEST_RULE = "highest validation accuracy; ties: lower validation loss, then earlier epoch"
 BATCH_RULE = "last partial training batch dropped each epoch; order reshuffled each epoch from (seed, epoch)"
-RUN_FILES = ("config.json", "manifest.json", "metrics.jsonl", "test_metrics.json")
+RUN_FILES = ("config.json", "manifest.json", "metrics.jsonl", "test_metrics.json", decision_threshold.FILE)
 RUN_DIRS = (LATEST_DIR, BEST_DIR, "figures", "evaluation")
 EVAL_SPLITS = ("test", "test_realistic")
 STEP_DELAY_ENV = "HOTSPOT_TRAIN_STEP_DELAY"  # test hook: seconds to sleep after each step (interruption tests)
@@ -507,12 +507,14 @@ def _take(metrics, sums: EpochSums, epoch: int, batch: int, ckpts: RunCheckpoint
 
 
 # ------------------------------------------------------------------------------------------- final test
-def _choose_operating_point(cfg, val_split, eval_step, rep, n_dev, checkpoint, progress, log) -> dict[str, Any] | None:
+def _choose_operating_point(cfg, val_split, eval_step, rep, n_dev, checkpoint, run_created, progress, log
+                            ) -> dict[str, Any] | None:
     """The best checkpoint's threshold for the target sensitivity, chosen on the validation split and stored,
     with the validation metrics at 0.5 (ROC AUC among them: what levers are compared on); None, said in the
     log, when the validation split lacks a class (tiny smoke runs with --limit-eval)."""
     from hotspot_jax.evaluate.metrics import binary_metrics
 
+    (Path(cfg.workdir) / decision_threshold.FILE).unlink(missing_ok=True)  # never one of an earlier run
     res = evaluate_split(eval_step, rep, val_split, cfg.eval_batch_size, n_dev, "val", progress)
     try:
         point = decision_threshold.choose(val_split.labels, res["probs"], cfg.target_sensitivity)
@@ -520,10 +522,11 @@ def _choose_operating_point(cfg, val_split, eval_step, rep, n_dev, checkpoint, p
         log(f"operating point: not chosen ({err}); predictions use 0.5")
         return None
     point["validation_at_0.5"] = binary_metrics(val_split.labels, res["probs"], 0.5)
-    decision_threshold.write(cfg.workdir, point, checkpoint)
+    decision_threshold.write(cfg.workdir, point, checkpoint, run_created)
     log(f"operating point: threshold {point['threshold']:.4g} for validation sensitivity >= "
         f"{point['target_sensitivity']:g} (validation: sensitivity {point['validation_sensitivity']:.3f}, "
-        f"specificity {point['validation_specificity']:.3f})")
+        f"specificity {point['validation_specificity']:.3f})"
+        + ("" if point["target_met"] else "; the target is not reachable: a validation hotspot scores 0"))
     return point
 
 
@@ -544,7 +547,8 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
     }
     evaluation_dir = workdir / "evaluation"
     evaluation_dir.mkdir(exist_ok=True)
-    point = _choose_operating_point(cfg, arrays["val"], eval_step, rep, len(devices), tm.checkpoint, progress, log)
+    point = _choose_operating_point(cfg, arrays["val"], eval_step, rep, len(devices), tm.checkpoint,
+                                    tm.config.get("created"), progress, log)
     out["operating_point"] = point
     for name in EVAL_SPLITS:
         split = arrays[name]

@@ -187,7 +187,7 @@ def load_trained(path: str | Path) -> TrainedModel:
         variables=variables,
         checkpoint=workdir / kind / str(step),
         epoch=meta.get("epochs_done"),
-        operating_point=decision_threshold.read(workdir, workdir / kind / str(step)),
+        operating_point=decision_threshold.read(workdir, workdir / kind / str(step), config.get("created")),
     )
 
 

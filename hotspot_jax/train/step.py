@@ -95,10 +95,11 @@ def mixup(x: jax.Array, labels: jax.Array, key: jax.Array, alpha: float) -> tupl
     return lam * x + (1 - lam) * x[perm], labels, labels[perm], lam
 
 
-def _aux_loss(mutated: dict[str, Any], labels: jax.Array) -> jax.Array:
-    """Sum of the mean cross-entropies of every sown auxiliary head (0 when there is none)."""
+def _aux_loss(mutated: dict[str, Any], loss: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """Sum of ``loss`` (the main head's: the same targets, mixed or smoothed) over every sown auxiliary head
+    (0 when there is none)."""
     heads = jax.tree_util.tree_leaves(mutated.get("aux_logits", {}))
-    return sum((jnp.mean(cross_entropy(h, labels)) for h in heads), jnp.zeros((), jnp.float32))
+    return sum((loss(h) for h in heads), jnp.zeros((), jnp.float32))
 
 
 def train_step_fn(
@@ -139,7 +140,7 @@ def train_step_fn(
                 variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats", "aux_logits"]
             )
             loss = data_loss(logits)
-            total = loss + aux_weight * _aux_loss(mutated, labels)
+            total = loss + aux_weight * _aux_loss(mutated, data_loss)
             return total, (loss, logits, mutated.get("batch_stats", state["batch_stats"]))
 
         (total, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
