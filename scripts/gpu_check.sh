@@ -3,8 +3,9 @@
 # the stages and options). Everything lands in OUT_DIR; summary.md is the page to read first.
 #   scripts/gpu_check.sh OUT_DIR --data PATH/InfraredSolarModules.zip        # a fresh GPU machine
 #   scripts/gpu_check.sh --no-install OUT_DIR --data ... [--tiny]            # packages already installed
+# Relative paths are read from the folder it is called from.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON=${PYTHON:-python3}
 install=1
 if [ "${1:-}" = "--no-install" ]; then
@@ -18,7 +19,7 @@ fi
 out=$1
 shift
 if [ "$install" = 1 ]; then
-  "$PYTHON" -m pip install -q -e '.[cuda12,torch,dev]'
+  "$PYTHON" -m pip install -q -e "$root[cuda12,torch,dev]"
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PYTHON" -m hotspot_jax.gpu_check --out "$out" "$@"

@@ -76,3 +76,14 @@ def test_bad_input_is_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "dataset was not found" in done.stderr
     done = subprocess.run(["bash", "scripts/gpu_check.sh", "--no-install"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "usage:" in done.stderr
+
+
+def test_results_of_an_earlier_run_are_never_read_as_this_ones(tmp_path):
+    (tmp_path / "stale.json").write_text('{"old": true}')
+    (tmp_path / "environment.json").write_text('{"jax_backend": "old"}')
+    stages = [Stage("writes", (sys.executable, "-c", "print(1)"), 30, outputs=("stale.json",)),
+              Stage("environment", (sys.executable, "-c", "print(1)"), 30, outputs=("environment.json",))]
+    results = runner.run_stages(stages[:1], tmp_path, ROOT, budget_s=60, say=lambda m: None)
+    assert not (tmp_path / "stale.json").exists() and results[0]["status"] == "ok"
+    # a stage that did not run contributes nothing to the summary, whatever its folder holds
+    assert summary.collect(tmp_path, results)["environment"] is None

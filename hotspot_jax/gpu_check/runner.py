@@ -4,6 +4,7 @@ overall budget; a stage that fails or runs out of time is recorded and the next 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -22,8 +23,19 @@ def _tail(path: Path, lines: int = 25) -> str:
         return ""
 
 
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group ``pid`` leads; nothing if it has already gone."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def run_stage(stage: Stage, out: Path, root: Path, seconds_left: float) -> dict:
     """Run ``stage`` in ``root``, output to ``out/<name>.log``; its status, exit code and seconds."""
+    for name in stage.outputs:  # an earlier run's results are never read as this one's
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     if seconds_left < MIN_STAGE_S:
         return {"name": stage.name, "status": "skipped", "reason": "the check's time budget was spent"}
     limit = min(float(stage.timeout_s), seconds_left)
@@ -38,13 +50,14 @@ def run_stage(stage: Stage, out: Path, root: Path, seconds_left: float) -> dict:
             rc = proc.wait(timeout=limit)
             status = "ok" if rc == 0 else "failed"
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_group(proc.pid)
             rc = proc.wait()
             status = "timed out"
         except BaseException:  # Ctrl-C: the stage's whole process group goes with the check
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_group(proc.pid)
             proc.wait()
             raise
+        _kill_group(proc.pid)  # anything the stage left running in its group
     return {"name": stage.name, "status": status, "returncode": rc, "seconds": round(time.monotonic() - start, 1),
             "limit_s": round(limit, 1), "log": log.name, "command": " ".join(stage.argv)}
 

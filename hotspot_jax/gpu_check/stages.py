@@ -15,12 +15,15 @@ BASE_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "HOTSPOT_XLA_DEFAULTS": "0
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One command of the check: its name (and log file's), argv, time limit and extra environment."""
+    """One command of the check: its name (and log file's), argv, time limit, extra environment, and the
+    files or folders it writes under the output folder (removed before it runs: no result of an earlier run
+    is ever read as this one's)."""
 
     name: str
     argv: tuple[str, ...]
     timeout_s: int
     env: tuple[tuple[str, str], ...] = ()
+    outputs: tuple[str, ...] = ()
 
 
 def stages(out: Path, data: str, python: str, tiny: bool = False) -> list[Stage]:
@@ -43,9 +46,10 @@ def stages(out: Path, data: str, python: str, tiny: bool = False) -> list[Stage]
     # float32 products at full precision: the GPU's default (TF32 on Ampere and later) is not torch's CPU float32
     highest = (("JAX_DEFAULT_MATMUL_PRECISION", "highest"),)
     return [
-        Stage("environment", (python, "-m", "hotspot_jax.gpu_check.environment", str(out / "environment.json")), 120),
-        Stage("train", tuple(train), 300),
-        Stage("parity", tuple(parity), 180, highest),
-        Stage("depthwise", tuple(depthwise), 90),
-        Stage("benchmark", tuple(bench), 420),
+        Stage("environment", (python, "-m", "hotspot_jax.gpu_check.environment", str(out / "environment.json")), 120,
+              outputs=("environment.json",)),
+        Stage("train", tuple(train), 300, outputs=(f"train_{TRAIN_ARCH}",)),
+        Stage("parity", tuple(parity), 180, highest, outputs=("parity.xml",)),
+        Stage("depthwise", tuple(depthwise), 90, outputs=("depthwise.json",)),
+        Stage("benchmark", tuple(bench), 420, outputs=("benchmark.json",)),
     ]

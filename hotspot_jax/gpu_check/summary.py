@@ -35,16 +35,18 @@ def parity_counts(path: Path) -> dict | None:
 
 
 def collect(out: Path, results: list[dict]) -> dict:
-    """Stage results with what each stage's output files say."""
+    """Stage results with what the output files of the stages that ran (not skipped) say."""
+    ran = {r["name"] for r in results if r["status"] != "skipped"}
     train_dir = out / f"train_{TRAIN_ARCH}"
-    return {
-        "stages": results,
-        "environment": _json(out / "environment.json"),
-        "train": {"test_metrics": _json(train_dir / "test_metrics.json"), "config": _json(train_dir / "config.json")},
-        "parity": parity_counts(out / "parity.xml"),
-        "depthwise": _json(out / "depthwise.json"),
-        "benchmark": benchmark_table(out / "benchmark.json"),
+    parts = {
+        "environment": lambda: _json(out / "environment.json"),
+        "train": lambda: {"test_metrics": _json(train_dir / "test_metrics.json"),
+                          "config": _json(train_dir / "config.json")},
+        "parity": lambda: parity_counts(out / "parity.xml"),
+        "depthwise": lambda: _json(out / "depthwise.json"),
+        "benchmark": lambda: benchmark_table(out / "benchmark.json"),
     }
+    return {"stages": results, **{name: read() if name in ran else None for name, read in parts.items()}}
 
 
 def benchmark_table(path: Path) -> str | None:
