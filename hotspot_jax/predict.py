@@ -169,9 +169,9 @@ def make_float_predictor(tm: Any) -> Callable[[np.ndarray], np.ndarray]:
 def preprocess_batch(images: Sequence[np.ndarray], size: int | tuple[int, int]) -> np.ndarray:
     """The training ``preprocess`` applied to images of mixed sizes: grouped by shape, result in input order."""
     from hotspot_jax.data import preprocess
+    from hotspot_jax.data.preprocess import size_hw
 
-    h, w = (size, size) if isinstance(size, int) else size
-    out = np.empty((len(images), h, w, 3), np.float32)
+    out = np.empty((len(images), *size_hw(size), 3), np.float32)
     groups: dict[tuple[int, ...], list[int]] = {}
     for k, img in enumerate(images):
         groups.setdefault(img.shape, []).append(k)

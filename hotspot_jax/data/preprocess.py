@@ -40,7 +40,8 @@ def input_hw(image_size: int, aspect: str = "square") -> tuple[int, int]:
     raise ValueError(f"unknown aspect {aspect!r}; use one of {', '.join(ASPECTS)}")
 
 
-def _size_hw(size: int | Sequence[int]) -> tuple[int, int]:
+def size_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(size, size)`` for an int, else the ``(height, width)`` pair as ints."""
     if isinstance(size, (int, np.integer)):
         return int(size), int(size)
     h, w = (int(s) for s in size)
@@ -60,7 +61,7 @@ def preprocess(images, size: int | Sequence[int], *, method: str = "bilinear", a
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] != 1:
         raise ValueError(f"preprocess expects grayscale images (N, H, W, 1) or (N, H, W), got shape {x.shape}")
-    h, w = _size_hw(size)
+    h, w = size_hw(size)
     if h < 1 or w < 1:
         raise ValueError(f"preprocess size must be positive, got {size!r}")
     x = x.astype(jnp.float32) / 255.0

@@ -66,10 +66,10 @@ def choose(labels: Sequence[int], probs: Sequence[float], target: float = DEFAUL
 def write(workdir: str | Path, point: dict[str, Any], checkpoint: str | Path, run_created: str | None = None) -> Path:
     """Store ``point`` beside the run's checkpoints, naming the checkpoint it was chosen for and the run
     (its config's ``created`` time, so that a later run in the same folder never reads it) (atomic)."""
+    from hotspot_jax.train.files import write_json_atomic
+
     path = Path(workdir) / FILE
-    tmp = path.with_name(f".{FILE}.new")
-    tmp.write_text(json.dumps({**point, "checkpoint": str(checkpoint), "run_created": run_created}, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, {**point, "checkpoint": str(checkpoint), "run_created": run_created})
     return path
 
 

@@ -126,8 +126,9 @@ def build_model(config: dict[str, Any], bn_axis_name: str | None = None) -> nn.M
 
 def abstract_variables(model: nn.Module, image_size: int | tuple[int, int]) -> dict[str, Any]:
     """Shapes and dtypes of ``{"params", "batch_stats"}`` (no computation)."""
-    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    dummy = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
+    from hotspot_jax.data.preprocess import size_hw
+
+    dummy = jax.ShapeDtypeStruct((1, *size_hw(image_size), 3), jnp.float32)
     shapes = jax.eval_shape(
         lambda x: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)}, x, train=False),
         dummy,

@@ -23,8 +23,9 @@ def init_variables(model: nn.Module, key: jax.Array, image_size: int | tuple[int
     """Fresh ``{"params", "batch_stats"}`` of ``model`` for ``(1, size, size, 3)`` inputs, or ``(1, h, w, 3)``
     for a ``(h, w)`` size (CPU-cheap)."""
     params_key, dropout_key = jax.random.split(key)
-    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    dummy = jnp.zeros((1, h, w, 3), jnp.float32)
+    from hotspot_jax.data.preprocess import size_hw
+
+    dummy = jnp.zeros((1, *size_hw(image_size), 3), jnp.float32)
     variables = jax.jit(lambda k1, k2: model.init({"params": k1, "dropout": k2}, dummy, train=False))(
         params_key, dropout_key
     )
