@@ -180,6 +180,34 @@ def preprocess_batch(images: Sequence[np.ndarray], size: int | tuple[int, int]) 
     return out
 
 
+OnBatch = Callable[[Sequence[np.ndarray], np.ndarray], None]
+
+
+def _score_batch(tm: Any, predictor: Callable[[np.ndarray], np.ndarray], images: Sequence[np.ndarray], batch: int,
+                 on_batch: OnBatch | None) -> np.ndarray:
+    """Hotspot probabilities of up to ``batch`` loaded images, padded to ``batch`` so one compilation serves all."""
+    x = preprocess_batch(images, tm.input_hw)
+    if on_batch is not None:
+        on_batch(images, x)
+    n = x.shape[0]
+    if n < batch:
+        x = np.concatenate([x, np.repeat(x[:1], batch - n, axis=0)])
+    return predictor(x)[:n]
+
+
+def predict_arrays(tm: Any, images: np.ndarray, *, batch_size: int = 256, progress: bool = True,
+                   on_batch: OnBatch | None = None) -> np.ndarray:
+    """Hotspot probabilities of uint8 images ``(N, H, W, 1)`` (a split of the dataset), scored as
+    :func:`predict_sources` scores files."""
+    predictor = make_float_predictor(tm)
+    batch = max(1, min(batch_size, len(images)))
+    probs = [np.zeros((0,), np.float32)]
+    for start in tqdm(range(0, len(images), batch), desc="predict", unit="batch", disable=not progress,
+                      dynamic_ncols=True):
+        probs.append(_score_batch(tm, predictor, list(images[start:start + batch]), batch, on_batch))
+    return np.concatenate(probs)
+
+
 @dataclass
 class PredictionResult:
     """Names and hotspot probabilities of the scored images, plus the skipped ones with the reason."""
@@ -190,10 +218,11 @@ class PredictionResult:
 
 
 def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int = 256, skip_bad: bool = False,
-                    progress: bool = True) -> PredictionResult:
+                    progress: bool = True, on_batch: OnBatch | None = None) -> PredictionResult:
     """Score ``sources`` in fixed-size batches (the last one padded), so the model compiles once.
 
     An unreadable image raises DataError naming it, or with ``skip_bad`` is left out and reported.
+    ``on_batch(images, x)`` sees each batch's loaded images and their model input (the report uses it).
     """
     import tempfile
 
@@ -218,11 +247,7 @@ def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int 
                             raise
                         skipped.append((source.name, str(err)))
                 if images:
-                    x = preprocess_batch(images, tm.input_hw)
-                    n = x.shape[0]
-                    if n < batch:
-                        x = np.concatenate([x, np.repeat(x[:1], batch - n, axis=0)])
-                    probs.append(predictor(x)[:n])
+                    probs.append(_score_batch(tm, predictor, images, batch, on_batch))
                     names.extend(chunk_names)
                 bar.update(len(chunk))
         finally:
@@ -254,9 +279,9 @@ def build_parser():
         "probability and predicted class (No-Anomaly or Hotspot). Images of any size and colour mode are "
         "read as grayscale and resized exactly as in training.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGES",
+    p.add_argument("images", nargs="*", metavar="IMAGES",
                    help=f"image files, folders (searched recursively for {' '.join(IMAGE_EXTENSIONS)}) "
-                   "or zip files of module crops")
+                   "or zip files of module crops (none with --split)")
     p.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="training work directory (its best checkpoint) or a checkpoint directory inside one")
     p.add_argument("--out", default="predictions.csv", metavar="CSV", help="output CSV (replaced atomically)")
@@ -266,6 +291,16 @@ def build_parser():
                    "operating point stored with the checkpoint, chosen on validation data; 0.5 if it has none)")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip unreadable images and list them on stderr instead of stopping at the first")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/index.html: one self-contained page (no server, no network) with a row per "
+                   "image sorted by probability, its Grad-CAM heat map, a class filter and a threshold slider; "
+                   "unreadable images are skipped and listed on it (default: no report)")
+    p.add_argument("--split", choices=("test", "test_realistic", "val"),
+                   help="score this split of the checkpoint's own run instead of IMAGES: labelled, so the report adds "
+                   "the confusion matrix and ROC curve (default: none; score IMAGES)")
+    p.add_argument("--data", metavar="PATH",
+                   help="InfraredSolarModules zip or folder for --split (default: $HOTSPOT_DATA, else the path recorded "
+                   "in the run, else the dataset already built in the cache)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -289,21 +324,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoint = Path(args.checkpoint).expanduser()
     if not checkpoint.exists():
         raise ConfigError(f"--checkpoint {checkpoint} does not exist")
-    sources = collect_images(args.images)
+    if args.split and args.images:
+        raise ConfigError("give IMAGES or --split, not both")
+    if args.data and not args.split:
+        raise ConfigError("--data is read only with --split")
+    if args.report and Path(args.report).expanduser().exists() and not Path(args.report).expanduser().is_dir():
+        raise ConfigError(f"--report {args.report} exists and is not a folder")
+    sources = None if args.split else collect_images(args.images)
 
     from hotspot_jax.train.restore import load_trained
 
     tm = load_trained(checkpoint)
     threshold, why = flag_threshold(args.threshold, tm.operating_point)
-    result = predict_sources(tm, sources, batch_size=args.batch_size, skip_bad=args.skip_bad,
-                             progress=not args.no_progress)
+    collector = None
+    if args.report:
+        from hotspot_jax.report import ReportCollector, check_task
+
+        check_task(tm)
+        collector = ReportCollector(tm, min(args.batch_size, 64))
+    labels = None
+    if args.split:
+        from hotspot_jax.evaluate.cli import load_split_arrays, resolve_data
+
+        arrays, _ = load_split_arrays(tm, resolve_data(args.data, tm.config), [args.split], not args.no_progress)
+        split = arrays[args.split]
+        probs = predict_arrays(tm, split.images, batch_size=args.batch_size, progress=not args.no_progress,
+                               on_batch=collector)
+        result = PredictionResult([str(i) for i in split.ids], probs, [])
+        labels = np.asarray(split.labels)
+        sources = result.names
+    else:
+        result = predict_sources(tm, sources, batch_size=args.batch_size, skip_bad=args.skip_bad or bool(args.report),
+                                 progress=not args.no_progress, on_batch=collector)
     for name, reason in result.skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     if not result.names:
         raise DataError(f"none of the {len(sources)} images could be read; nothing written")
     write_predictions(out, result.names, result.probs, threshold)
+    if collector is not None:
+        page = _write_report(args, tm, result, collector, labels, threshold, why)
+        print(f"wrote the report {page}")
     n_hot = int(predict_labels(result.probs, threshold).sum())
     skipped = f", skipped {len(result.skipped)} unreadable" if result.skipped else ""
     print(f"{len(result.names)} images scored with {tm.arch} ({tm.image_size}px): {n_hot} predicted Hotspot "
           f"(probability > {threshold:.4g}, {why}){skipped}; wrote {out}")
     return 0
+
+
+def _write_report(args: Any, tm: Any, result: PredictionResult, collector: Any, labels: np.ndarray | None,
+                  threshold: float, why: str) -> Path:
+    """The report page of a finished prediction (``--report``)."""
+    from hotspot_jax.report import ReportData, check_task, write_report
+
+    if args.split:
+        source = f"the {args.split} split of the run (its manifest.json), {len(result.names)} labelled images"
+    else:
+        source = ", ".join(str(i) for i in args.images)
+    model = {"arch": tm.arch, "image_size": tm.image_size, "task": check_task(tm),
+             "initialisation": tm.initialisation, "checkpoint": str(tm.checkpoint), "epoch": tm.epoch}
+    data = ReportData(names=result.names, probs=result.probs, images=collector.images, maps=collector.heat_maps(),
+                      threshold=threshold, threshold_source=why, model=model, skipped=result.skipped, labels=labels,
+                      heatmap_method=collector.method, source=source)
+    return write_report(Path(args.report).expanduser(), data, title=f"Hotspot report: {tm.arch}")
