@@ -113,14 +113,29 @@ def iter_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any
         yield items[start:start + batch_size]
 
 
-def write_predictions(path: str | os.PathLike, names: Sequence[str], probs: np.ndarray, threshold: float) -> None:
-    """Write the CSV ``image, hotspot_probability, predicted`` atomically (temp file, then rename)."""
+def write_predictions(path: str | os.PathLike, names: Sequence[str], probs: np.ndarray, threshold: float,
+                      task: Any = None, class_probs: np.ndarray | None = None) -> None:
+    """Write the CSV atomically (temp file, then rename): ``image, hotspot_probability, predicted`` for the
+    hotspot task; ``anomaly_probability`` and Anomaly/No-Anomaly for the anomaly task; for classes12 also
+    ``predicted_class`` and one probability column per class (``hotspot_probability`` is then
+    P(Hot-Spot) + P(Hot-Spot-Multi), ``predicted`` hotspot vs rest)."""
     pred = predict_labels(probs, threshold)
+    name = getattr(task, "name", "hotspot")
+    columns = list(PREDICTION_COLUMNS)
+    labels = CLASS_NAMES
+    if name == "anomaly":
+        columns[1], labels = "anomaly_probability", task.class_names
+    elif name == "classes12":
+        labels = ("Rest", "Hotspot")
+        columns += ["predicted_class", *(f"p_{c}" for c in task.class_names)]
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(PREDICTION_COLUMNS)
-        for name, prob, guess in zip(names, probs, pred):
-            writer.writerow([name, f"{float(prob):.6f}", CLASS_NAMES[guess]])
+        writer.writerow(columns)
+        for k, (image, prob, guess) in enumerate(zip(names, probs, pred)):
+            row = [image, f"{float(prob):.6f}", labels[guess]]
+            if name == "classes12":
+                row += [task.class_names[int(np.argmax(class_probs[k]))], *(f"{p:.6f}" for p in class_probs[k])]
+            writer.writerow(row)
 
 
 def load_source(source: ImageSource, scratch: Path) -> np.ndarray:
@@ -144,10 +159,9 @@ def load_source(source: ImageSource, scratch: Path) -> np.ndarray:
 
 
 def make_float_predictor(tm: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """Hotspot probability for already preprocessed float32 ``(N, S, S, 3)`` input, jitted once per shape.
-
-    Same computation as ``TrainedModel.predict_proba`` after its ``preprocess``: softmax of class 1
-    of ``model.apply(variables, x, train=False)`` in float32.
+    """Class probabilities ``(N, K)`` for already preprocessed float32 ``(N, S, S, 3)`` input, jitted once
+    per shape: the softmax of ``model.apply(variables, x, train=False)`` in float32, as
+    ``TrainedModel.predict_class_proba`` computes after its ``preprocess``.
     """
     import jax
     import jax.numpy as jnp
@@ -159,7 +173,7 @@ def make_float_predictor(tm: Any) -> Callable[[np.ndarray], np.ndarray]:
 
     @jax.jit
     def probs(variables, x):  # flips commute with the resize, so the run's flips apply to x as to the images
-        views = [jax.nn.softmax(model.apply(variables, v, train=False).astype(jnp.float32), axis=-1)[:, 1]
+        views = [jax.nn.softmax(model.apply(variables, v, train=False).astype(jnp.float32), axis=-1)
                  for v in tta_views(x, tta)]
         return sum(views[1:], views[0]) / len(views)
 
@@ -182,11 +196,13 @@ def preprocess_batch(images: Sequence[np.ndarray], size: int | tuple[int, int]) 
 
 @dataclass
 class PredictionResult:
-    """Names and hotspot probabilities of the scored images, plus the skipped ones with the reason."""
+    """Names and positive-class probabilities of the scored images (hotspot; anomaly; for classes12
+    hotspot vs rest), every class's probability, and the skipped images with the reason."""
 
     names: list[str]
     probs: np.ndarray
     skipped: list[tuple[str, str]]
+    class_probs: np.ndarray | None = None
 
 
 def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int = 256, skip_bad: bool = False,
@@ -227,7 +243,10 @@ def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int 
                 bar.update(len(chunk))
         finally:
             bar.close()
-    return PredictionResult(names, np.concatenate(probs) if probs else np.zeros((0,), np.float32), skipped)
+    from hotspot_jax.data.tasks import positive_scores
+
+    class_probs = np.concatenate(probs) if probs else np.zeros((0, tm.task.num_classes), np.float32)
+    return PredictionResult(names, positive_scores(tm.task, class_probs), skipped, class_probs)
 
 
 def flag_threshold(given: float | None, point: dict[str, Any] | None) -> tuple[float, str]:
@@ -264,6 +283,11 @@ def build_parser():
     p.add_argument("--threshold", type=float, metavar="P",
                    help="an image is predicted Hotspot when its hotspot probability is above this (default: the "
                    "operating point stored with the checkpoint, chosen on validation data; 0.5 if it has none)")
+    from hotspot_jax.data.tasks import TASK_NAMES
+
+    p.add_argument("--task", choices=TASK_NAMES,
+                   help="the task the checkpoint must have been trained for; another one is an error "
+                   "(default: the checkpoint's own)")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip unreadable images and list them on stderr instead of stopping at the first")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -294,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hotspot_jax.train.restore import load_trained
 
     tm = load_trained(checkpoint)
+    if args.task is not None and args.task != tm.task.name:
+        raise ConfigError(f"--checkpoint {checkpoint} is a {tm.task.name} model, not {args.task}")
     threshold, why = flag_threshold(args.threshold, tm.operating_point)
     result = predict_sources(tm, sources, batch_size=args.batch_size, skip_bad=args.skip_bad,
                              progress=not args.no_progress)
@@ -301,9 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"skipped: {reason}", file=sys.stderr)
     if not result.names:
         raise DataError(f"none of the {len(sources)} images could be read; nothing written")
-    write_predictions(out, result.names, result.probs, threshold)
+    write_predictions(out, result.names, result.probs, threshold, tm.task, result.class_probs)
     n_hot = int(predict_labels(result.probs, threshold).sum())
     skipped = f", skipped {len(result.skipped)} unreadable" if result.skipped else ""
-    print(f"{len(result.names)} images scored with {tm.arch} ({tm.image_size}px): {n_hot} predicted Hotspot "
-          f"(probability > {threshold:.4g}, {why}){skipped}; wrote {out}")
+    positive = "Anomaly" if tm.task.name == "anomaly" else "Hotspot"
+    print(f"{len(result.names)} images scored with {tm.arch} ({tm.image_size}px, task {tm.task.name}): {n_hot} "
+          f"predicted {positive} (probability > {threshold:.4g}, {why}){skipped}; wrote {out}")
     return 0

@@ -21,8 +21,10 @@ IDENTITY_FIELDS = (
     "arch", "image_size", "batch_size", "lr", "momentum", "weight_decay", "seed", "dtype",
     "pretrained_sha256", "limit_train", "limit_eval",
     # levers beyond the study (hotspot_jax.train.levers); a stored config without them had the defaults
-    "epochs_schedule", "lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "init_weights_sha256",
+    "epochs_schedule", "lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio",
     "label_smoothing", "mixup_alpha", "aspect",
+    # tasks and starting points (hotspot_jax.data.tasks); a stored config without them is a hotspot run from its init
+    "task", "leave_out", "init_from_checkpoint",
 )
 
 
@@ -53,14 +55,16 @@ class TrainConfig:
     warmup_epochs: int = 0
     online_augment: str = "none"  # none | flip | flip-shift, random per image inside the jitted step
     no_anomaly_ratio: float = 1.0  # training No-Anomaly images per training hotspot (extra ones from unused)
-    init_weights: str | None = None  # Flax variables file (e.g. in-domain pretraining); its head is replaced
-    init_weights_sha256: str | None = None  # filled by resolve()
+    init_from: str | None = None  # a run directory or checkpoint to start from (a new head if the classes differ)
+    init_from_checkpoint: str | None = None  # filled by resolve(): the checkpoint directory it names
     label_smoothing: float = 0.0  # target (1 - s) on the class and s / K on every class (hotspot_jax.train.step)
     mixup_alpha: float = 0.0  # mixup inside each batch, lam ~ Beta(alpha, alpha); 0: off
     tta: str = "none"  # test-time augmentation of every evaluation and prediction: none | flips
     aspect: str = "square"  # network input: image_size square, or "source": the images' 5:3 shape, image_size wide
     # the operating point: the threshold chosen on validation for this sensitivity (hotspot_jax.evaluate.decision_threshold)
     target_sensitivity: float = 0.95
+    task: str = "hotspot"  # hotspot | anomaly | classes12 (hotspot_jax.data.tasks)
+    leave_out: str | None = None  # "hotspot": split only images the hotspot split of this seed trains on or leaves unused
 
     @property
     def epochs_schedule(self) -> int | None:
@@ -119,18 +123,26 @@ class TrainConfig:
             raise ConfigError(f"unknown --aspect {self.aspect!r}; use one of {', '.join(ASPECTS)}")
         if self.tta not in TTA_MODES:
             raise ConfigError(f"unknown --tta {self.tta!r}; use one of {', '.join(TTA_MODES)}")
-        if pretrained and self.init_weights:
-            raise ConfigError("--pretrained and --init-weights both give initial weights; use one")
-        init_weights, init_sha = None, None
-        if self.init_weights:
-            path = Path(self.init_weights).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"--init-weights file {path} does not exist")
-            init_weights, init_sha = str(path.resolve()), file_sha256(path)
-        workdir = self.workdir or os.path.join("runs", f"{spec.name}-s{self.seed}-{size}px")
+        from hotspot_jax.data.tasks import get_task
+
+        task = get_task(self.task)
+        if self.leave_out is not None and self.leave_out != "hotspot":
+            raise ConfigError(f"--leave-out {self.leave_out!r}: only 'hotspot' can be left out")
+        if self.leave_out and task.name == "hotspot":
+            raise ConfigError("--leave-out hotspot is for an anomaly or classes12 run that will start a hotspot run")
+        if pretrained and self.init_from:
+            raise ConfigError("--pretrained and --init-from both give initial weights; use one")
+        init_from, init_checkpoint = None, None
+        if self.init_from:
+            from hotspot_jax.train.restore import resolve_checkpoint
+
+            init_checkpoint = str(resolve_checkpoint(Path(self.init_from).expanduser(), "--init-from").resolve())
+            init_from = str(Path(self.init_from).expanduser().resolve())
+        suffix = "" if task.name == "hotspot" else f"-{task.name}"
+        workdir = self.workdir or os.path.join("runs", f"{spec.name}{suffix}-s{self.seed}-{size}px")
         return dataclasses.replace(
             self, arch=spec.name, image_size=size, pretrained=pretrained, pretrained_sha256=sha, workdir=workdir,
-            init_weights=init_weights, init_weights_sha256=init_sha,
+            init_from=init_from, init_from_checkpoint=init_checkpoint,
         )
 
     @property
@@ -143,8 +155,8 @@ class TrainConfig:
     @property
     def initialisation(self) -> str:
         """How the weights were initialised, as recorded in the config and every result."""
-        if self.init_weights is not None:
-            return f"in-domain:{Path(self.init_weights).name} (sha256 {self.init_weights_sha256[:12]}), new head"
+        if self.init_from_checkpoint is not None:
+            return f"from run:{self.init_from_checkpoint}"
         if self.pretrained is None:
             return "scratch"
         return f"torchvision:{Path(self.pretrained).name} (sha256 {self.pretrained_sha256[:12]}), new head"
@@ -157,7 +169,7 @@ class TrainConfig:
 
 
 _LEVER_DEFAULTS = {"epochs_schedule": None, "lr_schedule": "constant", "warmup_epochs": 0, "online_augment": "none",
-                   "no_anomaly_ratio": 1.0, "init_weights_sha256": None}
+                   "no_anomaly_ratio": 1.0, "task": "hotspot", "leave_out": None, "init_from_checkpoint": None}
 
 
 def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:
