@@ -115,26 +115,36 @@ def iter_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any
 
 def write_predictions(path: str | os.PathLike, names: Sequence[str], probs: np.ndarray, threshold: float,
                       task: Any = None, class_probs: np.ndarray | None = None) -> None:
-    """Write the CSV atomically (temp file, then rename): ``image, hotspot_probability, predicted`` for the
-    hotspot task; ``anomaly_probability`` and Anomaly/No-Anomaly for the anomaly task; for classes12 also
-    ``predicted_class`` and one probability column per class (``hotspot_probability`` is then
-    P(Hot-Spot) + P(Hot-Spot-Multi), ``predicted`` hotspot vs rest)."""
-    pred = predict_labels(probs, threshold)
+    """Write the CSV atomically (temp file, then rename). Columns by task: hotspot ``image,
+    hotspot_probability, predicted``; a two-class anomaly or own task ``<positive class>_probability`` and
+    its class names; classes12 also ``predicted_class`` and one ``p_<class>`` column per class
+    (``hotspot_probability`` = P(Hot-Spot) + P(Hot-Spot-Multi), ``predicted`` Hotspot or Rest); one's own
+    many classes ``image, probability, predicted`` (the predicted class) and the ``p_<class>`` columns."""
     name = getattr(task, "name", "hotspot")
-    columns = list(PREDICTION_COLUMNS)
-    labels = CLASS_NAMES
-    if name == "anomaly":
-        columns[1], labels = "anomaly_probability", task.class_names
+    columns, labels, per_class = list(PREDICTION_COLUMNS), CLASS_NAMES, False
+    if task is not None and task.binary and name != "hotspot":
+        columns[1] = f"{task.class_names[task.positive].lower()}_probability"
+        labels = (task.class_names[1 - task.positive], task.class_names[task.positive])
     elif name == "classes12":
-        labels = ("Rest", "Hotspot")
-        columns += ["predicted_class", *(f"p_{c}" for c in task.class_names)]
+        labels, per_class = ("Rest", "Hotspot"), True
+        columns += ["predicted_class"]
+    elif task is not None and not task.binary:  # own many-class data
+        columns[1], per_class = "probability", True
+    if per_class:
+        columns += [f"p_{c}" for c in task.class_names]
+    pred = predict_labels(probs, threshold)
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for k, (image, prob, guess) in enumerate(zip(names, probs, pred)):
-            row = [image, f"{float(prob):.6f}", labels[guess]]
+            if name == "own" and not task.binary:
+                row = [image, f"{float(prob):.6f}", task.class_names[int(np.argmax(class_probs[k]))]]
+            else:
+                row = [image, f"{float(prob):.6f}", labels[guess]]
             if name == "classes12":
-                row += [task.class_names[int(np.argmax(class_probs[k]))], *(f"{p:.6f}" for p in class_probs[k])]
+                row.append(task.class_names[int(np.argmax(class_probs[k]))])
+            if per_class:
+                row += [f"{p:.6f}" for p in class_probs[k]]
             writer.writerow(row)
 
 
@@ -328,9 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not result.names:
         raise DataError(f"none of the {len(sources)} images could be read; nothing written")
     write_predictions(out, result.names, result.probs, threshold, tm.task, result.class_probs)
-    n_hot = int(predict_labels(result.probs, threshold).sum())
     skipped = f", skipped {len(result.skipped)} unreadable" if result.skipped else ""
-    positive = "Anomaly" if tm.task.name == "anomaly" else "Hotspot"
-    print(f"{len(result.names)} images scored with {tm.arch} ({tm.image_size}px, task {tm.task.name}): {n_hot} "
-          f"predicted {positive} (probability > {threshold:.4g}, {why}){skipped}; wrote {out}")
+    scored = f"{len(result.names)} images scored with {tm.arch} ({tm.image_size}px, task {tm.task.name})"
+    if tm.task.name == "own" and not tm.task.binary:
+        counts = np.bincount(result.class_probs.argmax(-1), minlength=tm.task.num_classes)
+        print(f"{scored}: predicted " + ", ".join(f"{c} {n}" for c, n in zip(tm.task.class_names, counts))
+              + f"{skipped}; wrote {out}")
+        return 0
+    n_hot = int(predict_labels(result.probs, threshold).sum())
+    positive = tm.task.class_names[tm.task.positive] if tm.task.binary else "Hotspot"
+    print(f"{scored}: {n_hot} predicted {positive} (probability > {threshold:.4g}, {why}){skipped}; wrote {out}")
     return 0

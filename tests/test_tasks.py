@@ -163,7 +163,7 @@ def test_classes12_run_then_hotspot_run_init_from_it(tmp_path, fast_compile):
     import jax
 
     resolved = cfg.resolve()
-    start = init_from_run(resolved, build_model({"run": resolved.to_dict()}), jax.random.PRNGKey(0))
+    start = init_from_run(resolved, build_model({"run": resolved.to_dict()}), jax.random.PRNGKey(0), 2)
     np.testing.assert_array_equal(start["params"]["conv1"]["kernel"], source.variables["params"]["conv1"]["kernel"])
     np.testing.assert_array_equal(start["batch_stats"]["bn1"]["mean"], source.variables["batch_stats"]["bn1"]["mean"])
     assert start["params"]["fc"]["kernel"].shape[-1] == 2

@@ -31,7 +31,7 @@ from hotspot_jax.data.release import _id_sort_key
 from hotspot_jax.errors import ConfigError, DataError
 
 MANIFEST_FORMAT = "hotspot_jax.split_manifest/1"
-TASKS = ("binary", "multiclass", "anomaly")
+TASKS = ("binary", "multiclass", "anomaly", "own")
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,7 @@ def task_labels(task: str, classes: np.ndarray) -> np.ndarray:
         return np.isin(classes, [CLASS_NAMES.index(c) for c in HOTSPOT_CLASSES]).astype(np.int32)
     if task == "anomaly":
         return (classes != CLASS_NAMES.index(NO_ANOMALY)).astype(np.int32)
-    return classes.astype(np.int32)
+    return classes.astype(np.int32)  # multiclass, own
 
 
 def _train_augmented_labels(dataset: ModuleImages, ids, config: ProtocolConfig, task: str) -> np.ndarray:
@@ -317,6 +317,25 @@ def make_multiclass_split(dataset: ModuleImages, config: ProtocolConfig = Protoc
     counts["train_augmented"] = augmented
     return SplitManifest(task=task, config=config, splits=splits, counts=counts, class_names=names,
                          dataset_sha256=dataset.metadata_sha256, left_out=left_out)
+
+
+def make_own_split(dataset: ModuleImages, config: ProtocolConfig = ProtocolConfig()) -> SplitManifest:
+    """One's own images (``dataset.own``): 70/15/15 within each of its classes, seeded; no augmentation."""
+    rng = np.random.default_rng(config.seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for k, name in enumerate(dataset.class_names):
+        ids = dataset.ids[dataset.labels == k]
+        n_train, n_val, n_test = split_counts(len(ids), config)
+        perm = ids[rng.permutation(len(ids))]
+        parts["test"].append(perm[:n_test])
+        parts["val"].append(perm[n_test:n_test + n_val])
+        parts["train"].append(perm[n_test + n_val:])
+    names = tuple(dataset.class_names)
+    splits = {name: _sorted_ids(np.concatenate(p)) for name, p in parts.items()}
+    counts = {name: _count(dataset.labels[dataset.indices(ids)], len(names), names) for name, ids in splits.items()}
+    counts["train_augmented"] = dict(counts["train"])
+    return SplitManifest(task="own", config=config, splits=splits, counts=counts, class_names=names,
+                         dataset_sha256=dataset.metadata_sha256)
 
 
 def materialize(dataset: ModuleImages, manifest: SplitManifest, config: ProtocolConfig | None = None

@@ -8,6 +8,11 @@
   :data:`RARE_TRAIN_IMAGES` training images (Diode-Multi, Soiling, Hot-Spot, Hot-Spot-Multi) get the study's
   offline augmentation x4 (original, rot180, Gaussian, sharpen), as the study does for hotspots.
 
+- ``own``: one's own labelled images (``--data`` an image folder or CSV, hotspot_jax.data.own_data), their
+  own classes, 70/15/15 within each class, no offline augmentation. With two classes one of which is named
+  like No-Anomaly (:data:`NEGATIVE_NAMES`, any case), the other is the positive class and the run gets the
+  binary metrics and an operating point; otherwise the many-class metrics.
+
 ``leave_out="hotspot"`` draws an ``anomaly``/``classes12`` split only from the images that the hotspot
 split of the same seed uses for training or not at all (never its validation, test or realistic test
 images), with 85/15/0: such a run (its checkpoint chosen on its own validation images) can start a
@@ -26,7 +31,8 @@ from hotspot_jax.data.classes import ANOMALY_CLASS_NAMES, BINARY_CLASS_NAMES, CL
 from hotspot_jax.data.protocol import ProtocolConfig, SplitManifest, make_binary_split, make_multiclass_split
 from hotspot_jax.errors import ConfigError, DataError
 
-TASK_NAMES = ("hotspot", "anomaly", "classes12")
+TASK_NAMES = ("hotspot", "anomaly", "classes12", "own")
+NEGATIVE_NAMES = ("no-anomaly", "no_anomaly", "noanomaly", "healthy", "normal", "ok")  # own data's negative class
 RARE_TRAIN_IMAGES = 300  # classes12: classes with fewer training originals are augmented offline x4
 HELD_OUT = ("val", "test", "test_realistic")  # splits no image of which may reach another run's training
 
@@ -58,16 +64,36 @@ TASKS = {
 _BY_MANIFEST = {t.manifest_task: t for t in TASKS.values()}
 
 
-def get_task(name: str | None) -> Task:
-    """The task called ``name`` (None: hotspot, what runs before tasks existed were); ConfigError otherwise."""
+def get_task(name: str | None, class_names=None) -> Task:
+    """The task called ``name`` (None: hotspot, what runs before tasks existed were); ``own`` needs the
+    data's ``class_names``; ConfigError otherwise."""
     if name is None:
         return TASKS["hotspot"]
+    if name == "own":
+        if not class_names:
+            raise ConfigError("the own-data task needs the data's class names")
+        return own_task(class_names)
     if name not in TASKS:
         raise ConfigError(f"unknown --task {name!r}; use one of {', '.join(TASK_NAMES)}")
     return TASKS[name]
 
 
+def own_task(class_names) -> Task:
+    """The task of one's own data: its classes; binary when there are two and one is a negative name."""
+    names = tuple(class_names)
+    negative = [k for k, c in enumerate(names) if c.lower() in NEGATIVE_NAMES]
+    positive = 1 - negative[0] if len(names) == 2 and len(negative) == 1 else None
+    return Task("own", "own", names, positive)
+
+
+def task_of_config(config: dict) -> Task:
+    """A run's task from its config.json (``classes`` holds an own-data run's class names)."""
+    return get_task(config["run"].get("task", "hotspot"), config.get("classes"))
+
+
 def task_of_manifest(manifest: SplitManifest) -> Task:
+    if manifest.task == "own":
+        return own_task(manifest.class_names)
     return _BY_MANIFEST[manifest.task]
 
 
@@ -86,6 +112,15 @@ def rare_classes(dataset, config: ProtocolConfig, exclude: set[str]) -> tuple[st
 
 def make_split(task: Task, dataset, seed: int, leave_out: str | None = None) -> SplitManifest:
     """The seeded split of ``task`` (see the module docstring); deterministic in (dataset, seed, leave_out)."""
+    if dataset.own != (task.name == "own"):
+        raise ConfigError("own images (an image folder or CSV given as --data) train the 'own' task, and only "
+                          f"they do; got task {task.name} with {'own images' if dataset.own else 'InfraredSolarModules'}")
+    if task.name == "own":
+        if leave_out:
+            raise ConfigError("--leave-out applies to InfraredSolarModules runs, not to one's own images")
+        from hotspot_jax.data.protocol import make_own_split
+
+        return make_own_split(dataset, ProtocolConfig(seed=seed, augment_classes=()))
     if task.name == "hotspot":
         if leave_out:
             raise ConfigError("--leave-out applies to the anomaly and classes12 tasks (a hotspot run leaves "
@@ -134,7 +169,9 @@ def check_no_leak(source_manifests: Iterable[tuple[str, SplitManifest]], target:
 
 def positive_scores(task: Task, class_probs: np.ndarray) -> np.ndarray:
     """The positive class's probability of a two-class task; for classes12 the hotspot-vs-rest score,
-    P(Hot-Spot) + P(Hot-Spot-Multi)."""
+    P(Hot-Spot) + P(Hot-Spot-Multi); for one's own many classes the predicted class's probability."""
     if task.binary:
         return class_probs[:, task.positive]
+    if task.name == "own":
+        return class_probs.max(-1)
     return class_probs[:, [CLASS_NAMES.index(c) for c in HOTSPOT_CLASSES]].sum(-1)

@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     arg = p.add_argument
     arg("--arch", help="architecture or alias, e.g. squeezenet, shufflenet, mobilenetv2, resnet50, alexnet, "
         "googlenet (required unless --resume with --workdir)")
-    arg("--data", help="InfraredSolarModules zip or folder (default: $HOTSPOT_DATA)")
+    arg("--data", help="InfraredSolarModules zip or folder, or one's own labelled images: a folder of class folders "
+        "or a CSV of path,label (docs/tasks.md) (default: $HOTSPOT_DATA)")
     arg("--pretrained", metavar="FILE.pth|none",
         help="torchvision ImageNet checkpoint to start from; its head is replaced (default: none = from scratch)")
     arg("--epochs", type=int, help=f"epochs (default: {_D['epochs']})")
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     arg("--task", choices=TASK_NAMES,
         help="hotspot: Hot-Spot(-Multi) vs No-Anomaly, the study's split; anomaly: any anomaly vs No-Anomaly; "
-        "classes12: all 12 classes (splits: docs/tasks.md) (default: hotspot)")
+        "classes12: all 12 classes; own: the classes of one's own images, given as --data DIR/<class>/*.png|jpg|tif "
+        "or a CSV of path,label (splits: docs/tasks.md) (default: own for one's own images, else hotspot)")
     arg("--leave-out", choices=("hotspot",),
         help="anomaly/classes12 only: draw the split from the images the hotspot split of the same --seed trains "
         "on or leaves unused (85%% train, 15%% validation, no test), so that this run can start a hotspot run with "

@@ -63,7 +63,8 @@ class TrainConfig:
     aspect: str = "square"  # network input: image_size square, or "source": the images' 5:3 shape, image_size wide
     # the operating point: the threshold chosen on validation for this sensitivity (hotspot_jax.evaluate.decision_threshold)
     target_sensitivity: float = 0.95
-    task: str = "hotspot"  # hotspot | anomaly | classes12 (hotspot_jax.data.tasks)
+    task: str | None = None  # hotspot | anomaly | classes12 | own (hotspot_jax.data.tasks); None: own for one's
+    # own images (--data a folder of class folders or a CSV), else hotspot
     leave_out: str | None = None  # "hotspot": split only images the hotspot split of this seed trains on or leaves unused
 
     @property
@@ -123,12 +124,18 @@ class TrainConfig:
             raise ConfigError(f"unknown --aspect {self.aspect!r}; use one of {', '.join(ASPECTS)}")
         if self.tta not in TTA_MODES:
             raise ConfigError(f"unknown --tta {self.tta!r}; use one of {', '.join(TTA_MODES)}")
-        from hotspot_jax.data.tasks import get_task
+        from hotspot_jax.data.tasks import TASK_NAMES
 
-        task = get_task(self.task)
+        own = _is_own_data(self.data)
+        task_name = self.task or ("own" if own else "hotspot")
+        if task_name not in TASK_NAMES:
+            raise ConfigError(f"unknown --task {task_name!r}; use one of {', '.join(TASK_NAMES)}")
+        if own and task_name != "own":
+            raise ConfigError(f"--data {self.data or '$HOTSPOT_DATA'} holds one's own labelled images: their task is "
+                              f"their own classes (--task own, the default for them), not {task_name}")
         if self.leave_out is not None and self.leave_out != "hotspot":
             raise ConfigError(f"--leave-out {self.leave_out!r}: only 'hotspot' can be left out")
-        if self.leave_out and task.name == "hotspot":
+        if self.leave_out and task_name not in ("anomaly", "classes12"):
             raise ConfigError("--leave-out hotspot is for an anomaly or classes12 run that will start a hotspot run")
         if pretrained and self.init_from:
             raise ConfigError("--pretrained and --init-from both give initial weights; use one")
@@ -138,11 +145,11 @@ class TrainConfig:
 
             init_checkpoint = str(resolve_checkpoint(Path(self.init_from).expanduser(), "--init-from").resolve())
             init_from = str(Path(self.init_from).expanduser().resolve())
-        suffix = "" if task.name == "hotspot" else f"-{task.name}"
+        suffix = "" if task_name == "hotspot" else f"-{task_name}"
         workdir = self.workdir or os.path.join("runs", f"{spec.name}{suffix}-s{self.seed}-{size}px")
         return dataclasses.replace(
             self, arch=spec.name, image_size=size, pretrained=pretrained, pretrained_sha256=sha, workdir=workdir,
-            init_from=init_from, init_from_checkpoint=init_checkpoint,
+            init_from=init_from, init_from_checkpoint=init_checkpoint, task=task_name,
         )
 
     @property
@@ -181,6 +188,15 @@ def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:
         return stored.get(k, _LEVER_DEFAULTS.get(k))
 
     return [f"{k}: {old(k)!r} -> {getattr(new, k)!r}" for k in IDENTITY_FIELDS if old(k) != getattr(new, k)]
+
+
+def _is_own_data(data: str | None) -> bool:
+    """True when the run's data (``data``, else $HOTSPOT_DATA) is one's own image folder or CSV."""
+    from hotspot_jax.data.loading import DATA_ENV
+    from hotspot_jax.data.own_data import is_own_data
+
+    path = data or os.environ.get(DATA_ENV, "").strip()
+    return bool(path) and is_own_data(path)
 
 
 def file_sha256(path: Path) -> str:

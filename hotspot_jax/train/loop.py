@@ -179,7 +179,7 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progre
     from hotspot_jax.data.tasks import get_task, make_split
 
     ds = dataset if dataset is not None else load_dataset(cfg.data, progress=progress)
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, ds.class_names if ds.own else None)
     manifest = make_split(task, ds, cfg.seed, cfg.leave_out)
     arrays = dict(materialize(ds, manifest))
     if task.name == "hotspot":
@@ -215,7 +215,7 @@ def write_manifest(manifest, workdir: Path, resuming: bool) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- model
-def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]:
+def initial_variables(cfg: TrainConfig, model, key: jax.Array, task) -> dict[str, Any]:
     """Weights at step 0: from scratch (seeded), another run's checkpoint (``--init-from``: its BatchNorm
     statistics too; a new head from the seed when the class count differs), or converted torchvision
     weights with a new head."""
@@ -223,7 +223,7 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]
 
     head = architectures.get(cfg.arch).classifier
     if cfg.init_from_checkpoint is not None:
-        return init_from_run(cfg, model, key)
+        return init_from_run(cfg, model, key, task.num_classes)
     if cfg.pretrained is None:
         return init_variables(model, key, cfg.input_hw)
     try:
@@ -231,7 +231,7 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]
     except ImportError as err:
         raise ConfigError(f"--pretrained needs the weights_convert package ({err})") from None
     try:
-        converted = convert(cfg.arch, cfg.pretrained, num_classes=2, rng=key, input_size=cfg.image_size)
+        converted = convert(cfg.arch, cfg.pretrained, num_classes=task.num_classes, rng=key, input_size=cfg.image_size)
     except HotspotError:
         raise
     except Exception as err:  # torch unpickling and friends: a bad file, reported as such
@@ -240,37 +240,36 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]
     return replace_head(converted, fresh, head, cfg.pretrained)
 
 
-def init_from_run(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]:
+def init_from_run(cfg: TrainConfig, model, key: jax.Array, num_classes: int) -> dict[str, Any]:
     """The variables of the ``--init-from`` checkpoint for ``model``: the same architecture, every layer
     carried over (BatchNorm statistics too); the head is drawn afresh from the seed when the source
     run's task has another class count, and kept otherwise."""
     import architectures
 
-    from hotspot_jax.data.tasks import get_task
     from hotspot_jax.train.restore import load_trained
 
     source = load_trained(cfg.init_from_checkpoint)
     if source.arch != cfg.arch:
         raise ConfigError(f"--init-from {cfg.init_from}: a {source.arch} run cannot start a {cfg.arch} run")
     fresh = init_variables(model, key, cfg.input_hw)
-    same_head = source.task.num_classes == get_task(cfg.task).num_classes
+    same_head = source.task.num_classes == num_classes
     head = () if same_head else architectures.get(cfg.arch).classifier
     return replace_head(source.variables, fresh, head, f"--init-from {cfg.init_from_checkpoint}")
 
 
-def describe_initialisation(cfg: TrainConfig) -> str:
+def describe_initialisation(cfg: TrainConfig, num_classes: int) -> str:
     """How the weights were initialised, in words, for config.json and every result: ``cfg.initialisation``,
     or for ``--init-from`` the source run's name, task, epochs and own initialisation."""
     if cfg.init_from_checkpoint is None:
         return cfg.initialisation
-    from hotspot_jax.data.tasks import get_task
+    from hotspot_jax.data.tasks import task_of_config
     from hotspot_jax.train.restore import read_config
 
     checkpoint = Path(cfg.init_from_checkpoint)
     source = read_config(checkpoint.parent.parent)
     run = source["run"]
-    task = get_task(run.get("task"))
-    head = "its head kept" if task.num_classes == get_task(cfg.task).num_classes else "new head"
+    task = task_of_config(source)
+    head = "its head kept" if task.num_classes == num_classes else "new head"
     left = ", leaving out the hotspot split's held-out images" if run.get("leave_out") else ""
     return (f"in-domain: {task.name} run {checkpoint.parent.parent.name} ({run['arch']}, {run['epochs']} epochs{left}; "
             f"{source.get('initialisation', 'scratch')}), checkpoint {checkpoint.parent.name}/{checkpoint.name}, {head}")
@@ -415,23 +414,27 @@ def train(
 
     ``dataset`` (a ModuleImages) replaces loading ``cfg.data``, for library use and tests.
     """
+    if dataset is not None and dataset.own and cfg.task is None:
+        cfg = dataclasses.replace(cfg, task="own")
     cfg = cfg.resolve()
     devices = jax.local_devices()
     n_dev = len(devices)
     batching.check_divisible(cfg.batch_size, n_dev, "--batch-size")
     batching.check_divisible(cfg.eval_batch_size, n_dev, "--eval-batch-size")
     workdir = Path(cfg.workdir)
-    stored = prepare_workdir(cfg, resume, overwrite)
+    from hotspot_jax.data.tasks import task_of_manifest
     from hotspot_jax.train.restore import build_model
 
-    model = build_model({"run": cfg.to_dict()}, bn_axis_name=AXIS)
+    # the data first: bad data, or a source run that would leak, fails before anything is written
+    manifest, arrays = load_data(cfg, log, dataset, progress)
+    task = task_of_manifest(manifest)
+    if cfg.init_from_checkpoint is not None:
+        check_init_from_leak(cfg, manifest)
+    stored = prepare_workdir(cfg, resume, overwrite)
+    model = build_model({"run": cfg.to_dict(), "classes": list(task.class_names)}, bn_axis_name=AXIS)
     root = jax.random.PRNGKey(cfg.seed)
     dropout_key = jax.random.fold_in(root, 2)
-    # weights first (a bad --pretrained file fails before the data is read); unused when resuming
-    fresh = None if stored else initial_variables(cfg, model, jax.random.fold_in(root, 1))
-    manifest, arrays = load_data(cfg, log, dataset, progress)
-    if cfg.init_from_checkpoint is not None and (stored is None or Path(cfg.init_from_checkpoint).parents[1].is_dir()):
-        check_init_from_leak(cfg, manifest)  # before anything is written; a resumed run whose source is gone was checked
+    fresh = None if stored else initial_variables(cfg, model, jax.random.fold_in(root, 1), task)
     write_manifest(manifest, workdir, resuming=stored is not None)
     train_split = arrays["train"]
     steps = batching.steps_per_epoch(len(train_split), cfg.batch_size)
@@ -441,7 +444,8 @@ def train(
 
     config = {
         "run": cfg.to_dict(),
-        "initialisation": describe_initialisation(cfg),
+        "classes": list(task.class_names),
+        "initialisation": describe_initialisation(cfg, task.num_classes),
         "checkpoint_rule": BEST_RULE,
         "batching": BATCH_RULE,
         "steps_per_epoch": steps,
@@ -464,7 +468,7 @@ def train(
             log(f"resuming from {ckpts.latest_dir / str(latest)} (epoch {meta['epochs_done']}{where} of {cfg.epochs})")
         else:
             if fresh is None:  # a config without checkpoints (killed before the first save)
-                fresh = initial_variables(cfg, model, jax.random.fold_in(root, 1))
+                fresh = initial_variables(cfg, model, jax.random.fold_in(root, 1), task)
             state = create_state(fresh, tx)
             log(f"{cfg.arch} at {cfg.image_size}px, initialisation: {cfg.initialisation}, {n_dev} device(s)")
         _write_history(workdir, meta["history"])

@@ -42,9 +42,9 @@ class TrainedModel:
     @property
     def task(self):
         """The run's :class:`~hotspot_jax.data.tasks.Task` (hotspot for runs made before tasks existed)."""
-        from hotspot_jax.data.tasks import get_task
+        from hotspot_jax.data.tasks import task_of_config
 
-        return get_task(self.config["run"].get("task", "hotspot"))
+        return task_of_config(self.config)
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -125,14 +125,15 @@ def read_config(workdir: Path) -> dict[str, Any]:
 
 
 def build_model(config: dict[str, Any], bn_axis_name: str | None = None) -> nn.Module:
-    """The run's architecture with its task's head (2 classes, or 12), in the run's compute dtype."""
+    """The run's architecture with its task's head (2 classes, 12, or an own-data run's ``classes``), in the
+    run's compute dtype."""
     import architectures
 
-    from hotspot_jax.data.tasks import get_task
+    from hotspot_jax.data.tasks import task_of_config
 
     run = config["run"]
     dtype = jnp.bfloat16 if run.get("dtype") == "bfloat16" else jnp.float32
-    classes = get_task(run.get("task", "hotspot")).num_classes
+    classes = task_of_config(config).num_classes
     return architectures.create(run["arch"], num_classes=classes, bn_axis_name=bn_axis_name, dtype=dtype)
 
 
