@@ -203,9 +203,10 @@ def run_grid(
             pre_dir = pretrain_dir(runs_dir, recipe, arch, seed)
             pre_cfg = recipe.pretrain_config(arch, seed, str(pre_dir), data)
             set_aside_stale_workdir(pre_dir, pre_cfg, log)
-            log(f"in-domain pretraining (classes12, leaving out the hotspot split's held-out images) -> {pre_dir}")
-            pre = train_fn(pre_cfg, progress=progress, log=log, dataset=dataset)
-            if pre.interrupted:
+            finished = (pre_dir / "test_metrics.json").is_file()  # a run writes it last; shared, not redone
+            log(f"in-domain pretraining: reusing {pre_dir}" if finished else
+                f"in-domain pretraining (classes12, leaving out the hotspot split's held-out images) -> {pre_dir}")
+            if not finished and train_fn(pre_cfg, progress=progress, log=log, dataset=dataset).interrupted:
                 report["interrupted"].append(f"{arch}-s{seed}")
                 log(f"interrupted {recipe.name}/{arch}-s{seed} in pretraining; rerun the same command to continue")
                 break
