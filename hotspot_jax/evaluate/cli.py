@@ -263,7 +263,7 @@ def evaluate_many_classes(tm: Any, data: str | None, splits: Sequence[str], out:
         probs = tm.predict_class_proba(arr.images, batch_size=batch_size, progress=progress)
         m = write_multiclass_evaluation(out, split, arr.labels, probs, list(arr.ids), arr.class_names)
         results[split] = m
-        print(f"\n{SPLIT_TITLES[split]}: accuracy {format_value(m['accuracy'])}, macro-F1 {format_value(m['macro_f1'])} "
+        print(f"\n{'validation' if split == 'val' else split}: accuracy {format_value(m['accuracy'])}, macro-F1 {format_value(m['macro_f1'])} "
               f"({m['n']} images)")
         width = max(len(c) for c in arr.class_names)
         print(f"{'class'.ljust(width)}  precision  recall  support")
@@ -278,6 +278,6 @@ def evaluate_many_classes(tm: Any, data: str | None, splits: Sequence[str], out:
                                          "initialisation": tm.initialisation, "checkpoint": str(tm.checkpoint),
                                          "epoch": tm.epoch, "data": data or "dataset cache", "splits_from": origin,
                                          "metrics": results})
-    print(f"\nwrote {3 * len(splits) + 1} files to {out}")
+    print(f"\nwrote {2 * len(splits) + 1} files to {out}")
     sys.stdout.flush()
     return 0
