@@ -113,14 +113,39 @@ def iter_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any
         yield items[start:start + batch_size]
 
 
-def write_predictions(path: str | os.PathLike, names: Sequence[str], probs: np.ndarray, threshold: float) -> None:
-    """Write the CSV ``image, hotspot_probability, predicted`` atomically (temp file, then rename)."""
+def write_predictions(path: str | os.PathLike, names: Sequence[str], probs: np.ndarray, threshold: float,
+                      task: Any = None, class_probs: np.ndarray | None = None) -> None:
+    """Write the CSV atomically (temp file, then rename). Columns by task: hotspot ``image,
+    hotspot_probability, predicted``; a two-class anomaly or own task ``<positive class>_probability`` and
+    its class names; classes12 also ``predicted_class`` and one ``p_<class>`` column per class
+    (``hotspot_probability`` = P(Hot-Spot) + P(Hot-Spot-Multi), ``predicted`` Hotspot or Rest); one's own
+    many classes ``image, probability, predicted`` (the predicted class) and the ``p_<class>`` columns."""
+    name = getattr(task, "name", "hotspot")
+    columns, labels, per_class = list(PREDICTION_COLUMNS), CLASS_NAMES, False
+    if task is not None and task.binary and name != "hotspot":
+        columns[1] = f"{task.class_names[task.positive].lower()}_probability"
+        labels = (task.class_names[1 - task.positive], task.class_names[task.positive])
+    elif name == "classes12":
+        labels, per_class = ("Rest", "Hotspot"), True
+        columns += ["predicted_class"]
+    elif task is not None and not task.binary:  # own many-class data
+        columns[1], per_class = "probability", True
+    if per_class:
+        columns += [f"p_{c}" for c in task.class_names]
     pred = predict_labels(probs, threshold)
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(PREDICTION_COLUMNS)
-        for name, prob, guess in zip(names, probs, pred):
-            writer.writerow([name, f"{float(prob):.6f}", CLASS_NAMES[guess]])
+        writer.writerow(columns)
+        for k, (image, prob, guess) in enumerate(zip(names, probs, pred)):
+            if name == "own" and not task.binary:
+                row = [image, f"{float(prob):.6f}", task.class_names[int(np.argmax(class_probs[k]))]]
+            else:
+                row = [image, f"{float(prob):.6f}", labels[guess]]
+            if name == "classes12":
+                row.append(task.class_names[int(np.argmax(class_probs[k]))])
+            if per_class:
+                row += [f"{p:.6f}" for p in class_probs[k]]
+            writer.writerow(row)
 
 
 def load_source(source: ImageSource, scratch: Path) -> np.ndarray:
@@ -144,10 +169,9 @@ def load_source(source: ImageSource, scratch: Path) -> np.ndarray:
 
 
 def make_float_predictor(tm: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """Hotspot probability for already preprocessed float32 ``(N, S, S, 3)`` input, jitted once per shape.
-
-    Same computation as ``TrainedModel.predict_proba`` after its ``preprocess``: softmax of class 1
-    of ``model.apply(variables, x, train=False)`` in float32.
+    """Class probabilities ``(N, K)`` for already preprocessed float32 ``(N, S, S, 3)`` input, jitted once
+    per shape: the softmax of ``model.apply(variables, x, train=False)`` in float32, as
+    ``TrainedModel.predict_class_proba`` computes after its ``preprocess``.
     """
     import jax
     import jax.numpy as jnp
@@ -159,7 +183,7 @@ def make_float_predictor(tm: Any) -> Callable[[np.ndarray], np.ndarray]:
 
     @jax.jit
     def probs(variables, x):  # flips commute with the resize, so the run's flips apply to x as to the images
-        views = [jax.nn.softmax(model.apply(variables, v, train=False).astype(jnp.float32), axis=-1)[:, 1]
+        views = [jax.nn.softmax(model.apply(variables, v, train=False).astype(jnp.float32), axis=-1)
                  for v in tta_views(x, tta)]
         return sum(views[1:], views[0]) / len(views)
 
@@ -195,26 +219,30 @@ def _score_batch(tm: Any, predictor: Callable[[np.ndarray], np.ndarray], images:
     return predictor(x)[:n]
 
 
-def predict_arrays(tm: Any, images: np.ndarray, *, batch_size: int = 256, progress: bool = True,
-                   on_batch: OnBatch | None = None) -> np.ndarray:
-    """Hotspot probabilities of uint8 images ``(N, H, W, 1)`` (a split of the dataset), scored as
-    :func:`predict_sources` scores files."""
+def predict_arrays(tm: Any, names: Sequence[str], images: np.ndarray, *, batch_size: int = 256,
+                   progress: bool = True, on_batch: OnBatch | None = None) -> PredictionResult:
+    """Score uint8 images ``(N, H, W, 1)`` (a split of the dataset) as :func:`predict_sources` scores files."""
+    from hotspot_jax.data.tasks import positive_scores
+
     predictor = make_float_predictor(tm)
     batch = max(1, min(batch_size, len(images)))
-    probs = [np.zeros((0,), np.float32)]
+    probs = [np.zeros((0, tm.task.num_classes), np.float32)]
     for start in tqdm(range(0, len(images), batch), desc="predict", unit="batch", disable=not progress,
                       dynamic_ncols=True):
         probs.append(_score_batch(tm, predictor, list(images[start:start + batch]), batch, on_batch))
-    return np.concatenate(probs)
+    class_probs = np.concatenate(probs)
+    return PredictionResult(list(names), positive_scores(tm.task, class_probs), [], class_probs)
 
 
 @dataclass
 class PredictionResult:
-    """Names and hotspot probabilities of the scored images, plus the skipped ones with the reason."""
+    """Names and positive-class probabilities of the scored images (hotspot; anomaly; for classes12
+    hotspot vs rest), every class's probability, and the skipped images with the reason."""
 
     names: list[str]
     probs: np.ndarray
     skipped: list[tuple[str, str]]
+    class_probs: np.ndarray | None = None
 
 
 def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int = 256, skip_bad: bool = False,
@@ -252,7 +280,10 @@ def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int 
                 bar.update(len(chunk))
         finally:
             bar.close()
-    return PredictionResult(names, np.concatenate(probs) if probs else np.zeros((0,), np.float32), skipped)
+    from hotspot_jax.data.tasks import positive_scores
+
+    class_probs = np.concatenate(probs) if probs else np.zeros((0, tm.task.num_classes), np.float32)
+    return PredictionResult(names, positive_scores(tm.task, class_probs), skipped, class_probs)
 
 
 def flag_threshold(given: float | None, point: dict[str, Any] | None) -> tuple[float, str]:
@@ -289,6 +320,11 @@ def build_parser():
     p.add_argument("--threshold", type=float, metavar="P",
                    help="an image is predicted Hotspot when its hotspot probability is above this (default: the "
                    "operating point stored with the checkpoint, chosen on validation data; 0.5 if it has none)")
+    from hotspot_jax.data.tasks import TASK_NAMES
+
+    p.add_argument("--task", choices=TASK_NAMES,
+                   help="the task the checkpoint must have been trained for; another one is an error "
+                   "(default: the checkpoint's own)")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip unreadable images and list them on stderr instead of stopping at the first")
     p.add_argument("--report", metavar="DIR",
@@ -335,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hotspot_jax.train.restore import load_trained
 
     tm = load_trained(checkpoint)
+    if args.task is not None and args.task != tm.task.name:
+        raise ConfigError(f"--checkpoint {checkpoint} is a {tm.task.name} model, not {args.task}")
     threshold, why = flag_threshold(args.threshold, tm.operating_point)
     collector = None
     if args.report:
@@ -348,10 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         arrays, _ = load_split_arrays(tm, resolve_data(args.data, tm.config), [args.split], not args.no_progress)
         split = arrays[args.split]
-        probs = predict_arrays(tm, split.images, batch_size=args.batch_size, progress=not args.no_progress,
-                               on_batch=collector)
-        result = PredictionResult([str(i) for i in split.ids], probs, [])
-        labels = np.asarray(split.labels)
+        result = predict_arrays(tm, [str(i) for i in split.ids], split.images, batch_size=args.batch_size,
+                                progress=not args.no_progress, on_batch=collector)
+        if collector is not None:
+            from hotspot_jax.report import report_labels
+
+            labels = report_labels(tm.task, split.labels)
         sources = result.names
     else:
         result = predict_sources(tm, sources, batch_size=args.batch_size, skip_bad=args.skip_bad or bool(args.report),
@@ -360,14 +400,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"skipped: {reason}", file=sys.stderr)
     if not result.names:
         raise DataError(f"none of the {len(sources)} images could be read; nothing written")
-    write_predictions(out, result.names, result.probs, threshold)
+    write_predictions(out, result.names, result.probs, threshold, tm.task, result.class_probs)
     if collector is not None:
         page = _write_report(args, tm, result, collector, labels, threshold, why)
         print(f"wrote the report {page}")
-    n_hot = int(predict_labels(result.probs, threshold).sum())
     skipped = f", skipped {len(result.skipped)} unreadable" if result.skipped else ""
-    print(f"{len(result.names)} images scored with {tm.arch} ({tm.image_size}px): {n_hot} predicted Hotspot "
-          f"(probability > {threshold:.4g}, {why}){skipped}; wrote {out}")
+    scored = f"{len(result.names)} images scored with {tm.arch} ({tm.image_size}px, task {tm.task.name})"
+    if tm.task.name == "own" and not tm.task.binary:
+        counts = np.bincount(result.class_probs.argmax(-1), minlength=tm.task.num_classes)
+        print(f"{scored}: predicted " + ", ".join(f"{c} {n}" for c, n in zip(tm.task.class_names, counts))
+              + f"{skipped}; wrote {out}")
+        return 0
+    n_hot = int(predict_labels(result.probs, threshold).sum())
+    positive = tm.task.class_names[tm.task.positive] if tm.task.binary else "Hotspot"
+    print(f"{scored}: {n_hot} predicted {positive} (probability > {threshold:.4g}, {why}){skipped}; wrote {out}")
     return 0
 
 
@@ -380,9 +426,10 @@ def _write_report(args: Any, tm: Any, result: PredictionResult, collector: Any, 
         source = f"the {args.split} split of the run (its manifest.json), {len(result.names)} labelled images"
     else:
         source = ", ".join(str(i) for i in args.images)
-    model = {"arch": tm.arch, "image_size": tm.image_size, "task": check_task(tm),
+    negative, positive = check_task(tm)
+    model = {"arch": tm.arch, "image_size": tm.image_size, "task": tm.task.name,
              "initialisation": tm.initialisation, "checkpoint": str(tm.checkpoint), "epoch": tm.epoch}
     data = ReportData(names=result.names, probs=result.probs, images=collector.images, maps=collector.heat_maps(),
                       threshold=threshold, threshold_source=why, model=model, skipped=result.skipped, labels=labels,
-                      heatmap_method=collector.method, source=source)
-    return write_report(Path(args.report).expanduser(), data, title=f"Hotspot report: {tm.arch}")
+                      heatmap_method=collector.method, source=source, class_names=(negative, positive))
+    return write_report(Path(args.report).expanduser(), data, title=f"{positive} report: {tm.arch}")

@@ -24,7 +24,8 @@ class SpotNet(nn.Module):
         return nn.Dense(2, name="fc")(jnp.max(a, axis=(1, 2)))
 
 
-def fake_conv_trained(workdir: Path, image_size: int = 16, task: str | None = None) -> TrainedModel:
+def fake_conv_trained(workdir: Path, image_size: int = 16, task: str | None = None,
+                      classes: list[str] | None = None) -> TrainedModel:
     """A TrainedModel of SpotNet with fixed weights, as if loaded from ``<workdir>/best/7``."""
     model = SpotNet()
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, image_size, image_size, 3)), train=False)
@@ -35,7 +36,8 @@ def fake_conv_trained(workdir: Path, image_size: int = 16, task: str | None = No
     run = {"arch": "spotnet", "image_size": image_size, "seed": 0, "data": None}
     if task is not None:
         run["task"] = task
-    return TrainedModel(arch="spotnet", image_size=image_size, config={"run": run, "initialisation": "scratch"},
+    config = {"run": run, "initialisation": "scratch", **({"classes": classes} if classes else {})}
+    return TrainedModel(arch="spotnet", image_size=image_size, config=config,
                         manifest=None, model=model, variables=variables, checkpoint=Path(workdir) / "best" / "7",
                         epoch=3)
 

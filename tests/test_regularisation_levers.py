@@ -97,7 +97,8 @@ def test_flips_average_four_views_and_the_restored_model_agrees(fast_compile):
     np.testing.assert_allclose(probs[0], np.mean(single, axis=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(_predict_fn(plain_model, 16, "flips")(variables, images[0]), probs[0], rtol=1e-5,
                                atol=1e-6)
-    picked = np.where(labels[0] == 1, probs[0], 1 - probs[0])
+    assert probs.shape == (1, 8, 2)  # every class's probability, (devices, batch, classes)
+    picked = np.take_along_axis(np.asarray(probs[0]), np.asarray(labels[0])[:, None], -1)[:, 0]
     np.testing.assert_allclose(loss[0], -np.log(picked), rtol=1e-4)
     plain, _, _ = steps.make_eval_step(model, 16, DEVICES)(state, images, labels)
     np.testing.assert_allclose(plain[0], single[0], rtol=1e-5, atol=1e-6)

@@ -88,14 +88,39 @@ def test_bad_input_is_one_error_line(tmp_path, monkeypatch, capsys, argv, msg):
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and msg.format(**fill) in err
 
 
-def test_checkpoint_of_another_task_is_one_error_line(tmp_path, monkeypatch, capsys):
+def test_checkpoint_without_a_positive_class_is_one_error_line(tmp_path, monkeypatch, capsys):
     crops_folder(tmp_path / "crops", n=2)
     monkeypatch.setattr("hotspot_jax.train.restore.load_trained",
-                        lambda path: fake_conv_trained(tmp_path, task="classes12"))
+                        lambda path: fake_conv_trained(tmp_path, task="own", classes=["dust", "crack", "snail"]))
     code, _, err = _run(["--checkpoint", tmp_path, tmp_path / "crops", "--out", tmp_path / "p.csv",
                          "--report", tmp_path / "r", "--no-progress"], capsys)
-    assert code == 2 and err.count("\n") == 1 and "'classes12' task" in err
+    assert code == 2 and err.count("\n") == 1 and "'own' task with 3 classes" in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "p.csv").exists()
+
+
+def test_anomaly_task_reports_its_own_classes(tmp_path, monkeypatch, capsys):
+    crops_folder(tmp_path / "crops", n=3)
+    tm = fake_conv_trained(tmp_path, task="anomaly")
+    monkeypatch.setattr("hotspot_jax.train.restore.load_trained", lambda path: tm)
+    code, _, err = _run(["--checkpoint", tmp_path, tmp_path / "crops", "--out", tmp_path / "p.csv",
+                         "--report", tmp_path / "r", "--no-progress"], capsys)
+    assert code == 0, err
+    negative, positive = tm.task.class_names[0], tm.task.class_names[tm.task.positive]
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert f"flagged {positive}: " in page and f'data-negative="{negative}"' in page and "<td>anomaly</td>" in page
+
+
+def test_classes12_flags_hotspot_against_the_rest():
+    from hotspot_jax.data.classes import CLASS_NAMES, HOTSPOT_CLASSES
+    from hotspot_jax.data.tasks import TASKS
+    from hotspot_jax.report import positive_indices, report_labels
+
+    task = TASKS["classes12"]
+    hot = [CLASS_NAMES.index(c) for c in HOTSPOT_CLASSES]
+    assert sorted(positive_indices(task)) == sorted(hot)
+    labels = np.arange(12)
+    assert report_labels(task, labels).tolist() == [int(k in hot) for k in range(12)]
+    assert report_labels(TASKS["hotspot"], np.array([0, 1, 1])).tolist() == [0, 1, 1]
 
 
 def test_every_image_unreadable_is_one_error_line(tmp_path, monkeypatch, capsys):

@@ -1,6 +1,7 @@
 """The levers of the ``best`` recipe: learning-rate schedule, online augmentation, more No-Anomaly
-training images, in-domain pretraining, and the invariant that no validation or test image of the split
-ever enters pretraining or training (on fake data and on the real dataset's manifests)."""
+training images, in-domain pretraining (a classes12 run with ``leave_out="hotspot"``), and the invariant
+that no validation or test image of the split ever enters pretraining or training (on fake data and on
+the real dataset's manifests)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from hotspot_jax.data import CLASS_NAMES, ModuleImages, ProtocolConfig, make_binary_split, materialize
 from hotspot_jax.errors import ConfigError, DataError
-from hotspot_jax.reproduce.pretrain import HELD_OUT, check_disjoint, pretrain_pool
+from hotspot_jax.data.tasks import HELD_OUT, get_task, make_split, source_ids
 from hotspot_jax.train import levers
 from hotspot_jax.train.config import TrainConfig, identity_differences
 
@@ -25,6 +26,20 @@ def fake_dataset(sizes=SIZES, seed=0) -> ModuleImages:
     labels = labels[rng.permutation(len(labels))]
     images = rng.integers(0, 256, size=(len(labels), 40, 24, 1), dtype=np.uint8)
     return ModuleImages(images=images, labels=labels, ids=np.arange(len(labels)).astype(str), metadata_sha256="e" * 64)
+
+
+def check_disjoint(ids, manifest, splits=HELD_OUT) -> None:
+    """No id of ``ids`` (augmented copies ``id@op`` by their source) is in one of ``splits`` of ``manifest``."""
+    held = set().union(*(manifest.splits.get(name, ()) for name in splits))
+    leaked = source_ids(ids) & held
+    if leaked:
+        raise DataError(f"{len(leaked)} validation/test image(s) would enter training")
+
+
+def pretrain_pool(dataset, seed: int) -> set[str]:
+    """Every image of the in-domain pretraining of ``seed``: its classes12 leave-out split, train and val."""
+    m = make_split(get_task("classes12"), dataset, seed, leave_out="hotspot")
+    return set(m.splits["train"]) | set(m.splits["val"]) | set(m.splits["test"])
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +133,7 @@ def test_more_no_anomaly_only_takes_unused_images_and_leaves_val_and_test_alone(
 
 # ------------------------------------------------------------------------------------- pretraining
 def _assert_pool_is_clean(dataset, manifest):
-    idx = pretrain_pool(dataset, manifest)
-    pool = set(dataset.ids[idx].tolist())
+    pool = pretrain_pool(dataset, manifest.seed)
     held = set().union(*(manifest.splits[s] for s in HELD_OUT))
     assert pool and not pool & held
     assert pool | held == set(dataset.ids.tolist())  # everything else is used
@@ -155,7 +169,8 @@ def test_real_manifests_keep_held_out_images_out_of_pretraining_and_training(rea
 def test_lever_options_are_part_of_a_runs_identity_and_default_to_the_study():
     base = TrainConfig(arch="squeezenet", image_size=32).resolve()
     stored = {k: v for k, v in base.to_dict().items()
-              if k not in ("lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "init_weights_sha256")}
+              if k not in ("lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "task", "leave_out",
+                           "init_from_checkpoint")}
     assert identity_differences(stored, base) == []  # a config written before the levers existed
     cosine = TrainConfig(arch="squeezenet", image_size=32, lr_schedule="cosine").resolve()
     assert "lr_schedule: 'constant' -> 'cosine'" in "; ".join(identity_differences(stored, cosine))
@@ -164,19 +179,9 @@ def test_lever_options_are_part_of_a_runs_identity_and_default_to_the_study():
     assert identity_differences(base.to_dict(), TrainConfig(arch="squeezenet", image_size=32, epochs=50).resolve()) == []
     for kwargs, message in (({"lr_schedule": "step"}, "--lr-schedule"), ({"online_augment": "cutout"}, "--online-augment"),
                             ({"no_anomaly_ratio": 0.5}, "--no-anomaly-ratio"), ({"warmup_epochs": -1}, "--warmup-epochs"),
-                            ({"init_weights": "/nonexistent.msgpack"}, "--init-weights file")):
+                            ({"init_from": "/nonexistent-run"}, "--init-from /nonexistent-run does not exist")):
         with pytest.raises(ConfigError, match=message):
             TrainConfig(arch="squeezenet", **kwargs).resolve()
-
-
-def test_variables_file_roundtrip_and_bad_file(tmp_path):
-    v = {"params": {"conv": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}}, "batch_stats": {}}
-    path = levers.save_variables(tmp_path / "v.msgpack", v)
-    back = levers.load_variables(path)
-    assert np.array_equal(back["params"]["conv"]["kernel"], v["params"]["conv"]["kernel"])
-    (tmp_path / "bad.msgpack").write_bytes(b"not msgpack at all")
-    with pytest.raises(ConfigError, match="bad.msgpack: not a Flax variables file"):
-        levers.load_variables(tmp_path / "bad.msgpack")
 
 
 # ------------------------------------------------------------------------------ end to end, tiny CNN
@@ -187,7 +192,7 @@ def test_best_like_recipe_end_to_end_on_a_tiny_cnn(tmp_path):
     from test_train_tiny import TINY  # registers the test-only tiny CNN
 
     from hotspot_jax.reproduce.recipes import Recipe
-    from hotspot_jax.reproduce.runner import result_path, run_dir, run_grid
+    from hotspot_jax.reproduce.runner import pretrain_dir, result_path, run_dir, run_grid
 
     data = fake_dataset({"Hot-Spot": 20, "Hot-Spot-Multi": 20, "No-Anomaly": 300, "Cell": 30, "Diode": 20}, seed=4)
     recipe = Recipe(name="tiny-best", description="test", image_size=16, epochs=2, batch_size=16, lr=0.01,
@@ -199,10 +204,12 @@ def test_best_like_recipe_end_to_end_on_a_tiny_cnn(tmp_path):
     rep = run_grid(recipe, [TINY], [0], **kw)
     assert rep["done"] == [f"{TINY}-s0"]
     summary = json.loads(result_path(tmp_path / "results", "tiny-best", TINY, 0).read_text())
-    assert summary["initialisation"].startswith("in-domain 12-class pretraining (1 epochs on 190 images")
-    assert summary["pretraining"]["images"] == 190 and summary["timing"]["pretrain_seconds"] > 0
+    assert summary["initialisation"].startswith("in-domain: classes12 run tiny_cnn_test-s0-classes12-16px-e1")
+    pre_counts = summary["pretraining"]["split_counts"]
+    assert sum(pre_counts["train"].values()) + sum(pre_counts["val"].values()) == 190
+    assert summary["timing"]["pretrain_seconds"] > 0 and summary["pretraining"]["left_out"]
     assert summary["test"]["n"] == 12 and len(summary["test_predictions"]["ids"]) == 12
-    assert summary["train_config"]["no_anomaly_ratio"] == 1.5 and summary["train_config"]["init_weights_sha256"]
+    assert summary["train_config"]["no_anomaly_ratio"] == 1.5 and summary["train_config"]["init_from_checkpoint"]
     # training saw 28 hotspots x 4 plus 1.5 x 112 No-Anomaly images; nothing held out
     workdir = run_dir(tmp_path / "runs", "tiny-best", TINY, 0)
     manifest = json.loads((workdir / "manifest.json").read_text())
@@ -211,8 +218,10 @@ def test_best_like_recipe_end_to_end_on_a_tiny_cnn(tmp_path):
     for split in ("val", "test", "test_realistic"):
         assert not train & set(manifest["splits"][split])
     assert summary["test_realistic"]["n_neg"] == 300 - 168 - 6
-    original = make_binary_split(data, ProtocolConfig(seed=0))
-    pool = set(data.ids[pretrain_pool(data, original)].tolist())
+    pre_dir = pretrain_dir(tmp_path / "runs", recipe, TINY, 0)
+    pre_manifest = json.loads((pre_dir / "manifest.json").read_text())
+    pool = set(pre_manifest["splits"]["train"]) | set(pre_manifest["splits"]["val"])
+    assert pool == pretrain_pool(data, 0)
     for split in ("val", "test"):
         assert not pool & set(manifest["splits"][split])
     assert not pool & set(manifest["splits"]["test_realistic"])
@@ -225,11 +234,10 @@ def test_best_like_recipe_end_to_end_on_a_tiny_cnn(tmp_path):
     # the regularisation levers reached the run; the operating point and validation metrics were kept
     assert (summary["train_config"]["label_smoothing"], summary["train_config"]["mixup_alpha"],
             summary["train_config"]["tta"], summary["train_config"]["aspect"]) == (0.1, 0.2, "flips", "source")
-    from hotspot_jax.reproduce.runner import pretrain_dir
     from hotspot_jax.train.restore import load_trained
 
-    pre = json.loads((pretrain_dir(tmp_path / "runs", recipe, TINY, 0) / "summary.json").read_text())
-    assert pre["settings"]["aspect"] == "source" and str(pretrain_dir(tmp_path / "runs", recipe, TINY, 0)).endswith("-source")
+    pre = json.loads((pre_dir / "config.json").read_text())
+    assert pre["run"]["aspect"] == "source" and pre["run"]["task"] == "classes12" and str(pre_dir).endswith("-source")
     tm = load_trained(workdir)
     assert tm.input_hw == (27, 16)  # 16 px wide, 5:3
     assert tm.predict_proba(np.zeros((3, 40, 24), np.uint8)).shape == (3,)
@@ -243,72 +251,26 @@ def test_best_like_recipe_end_to_end_on_a_tiny_cnn(tmp_path):
     assert f"{point['validation_at_0.5']['accuracy']:.4f}" in table and f"{point['threshold']:.4f}" in table
 
 
-# ------------------------------------------------------------------- pretraining: Ctrl-C and resume
-def test_interrupted_pretraining_continues_to_the_same_weights(tmp_path, monkeypatch):
-    """Ctrl-C mid-epoch saves the position; the rerun continues there and ends with the very weights and
-    history of an uninterrupted pretraining; progress of other settings or an unreadable file is ignored."""
-    import os
-    import signal
-
-    from test_train_tiny import TINY  # registers the test-only tiny CNN
-
-    from hotspot_jax.reproduce import pretrain as pretrain_mod
-    from hotspot_jax.train import step as step_mod
-
-    data = fake_dataset({"Hot-Spot": 20, "Hot-Spot-Multi": 20, "No-Anomaly": 200, "Cell": 30}, seed=5)
-    manifest = make_binary_split(data, ProtocolConfig(seed=0))
-    kw = dict(image_size=16, epochs=2, lr=0.01, batch_size=16, online_augment="flip-shift", progress=False,
-              log=lambda m: None)
-    whole = pretrain_mod.pretrain(TINY, 0, data, manifest, outdir=tmp_path / "whole", **kw)
-
-    real_make = step_mod.make_train_step
-    calls = {"n": 0}
-
-    def make_interrupting(*args, **kwargs):
-        step = real_make(*args, **kwargs)
-
-        def interrupting(*a):
-            calls["n"] += 1
-            out = step(*a)
-            if calls["n"] == 3:  # mid-way through the first epoch
-                os.kill(os.getpid(), signal.SIGINT)
-            return out
-        return interrupting
-
-    monkeypatch.setattr(step_mod, "make_train_step", make_interrupting)
-    out = tmp_path / "cut"
-    assert pretrain_mod.pretrain(TINY, 0, data, manifest, outdir=out, **kw) == {"interrupted": True}
-    assert (out / pretrain_mod.PROGRESS).is_file() and not (out / "summary.json").exists()
-    monkeypatch.setattr(step_mod, "make_train_step", real_make)
-    logs = []
-    resumed = pretrain_mod.pretrain(TINY, 0, data, manifest, outdir=out, **dict(kw, log=logs.append))
-    assert "pretraining: continuing at epoch 1, batch 3" in logs
-    assert not (out / pretrain_mod.PROGRESS).exists()
-    assert (out / "variables.msgpack").read_bytes() == whole["weights"].read_bytes()
-    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["summary"]["history"]]
-    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in whole["summary"]["history"]]
-
-    # progress of other settings is not used (started afresh), and an unreadable file neither
-    (out / "summary.json").unlink()
-    pretrain_mod.save_progress(out / pretrain_mod.PROGRESS, {"other": 1}, {"x": np.zeros(2)}, epoch=1, batch=0)
-    assert pretrain_mod.load_progress(out / pretrain_mod.PROGRESS, {"arch": TINY}, {"x": np.zeros(2)}) is None
-    (out / pretrain_mod.PROGRESS).write_bytes(b"not an npz")
-    assert pretrain_mod.load_progress(out / pretrain_mod.PROGRESS, {"other": 1}, {"x": np.zeros(2)}) is None
-
-
-def test_grid_reports_a_run_interrupted_in_pretraining(tmp_path, monkeypatch):
+# ------------------------------------------------------------------- pretraining interrupted
+def test_grid_reports_a_run_interrupted_in_pretraining(tmp_path):
+    """Ctrl-C in the pretraining run (an ordinary run: it resumes as any run does) stops the grid there."""
     from test_train_tiny import TINY
 
-    from hotspot_jax.reproduce import pretrain as pretrain_mod
     from hotspot_jax.reproduce.recipes import Recipe
     from hotspot_jax.reproduce.runner import result_path, run_grid
+    from hotspot_jax.train.loop import RunResult
 
-    monkeypatch.setattr(pretrain_mod, "pretrain_for_run", lambda *a, **k: {"interrupted": True})
     recipe = Recipe(name="tiny-pre", description="test", image_size=16, epochs=1, batch_size=16, lr=0.01,
                     pretrain_epochs=1, pretrain_lr=0.01)
-    trained = []
+    calls = []
+
+    def interrupted(cfg, **kw):
+        calls.append(cfg)
+        return RunResult(workdir=tmp_path, epochs_done=0, best=None, interrupted=True)
+
     rep = run_grid(recipe, [TINY], [0, 1], runs_dir=tmp_path / "runs", results_dir=tmp_path / "results",
                    dataset=fake_dataset({"Hot-Spot": 20, "Hot-Spot-Multi": 20, "No-Anomaly": 200}, seed=6),
-                   progress=False, log=lambda m: None, train_fn=lambda *a, **k: trained.append(a))
-    assert rep == {"done": [], "skipped": [], "interrupted": [f"{TINY}-s0"]} and not trained
+                   progress=False, log=lambda m: None, train_fn=interrupted)
+    assert rep == {"done": [], "skipped": [], "interrupted": [f"{TINY}-s0"]}
+    assert [(c.task, c.leave_out, c.lr_schedule) for c in calls] == [("classes12", "hotspot", "cosine")]
     assert not result_path(tmp_path / "results", "tiny-pre", TINY, 0).exists()

@@ -23,15 +23,18 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, ids: np.ndarray, what:
 class ModuleImages:
     """The whole dataset in memory, sorted by numeric image id.
 
-    ``images`` uint8 (N, 40, 24, 1); ``labels`` int32 (N,) indexing :data:`CLASS_NAMES`; ``ids`` (N,)
-    str (the release's ids, e.g. ``"13357"``); ``metadata_sha256`` identifies the source's
-    ``module_metadata.json`` so manifests can say which dataset they were drawn from.
+    ``images`` uint8 (N, 40, 24, 1); ``labels`` int32 (N,) indexing ``class_names`` (:data:`CLASS_NAMES`
+    for InfraredSolarModules); ``ids`` (N,) str (the release's ids, e.g. ``"13357"``, or one's own images'
+    relative paths); ``metadata_sha256`` identifies the source (``module_metadata.json``, or one's own
+    data's content) so manifests can say which dataset they were drawn from.
     """
 
     images: np.ndarray
     labels: np.ndarray
     ids: np.ndarray
     metadata_sha256: str = ""
+    class_names: tuple[str, ...] = CLASS_NAMES  # what ``labels`` index: the 12 classes, or one's own data's
+    own: bool = False  # one's own labelled images (hotspot_jax.data.own_data), not InfraredSolarModules
     _index: dict = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -47,12 +50,12 @@ class ModuleImages:
 
     def class_counts(self) -> dict[str, int]:
         """Number of images per class name, in :data:`CLASS_NAMES` order (zero counts included)."""
-        counts = np.bincount(self.labels, minlength=len(CLASS_NAMES))
-        return {name: int(c) for name, c in zip(CLASS_NAMES, counts)}
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {name: int(c) for name, c in zip(self.class_names, counts)}
 
     def ids_of_class(self, *names: str) -> np.ndarray:
         """Ids (sorted as in the dataset) of the images whose class is one of ``names``."""
-        wanted = np.array([CLASS_NAMES.index(n) for n in names], dtype=np.int32)
+        wanted = np.array([list(self.class_names).index(n) for n in names], dtype=np.int32)
         return self.ids[np.isin(self.labels, wanted)]
 
     def indices(self, ids) -> np.ndarray:

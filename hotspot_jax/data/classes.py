@@ -28,6 +28,9 @@ NO_ANOMALY: str = "No-Anomaly"
 #: Class names of the binary task; binary label 1 = hotspot, the positive class.
 BINARY_CLASS_NAMES: tuple[str, ...] = ("No-Anomaly", "Hotspot")
 
+#: Class names of the anomaly task; label 1 = any of the 11 anomaly classes, the positive class.
+ANOMALY_CLASS_NAMES: tuple[str, ...] = ("No-Anomaly", "Anomaly")
+
 #: Image geometry of the release: 40 px high, 24 px wide, one channel.
 IMAGE_SHAPE: tuple[int, int, int] = (40, 24, 1)
 

@@ -143,7 +143,8 @@ def load_cached(cache_dir: str | os.PathLike) -> ModuleImages:
 def load_dataset(data: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None,
                  download: bool = True, release: ReleaseSpec = OFFICIAL_RELEASE,
                  progress: bool = True) -> ModuleImages:
-    """Load InfraredSolarModules into memory, building the TFDS dataset first if needed.
+    """Load InfraredSolarModules (or one's own images: hotspot_jax.data.own_data) into memory, building the
+    TFDS dataset first if needed.
 
     Where the data comes from, in order: ``data`` (a zip or an extracted folder), the ``HOTSPOT_DATA``
     environment variable, the dataset already built in ``cache_dir`` (default :func:`default_cache_dir`),
@@ -154,6 +155,10 @@ def load_dataset(data: str | os.PathLike | None = None, *, cache_dir: str | os.P
     if data is None:
         env = os.environ.get(DATA_ENV, "").strip()
         data = env or None
+    from hotspot_jax.data.own_data import is_own_data, load_own_data
+
+    if data is not None and is_own_data(data):  # one's own labelled images: a folder of class folders, or a CSV
+        return load_own_data(data, cache_dir, progress=progress)
     if data is not None:
         with Release(data) as rel:
             fingerprint = rel.fingerprint()

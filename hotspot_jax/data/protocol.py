@@ -7,6 +7,9 @@ rounding half up); training hotspots are augmented offline x4 (original, rot180,
 1,388; No-Anomaly is undersampled without replacement to the same counts (1,388/74/74), disjoint
 across splits. ``test_realistic`` = the test hotspots + every No-Anomaly image not used by train or
 val (realistic prevalence). Multiclass task: the same 70/15/15 rounding within each of the 12 classes.
+Anomaly task: the multiclass split with binary labels (1 = any of the 11 anomaly classes). Both may be
+drawn from the images a binary split leaves for training (``exclude``), so that a run on them can start
+a binary run (``hotspot_jax.data.tasks``).
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ import numpy as np
 
 from hotspot_jax.data.arrays import ArraySplit, ModuleImages
 from hotspot_jax.data.augment import AugmentConfig, augment_batch
-from hotspot_jax.data.classes import BINARY_CLASS_NAMES, CLASS_NAMES, HOTSPOT_CLASSES, NO_ANOMALY
+from hotspot_jax.data.classes import ANOMALY_CLASS_NAMES, BINARY_CLASS_NAMES, CLASS_NAMES, HOTSPOT_CLASSES, NO_ANOMALY
 from hotspot_jax.data.release import _id_sort_key
 from hotspot_jax.errors import ConfigError, DataError
 
 MANIFEST_FORMAT = "hotspot_jax.split_manifest/1"
-TASKS = ("binary", "multiclass")
+TASKS = ("binary", "multiclass", "anomaly", "own")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class SplitManifest:
     counts: Mapping[str, Mapping[str, int]]
     class_names: tuple[str, ...]
     dataset_sha256: str = ""
+    left_out: str = ""  # the split whose validation and test images this one leaves out, e.g. "binary seed 0"
 
     @property
     def seed(self) -> int:
@@ -125,11 +129,14 @@ class SplitManifest:
         return self.splits[split]
 
     def to_dict(self) -> dict:
-        return {"format": MANIFEST_FORMAT, "task": self.task, "seed": self.seed,
-                "dataset_sha256": self.dataset_sha256, "class_names": list(self.class_names),
-                "config": self.config.to_dict(),
-                "counts": {k: dict(v) for k, v in self.counts.items()},
-                "splits": {k: list(v) for k, v in self.splits.items()}}
+        out = {"format": MANIFEST_FORMAT, "task": self.task, "seed": self.seed,
+               "dataset_sha256": self.dataset_sha256, "class_names": list(self.class_names),
+               "config": self.config.to_dict(),
+               "counts": {k: dict(v) for k, v in self.counts.items()},
+               "splits": {k: list(v) for k, v in self.splits.items()}}
+        if self.left_out:  # absent otherwise, so manifests of earlier runs compare equal
+            out["left_out"] = self.left_out
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping, *, where: str = "manifest") -> "SplitManifest":
@@ -143,7 +150,8 @@ class SplitManifest:
             return cls(task=d["task"], config=config,
                        splits={k: tuple(str(i) for i in v) for k, v in d["splits"].items()},
                        counts={k: {c: int(n) for c, n in v.items()} for k, v in d["counts"].items()},
-                       class_names=tuple(d["class_names"]), dataset_sha256=str(d.get("dataset_sha256", "")))
+                       class_names=tuple(d["class_names"]), dataset_sha256=str(d.get("dataset_sha256", "")),
+                       left_out=str(d.get("left_out", "")))
         except (KeyError, TypeError, AttributeError) as err:
             raise DataError(f"{where}: malformed split manifest ({type(err).__name__}: {err})") from None
         except ConfigError as err:
@@ -212,9 +220,22 @@ def _count(labels: np.ndarray, n_classes: int, names: tuple[str, ...]) -> dict[s
     return {c: int(n) for c, n in zip(names, np.bincount(labels, minlength=n_classes))}
 
 
-def _train_augmented_labels(dataset: ModuleImages, ids, config: ProtocolConfig, binary: bool) -> np.ndarray:
+def _anomaly_labels(dataset: ModuleImages, ids) -> np.ndarray:
+    return (dataset.labels[dataset.indices(ids)] != CLASS_NAMES.index(NO_ANOMALY)).astype(np.int32)
+
+
+def task_labels(task: str, classes: np.ndarray) -> np.ndarray:
+    """Labels of a manifest ``task`` from 12-class labels: hotspot (binary), anomaly, or the classes."""
+    if task == "binary":
+        return np.isin(classes, [CLASS_NAMES.index(c) for c in HOTSPOT_CLASSES]).astype(np.int32)
+    if task == "anomaly":
+        return (classes != CLASS_NAMES.index(NO_ANOMALY)).astype(np.int32)
+    return classes.astype(np.int32)  # multiclass, own
+
+
+def _train_augmented_labels(dataset: ModuleImages, ids, config: ProtocolConfig, task: str) -> np.ndarray:
     """Labels of the training set after augmentation (originals, then each op's copies)."""
-    labels = _binary_labels(dataset, ids) if binary else dataset.labels[dataset.indices(ids)]
+    labels = task_labels(task, dataset.labels[dataset.indices(ids)])
     classes = dataset.labels[dataset.indices(ids)]
     aug = np.isin(classes, [CLASS_NAMES.index(c) for c in config.augment_classes])
     return np.concatenate([labels] + [labels[aug]] * len(config.augment.ops))
@@ -252,24 +273,30 @@ def make_binary_split(dataset: ModuleImages, config: ProtocolConfig = ProtocolCo
         "test_realistic": _sorted_ids(np.concatenate([hot_test, na_test, na_perm[sum(want):]])),
     }
     counts = {name: _count(_binary_labels(dataset, ids), 2, BINARY_CLASS_NAMES) for name, ids in splits.items()}
-    counts["train_augmented"] = _count(_train_augmented_labels(dataset, splits["train"], config, True), 2,
+    counts["train_augmented"] = _count(_train_augmented_labels(dataset, splits["train"], config, "binary"), 2,
                                        BINARY_CLASS_NAMES)
     return SplitManifest(task="binary", config=config, splits=splits, counts=counts,
                          class_names=BINARY_CLASS_NAMES, dataset_sha256=dataset.metadata_sha256)
 
 
-def make_multiclass_split(dataset: ModuleImages, config: ProtocolConfig = ProtocolConfig()) -> SplitManifest:
-    """The 12-class task: a stratified 70/15/15 split within each class (splits ``train``, ``val``, ``test``).
+def make_multiclass_split(dataset: ModuleImages, config: ProtocolConfig = ProtocolConfig(), *,
+                          exclude=(), left_out: str = "", binary_labels: bool = False) -> SplitManifest:
+    """The 12-class task: a stratified split within each class (splits ``train``, ``val``, ``test``).
 
     ``config.no_anomaly_per_hotspot`` is unused; training images of ``config.augment_classes`` are
-    augmented by :func:`materialize`.
+    augmented by :func:`materialize`. Images whose id is in ``exclude`` take no part (``left_out`` names
+    where they come from, recorded in the manifest). ``binary_labels``: the anomaly task, the same split
+    with No-Anomaly vs any anomaly.
     """
     if not len(dataset):
         raise DataError("the dataset is empty")
+    excluded = {str(i) for i in exclude}
     rng = np.random.default_rng(config.seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for k, name in enumerate(CLASS_NAMES):
         ids = dataset.ids[dataset.labels == k]
+        if excluded:
+            ids = np.array([i for i in ids if str(i) not in excluded], dtype=dataset.ids.dtype)
         if not len(ids):
             continue
         n_train, n_val, n_test = split_counts(len(ids), config)
@@ -278,12 +305,37 @@ def make_multiclass_split(dataset: ModuleImages, config: ProtocolConfig = Protoc
         parts["val"].append(perm[n_test:n_test + n_val])
         parts["train"].append(perm[n_test + n_val:])
     splits = {name: _sorted_ids(np.concatenate(p)) for name, p in parts.items()}
-    n = len(CLASS_NAMES)
-    counts = {name: _count(dataset.labels[dataset.indices(ids)], n, CLASS_NAMES) for name, ids in splits.items()}
-    counts["train_augmented"] = _count(_train_augmented_labels(dataset, splits["train"], config, False), n,
-                                       CLASS_NAMES)
-    return SplitManifest(task="multiclass", config=config, splits=splits, counts=counts,
-                         class_names=CLASS_NAMES, dataset_sha256=dataset.metadata_sha256)
+    if binary_labels:
+        task, names = "anomaly", ANOMALY_CLASS_NAMES
+        label = lambda ids: _anomaly_labels(dataset, ids)  # noqa: E731
+        augmented = _count(_train_augmented_labels(dataset, splits["train"], config, "anomaly"), 2, names)
+    else:
+        task, names = "multiclass", CLASS_NAMES
+        label = lambda ids: dataset.labels[dataset.indices(ids)]  # noqa: E731
+        augmented = _count(_train_augmented_labels(dataset, splits["train"], config, "multiclass"), len(names), names)
+    counts = {name: _count(label(ids), len(names), names) for name, ids in splits.items()}
+    counts["train_augmented"] = augmented
+    return SplitManifest(task=task, config=config, splits=splits, counts=counts, class_names=names,
+                         dataset_sha256=dataset.metadata_sha256, left_out=left_out)
+
+
+def make_own_split(dataset: ModuleImages, config: ProtocolConfig = ProtocolConfig()) -> SplitManifest:
+    """One's own images (``dataset.own``): 70/15/15 within each of its classes, seeded; no augmentation."""
+    rng = np.random.default_rng(config.seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for k, name in enumerate(dataset.class_names):
+        ids = dataset.ids[dataset.labels == k]
+        n_train, n_val, n_test = split_counts(len(ids), config)
+        perm = ids[rng.permutation(len(ids))]
+        parts["test"].append(perm[:n_test])
+        parts["val"].append(perm[n_test:n_test + n_val])
+        parts["train"].append(perm[n_test + n_val:])
+    names = tuple(dataset.class_names)
+    splits = {name: _sorted_ids(np.concatenate(p)) for name, p in parts.items()}
+    counts = {name: _count(dataset.labels[dataset.indices(ids)], len(names), names) for name, ids in splits.items()}
+    counts["train_augmented"] = dict(counts["train"])
+    return SplitManifest(task="own", config=config, splits=splits, counts=counts, class_names=names,
+                         dataset_sha256=dataset.metadata_sha256)
 
 
 def materialize(dataset: ModuleImages, manifest: SplitManifest, config: ProtocolConfig | None = None
@@ -296,8 +348,7 @@ def materialize(dataset: ModuleImages, manifest: SplitManifest, config: Protocol
     if manifest.dataset_sha256 and dataset.metadata_sha256 and manifest.dataset_sha256 != dataset.metadata_sha256:
         raise DataError(f"the split manifest was made from the dataset with metadata sha256 "
                         f"{manifest.dataset_sha256[:12]}..., this dataset has {dataset.metadata_sha256[:12]}...")
-    binary = manifest.task == "binary"
-    class_names = BINARY_CLASS_NAMES if binary else CLASS_NAMES
+    class_names = tuple(manifest.class_names)
     aug_classes = np.array([CLASS_NAMES.index(c) for c in config.augment_classes], dtype=np.int32)
     out: dict[str, ArraySplit] = {}
     for name, ids in manifest.splits.items():
@@ -306,8 +357,7 @@ def materialize(dataset: ModuleImages, manifest: SplitManifest, config: Protocol
         except KeyError as err:
             raise DataError(f"split {name!r} of the manifest: {err.args[0]}") from None
         images, classes = dataset.images[idx], dataset.labels[idx]
-        labels = np.isin(classes, [CLASS_NAMES.index(c) for c in HOTSPOT_CLASSES]).astype(np.int32) \
-            if binary else classes.astype(np.int32)
+        labels = task_labels(manifest.task, classes)
         split_ids = dataset.ids[idx]
         if name == "train" and config.augment.ops:
             aug = np.isin(classes, aug_classes)

@@ -22,7 +22,7 @@ SPLIT_TITLES = {
     "test_realistic": "realistic-prevalence test",
     "val": "validation",
 }
-DEFAULT_SPLITS = "test,test_realistic"
+DEFAULT_SPLITS = "test,test_realistic"  # the hotspot task's; other tasks: test (val when the split has no test)
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -74,8 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the one stored with the checkpoint; else chosen for 0.95)")
     p.add_argument("--tta", choices=("none", "flips"),
                    help="test-time augmentation: the mean of the image and its flips, or none (default: the run's own)")
-    p.add_argument("--splits", default=DEFAULT_SPLITS, metavar="LIST",
-                   help="comma-separated splits of the run's manifest to evaluate (test, test_realistic, val)")
+    p.add_argument("--splits", metavar="LIST",
+                   help="comma-separated splits of the run's manifest to evaluate (test, test_realistic, val) "
+                   f"(default: {DEFAULT_SPLITS} for a hotspot run, test for the other tasks)")
+    from hotspot_jax.data.tasks import TASK_NAMES
+
+    p.add_argument("--task", choices=TASK_NAMES,
+                   help="the task the run must have been trained for; another one is an error (default: the run's own)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -128,8 +133,8 @@ def load_split_arrays(tm: Any, data: str | None, splits: Sequence[str], progress
         origin = f"rebuilt from seed {seed} (the run has no manifest.json)"
     else:
         origin = "the run's manifest.json"
-    if manifest.task != "binary":
-        raise DataError(f"the run's split manifest is for the {manifest.task} task; evaluation is binary")
+    if manifest.task != tm.task.manifest_task:
+        raise DataError(f"the run's split manifest is for the {manifest.task} split, not its task {tm.task.name}")
     missing = [s for s in splits if s not in manifest.splits]
     if missing:
         raise ConfigError(f"--splits: the run's manifest has no split {', '.join(missing)} "
@@ -147,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.threshold is not None:
             raise ConfigError("--threshold and --target-sensitivity both set the threshold; give one")
     batch_size = positive_int("--batch-size", args.batch_size)
-    splits = parse_splits(args.splits)
+    splits = parse_splits(args.splits) if args.splits is not None else None  # bad names fail before loading
     option, given = ("--workdir", args.workdir) if args.workdir else ("--checkpoint", args.checkpoint)
     path = Path(given).expanduser()
     if not path.exists():
@@ -160,12 +165,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hotspot_jax.train.restore import load_trained
 
     tm = load_trained(path)
+    if args.task is not None and args.task != tm.task.name:
+        raise ConfigError(f"{path} is a {tm.task.name} run, not {args.task}; evaluate it without --task or with "
+                          f"--task {tm.task.name}")
+    if splits is not None:
+        pass
+    elif tm.task.name == "hotspot":
+        splits = parse_splits(DEFAULT_SPLITS)
+    else:
+        splits = ["test"] if tm.manifest is None or tm.manifest.splits.get("test") else ["val"]
     other_tta = args.tta is not None and args.tta != tm.config["run"].get("tta", "none")
     if other_tta:  # the same weights with another test-time augmentation: the stored threshold does not apply
         tm = tm.with_tta(args.tta)
     workdir = run_workdir(tm, path)
     out = Path(args.out).expanduser() if args.out else workdir / "evaluation"
     data = resolve_data(args.data, tm.config)
+    if not tm.task.binary:
+        return evaluate_many_classes(tm, data, splits, out, batch_size, progress)
     point, point_origin = tm.operating_point, "stored with the checkpoint"
     at_point = args.threshold is None
     choose_now = at_point and (point is None or args.target_sensitivity is not None or other_tta)
@@ -226,5 +242,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_metrics_table({SPLIT_TITLES[s]: at_point_results[s] for s in splits}))
         print()
     print(f"wrote {len(written)} files to {out}")
+    sys.stdout.flush()
+    return 0
+
+
+def evaluate_many_classes(tm: Any, data: str | None, splits: Sequence[str], out: Path, batch_size: int,
+                          progress: bool) -> int:
+    """classes12: accuracy, macro-F1, per-class precision/recall, confusion PNG and the hotspot-vs-rest
+    view per split (hotspot_jax.evaluate.multiclass); prints a per-class table."""
+    from hotspot_jax.evaluate.metrics import format_value
+    from hotspot_jax.evaluate.multiclass import write_multiclass_evaluation
+    from hotspot_jax.evaluate.report import write_json
+
+    arrays, origin = load_split_arrays(tm, data, splits, progress)
+    results = {}
+    print(f"{tm.arch} at {tm.image_size}px, task {tm.task.name}, initialisation: {tm.initialisation}")
+    print(f"checkpoint: {tm.checkpoint}; splits: {origin}")
+    for split in splits:
+        arr = arrays[split]
+        probs = tm.predict_class_proba(arr.images, batch_size=batch_size, progress=progress)
+        m = write_multiclass_evaluation(out, split, arr.labels, probs, list(arr.ids), arr.class_names)
+        results[split] = m
+        print(f"\n{'validation' if split == 'val' else split}: accuracy {format_value(m['accuracy'])}, macro-F1 {format_value(m['macro_f1'])} "
+              f"({m['n']} images)")
+        width = max(len(c) for c in arr.class_names)
+        print(f"{'class'.ljust(width)}  precision  recall  support")
+        for name, c in m["per_class"].items():
+            print(f"{name.ljust(width)}  {format_value(c['precision']).rjust(9)}  {format_value(c['recall']).rjust(6)}  "
+                  f"{c['support']:>7}")
+        vs = m.get("hotspot_vs_rest")
+        if vs:
+            print(f"hotspot vs rest (P(Hot-Spot) + P(Hot-Spot-Multi) > 0.5): sensitivity {format_value(vs['sensitivity'])}, "
+                  f"specificity {format_value(vs['specificity'])}")
+    write_json(out / "evaluation.json", {"arch": tm.arch, "task": tm.task.name, "image_size": tm.image_size,
+                                         "initialisation": tm.initialisation, "checkpoint": str(tm.checkpoint),
+                                         "epoch": tm.epoch, "data": data or "dataset cache", "splits_from": origin,
+                                         "metrics": results})
+    print(f"\nwrote {2 * len(splits) + 1} files to {out}")
     sys.stdout.flush()
     return 0

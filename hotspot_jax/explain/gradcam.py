@@ -9,7 +9,8 @@ AlexNet's last conv, SqueezeNet's last Fire module (``tests/test_explain.py`` pi
 
 The gradient of the score with respect to that output is taken by adding a zero tensor to it inside
 the same interceptor and differentiating with respect to the zero tensor. The score is the hotspot
-log-odds ``logit[1] - logit[0]`` (what the softmax probability is a monotone function of). The map is
+log-odds, ``logit[1] - logit[0]`` for a two-class model (what the softmax probability is a monotone function
+of), ``logsumexp`` over the positive and the other outputs for more classes. The map is
 ``relu(sum_c mean_hw(dscore/dA_c) * A_c)``, resized bilinearly to the network input and scaled to
 [0, 1] per image (all zeros where nothing speaks for a hotspot). Test-time augmentation is not applied.
 """
@@ -88,9 +89,13 @@ def gradcam_layer(model: nn.Module, variables: dict[str, Any], input_hw: Sequenc
 
 
 def make_gradcam(model: nn.Module, variables: dict[str, Any], layer: str | None = None, *,
-                 head: Sequence[str] = ()) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """A jitted ``f(x) -> (hotspot probabilities (N,), heat maps (N, H, W) in [0, 1])`` for preprocessed
-    float32 ``x (N, H, W, 3)``; ``layer`` defaults to :func:`gradcam_layer`. One compilation per shape."""
+                 head: Sequence[str] = (), positive: Sequence[int] = (1,)) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A jitted ``f(x) -> (positive probabilities (N,), heat maps (N, H, W) in [0, 1])`` for preprocessed
+    float32 ``x (N, H, W, 3)``; ``layer`` defaults to :func:`gradcam_layer`. One compilation per shape.
+
+    The score explained is the log-odds of the ``positive`` outputs together (hotspot: output 1; a 12-class
+    model: Hot-Spot and Hot-Spot-Multi), ``logsumexp(logits[positive]) - logsumexp(logits[rest])``."""
+    pos = np.asarray(sorted(set(int(i) for i in positive)))
 
     def forward(delta, x, layer_name):
         seen: list[Any] = []
@@ -106,7 +111,9 @@ def make_gradcam(model: nn.Module, variables: dict[str, Any], layer: str | None 
             logits = model.apply(variables, x, train=False).astype(jnp.float32)
         if len(seen) != 1:
             raise ConfigError(f"Grad-CAM layer {layer_name!r} was called {len(seen)} times, expected once")
-        return jnp.sum(logits[:, 1] - logits[:, 0]), (logits, seen[0])
+        neg = np.setdiff1d(np.arange(logits.shape[-1]), pos)
+        log_odds = jax.nn.logsumexp(logits[:, pos], axis=-1) - jax.nn.logsumexp(logits[:, neg], axis=-1)
+        return jnp.sum(log_odds), (logits, seen[0])
 
     @jax.jit
     def explain(x):
@@ -121,7 +128,7 @@ def make_gradcam(model: nn.Module, variables: dict[str, Any], layer: str | None 
         cam = jax.image.resize(cam, (x.shape[0], *x.shape[1:3]), "bilinear")
         peak = jnp.max(cam, axis=(1, 2), keepdims=True)
         cam = jnp.where(peak > 0, cam / jnp.where(peak > 0, peak, 1.0), 0.0)
-        return jax.nn.softmax(logits, axis=-1)[:, 1], cam
+        return jax.nn.softmax(logits, axis=-1)[:, pos].sum(-1), cam
 
     return lambda x: tuple(np.asarray(a) for a in explain(jnp.asarray(x, jnp.float32)))
 
@@ -155,11 +162,11 @@ class GradCamResult:
     layer: str
 
 
-def explain_images(tm: Any, x: np.ndarray, batch_size: int = 64) -> GradCamResult:
+def explain_images(tm: Any, x: np.ndarray, batch_size: int = 64, positive: Sequence[int] = (1,)) -> GradCamResult:
     """Grad-CAM of a trained model (``train.restore.TrainedModel``) on preprocessed ``x (N, H, W, 3)``, in
     fixed-size batches (the last one padded) so the model compiles once."""
     layer = gradcam_layer(tm.model, tm.variables, x.shape[1:3], head_of(tm.arch))
-    fn = make_gradcam(tm.model, tm.variables, layer)
+    fn = make_gradcam(tm.model, tm.variables, layer, positive=positive)
     n = x.shape[0]
     batch = max(1, min(batch_size, n))
     probs = np.empty((n,), np.float32)

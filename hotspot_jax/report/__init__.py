@@ -4,7 +4,7 @@
 >>> write_report("report/", ReportData(names, probs, images, maps, threshold, source_text, model_info))
 """
 
-from hotspot_jax.report.collect import ReportCollector, check_task
+from hotspot_jax.report.collect import ReportCollector, check_task, positive_indices, report_labels
 from hotspot_jax.report.page import ReportData, render, write_report
 
-__all__ = ["ReportCollector", "ReportData", "check_task", "render", "write_report"]
+__all__ = ["ReportCollector", "ReportData", "check_task", "positive_indices", "render", "report_labels", "write_report"]

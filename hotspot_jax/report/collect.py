@@ -6,18 +6,32 @@ from typing import Any, Sequence
 
 import numpy as np
 
-BINARY_TASKS = (None, "hotspot")  # tasks whose 2-class head means No-Anomaly vs Hotspot
-
-
-def check_task(tm: Any) -> str:
-    """The run's task name; ConfigError (one line) for a checkpoint that does not tell hotspots apart."""
+def check_task(tm: Any) -> tuple[str, str]:
+    """(negative, positive) class names the report flags by: a two-class task's own, Rest/Hotspot for classes12
+    (hotspot vs rest); ConfigError (one line) for a many-class task of one's own data, which has no positive class."""
     from hotspot_jax.errors import ConfigError
 
-    task = (tm.config.get("run") or {}).get("task")
-    if task not in BINARY_TASKS:
-        raise ConfigError(f"{tm.checkpoint} was trained for the {task!r} task; the report explains hotspot "
-                          "models (No-Anomaly vs Hotspot) only")
-    return task or "hotspot"
+    task = tm.task
+    if task.binary:
+        return task.class_names[1 - task.positive], task.class_names[task.positive]
+    if task.name == "classes12":
+        return "Rest", "Hotspot"
+    raise ConfigError(f"{tm.checkpoint} was trained for the {task.name!r} task with {task.num_classes} classes and "
+                      "no positive class; the report flags the positive class of a two-class task or hotspots")
+
+
+def positive_indices(task: Any) -> tuple[int, ...]:
+    """The output indices whose probabilities add up to the flagged score (``tasks.positive_scores``)."""
+    if task.binary:
+        return (task.positive,)
+    from hotspot_jax.data.classes import CLASS_NAMES, HOTSPOT_CLASSES
+
+    return tuple(CLASS_NAMES.index(c) for c in HOTSPOT_CLASSES)
+
+
+def report_labels(task: Any, labels: np.ndarray) -> np.ndarray:
+    """A split's labels as 1 for the flagged (positive) class, 0 for the rest."""
+    return np.isin(np.asarray(labels), positive_indices(task)).astype(np.int64)
 
 
 class ReportCollector:
@@ -28,14 +42,14 @@ class ReportCollector:
         from hotspot_jax.explain import gradcam_layer, head_of, make_gradcam
 
         self.layer = gradcam_layer(tm.model, tm.variables, tm.input_hw, head_of(tm.arch))
-        self._explain = make_gradcam(tm.model, tm.variables, self.layer)
+        self._explain = make_gradcam(tm.model, tm.variables, self.layer, positive=positive_indices(tm.task))
         self._batch = max(1, batch_size)
         self.images: list[np.ndarray] = []
         self.maps: list[np.ndarray] = []
 
     @property
     def method(self) -> str:
-        return (f"Grad-CAM on {self.layer} (the last convolutional stage) for the hotspot log-odds, scaled to "
+        return (f"Grad-CAM on {self.layer} (the last convolutional stage) for the flagged class's log-odds, scaled to "
                 "[0, 1] per image; computed without test-time augmentation")
 
     def __call__(self, images: Sequence[np.ndarray], x: np.ndarray) -> None:

@@ -37,6 +37,7 @@ class ReportData:
     labels: np.ndarray | None = None
     heatmap_method: str = ""
     source: str = ""  # what was scored: folders given, or the run's split
+    class_names: tuple[str, str] = CLASS_NAMES  # (not flagged, flagged): No-Anomaly/Hotspot for the hotspot task
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -78,7 +79,7 @@ _JS = """
       var hot = parseFloat(r.dataset.prob) > t;
       if (hot) flagged++;
       r.className = hot ? 'hot' : 'cold';
-      r.querySelector('td.pred').textContent = hot ? 'Hotspot' : 'No-Anomaly';
+      r.querySelector('td.pred').textContent = hot ? document.body.dataset.positive : document.body.dataset.negative;
       var keep = which === 'all' || (which === 'hot' && hot) || (which === 'cold' && !hot);
       if (labelled) {
         var truth = r.dataset.label === '1';
@@ -120,7 +121,8 @@ def _summary(data: ReportData, flagged: int) -> str:
     rows = [
         ("images read", f"{len(data.names):,}"),
         ("images skipped", f"{len(data.skipped):,}" + (" (listed below)" if data.skipped else "")),
-        ("flagged Hotspot", f"{flagged:,} at probability &gt; {data.threshold:.4g} ({_e(data.threshold_source)})"),
+        (f"flagged {_e(data.class_names[1])}",
+         f"{flagged:,} at probability &gt; {data.threshold:.4g} ({_e(data.threshold_source)})"),
         ("model", _e(f"{m.get('arch')} at {m.get('image_size')} px input")),
         ("task", _e(m.get("task", "hotspot"))),
         ("initialisation", _e(m.get("initialisation", "unknown"))),
@@ -143,14 +145,15 @@ def _labelled_section(data: ReportData) -> str:
     from hotspot_jax.evaluate.figures import confusion_figure, roc_figure
     from hotspot_jax.evaluate.metrics import roc_points
 
-    metrics = binary_metrics(data.labels, data.probs, data.threshold)
+    metrics = {**binary_metrics(data.labels, data.probs, data.threshold), "confusion_labels": data.class_names}
     roc = roc_points(data.labels, data.probs)
     fpr, tpr = (roc[0], roc[1]) if roc is not None else (None, None)
     cm_uri = img.figure_data_uri(confusion_figure(metrics, title=f"threshold {data.threshold:.4g}"))
     roc_uri = img.figure_data_uri(roc_figure(fpr, tpr, metrics, title="ROC", label=str(data.model.get("arch"))))
-    live = ('<table class="cm" id="live-cm"><tr><th></th><th>predicted No-Anomaly</th><th>predicted Hotspot</th></tr>'
-            '<tr><th>true No-Anomaly</th><td id="tn"></td><td id="fp"></td></tr>'
-            '<tr><th>true Hotspot</th><td id="fn"></td><td id="tp"></td></tr></table>'
+    neg, pos = (_e(c) for c in data.class_names)
+    live = (f'<table class="cm" id="live-cm"><tr><th></th><th>predicted {neg}</th><th>predicted {pos}</th></tr>'
+            f'<tr><th>true {neg}</th><td id="tn"></td><td id="fp"></td></tr>'
+            f'<tr><th>true {pos}</th><td id="fn"></td><td id="tp"></td></tr></table>'
             '<p>at the slider\'s threshold: sensitivity <b id="sens"></b>, specificity <b id="spec"></b>, '
             'accuracy <b id="acc"></b></p>')
     return (f'<h2>Against the labels</h2><div class="labelled"><div>{live}<p class="note">The table follows the '
@@ -172,7 +175,7 @@ def _rows(data: ReportData, order: np.ndarray) -> str:
         attrs = f'data-prob="{prob!r}"'
         if data.labels is not None:
             attrs += f' data-label="{int(data.labels[k])}"'
-            label = f"<td>{CLASS_NAMES[int(data.labels[k])]}</td>"
+            label = f"<td>{_e(data.class_names[int(data.labels[k])])}</td>"
         out.append(
             f"<tr {attrs}><td>{rank}</td><td class=name>{_e(data.names[k])}</td>"
             f'<td><img alt="module" width="{w}" height="{h}" src="{thumb}"></td>{overlay}'
@@ -187,14 +190,15 @@ def render(data: ReportData, title: str = "Hotspot report") -> str:
     flagged = int(predict_labels(data.probs, data.threshold).sum()) if len(data.probs) else 0
     order = np.argsort(-np.asarray(data.probs, np.float64), kind="stable")
     labelled = data.labels is not None and len(data.names) > 0
-    options = [("all", "all images"), ("hot", "predicted Hotspot"), ("cold", "predicted No-Anomaly")]
+    neg, pos = (_e(c) for c in data.class_names)
+    options = [("all", "all images"), ("hot", f"predicted {pos}"), ("cold", f"predicted {neg}")]
     if labelled:
-        options += [("true-hot", "labelled Hotspot"), ("true-cold", "labelled No-Anomaly"), ("wrong", "misclassified")]
+        options += [("true-hot", f"labelled {pos}"), ("true-cold", f"labelled {neg}"), ("wrong", "misclassified")]
     select = "".join(f'<option value="{v}">{t}</option>' for v, t in options)
     label_head = "<th>label</th>" if labelled else ""
     t = data.threshold
     controls = (
-        f'<div class="controls"><div>flagged Hotspot: <span class="big" id="flagged">{flagged}</span> of '
+        f'<div class="controls"><div>flagged {pos}: <span class="big" id="flagged">{flagged}</span> of '
         f'{len(data.names)}</div><label>threshold <input type="range" id="threshold" min="0" max="1" step="any" '
         f'value="{t!r}" data-initial="{t!r}"> <b id="threshold-value">{t:.4f}</b></label>'
         f'<button id="reset" type="button">back to {t:.4g}</button>'
@@ -203,14 +207,15 @@ def render(data: ReportData, title: str = "Hotspot report") -> str:
     )
     empty = '<p class="error" id="no-rows">No image could be scored.</p>' if not data.names else ""
     table = (f'<table class="rows" id="rows"><thead><tr><th>#</th><th>image</th><th>module</th><th>where the network '
-             f'looked</th><th>predicted</th><th>hotspot probability</th>{label_head}</tr></thead>'
+             f'looked</th><th>predicted</th><th>{pos} probability</th>{label_head}</tr></thead>'
              f"<tbody>{_rows(data, order)}</tbody></table>")
-    note = ('<p class="note">A module is flagged Hotspot when its probability is above the threshold. The heat map '
-            'is red where the evidence for a hotspot is strongest in that image (scaled per image).</p>')
+    note = (f'<p class="note">A module is flagged {pos} when its probability is above the threshold. The heat map '
+            f'is red where the evidence for {pos} is strongest in that image (scaled per image).</p>')
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        f"<style>{_CSS}</style></head><body data-labelled=\"{int(labelled)}\"><h1>{_e(title)}</h1>"
-        f"{_summary(data, flagged)}{_labelled_section(data) if labelled else ''}<h2>Modules, most likely hotspot "
+        f'<style>{_CSS}</style></head><body data-labelled="{int(labelled)}" data-positive="{pos}" '
+        f'data-negative="{neg}"><h1>{_e(title)}</h1>'
+        f"{_summary(data, flagged)}{_labelled_section(data) if labelled else ''}<h2>Modules, most likely {pos} "
         f"first</h2>{note}{controls}{empty}{table}<script>{_JS}</script></body></html>"
     )
 

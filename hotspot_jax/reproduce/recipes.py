@@ -70,8 +70,27 @@ class Recipe:
                 out[key] = getattr(self, key)
         return out
 
+    def pretrain_config(self, arch: str, seed: int, workdir: str, data: str | None = None):
+        """The TrainConfig of a run's in-domain pretraining: an ordinary classes12 run on the images the hotspot
+        split of ``seed`` trains on or leaves unused (``leave_out="hotspot"``), cosine schedule with one
+        warmup epoch, the recipe's input, batch and online augmentation."""
+        from hotspot_jax.train.config import TrainConfig
+
+        import architectures
+
+        size = self.image_size
+        if size is not None:
+            size = max(size, architectures.get(arch).min_input_size)
+        return TrainConfig(
+            arch=arch, data=data, epochs=self.pretrain_epochs, batch_size=self.batch_size, lr=self.pretrain_lr,
+            momentum=self.momentum, weight_decay=self.weight_decay, image_size=size, profile="paper", seed=seed,
+            workdir=workdir, task="classes12", leave_out="hotspot", lr_schedule="cosine",
+            warmup_epochs=1 if self.pretrain_epochs > 1 else 0, online_augment=self.online_augment,
+            aspect=self.aspect, keep=1,
+        )
+
     def train_config(self, arch: str, seed: int, workdir: str, data: str | None = None,
-                     pretrained: str | None = None, init_weights: str | None = None):
+                     pretrained: str | None = None, init_from: str | None = None):
         """The TrainConfig of one run of this recipe."""
         from hotspot_jax.train.config import TrainConfig
 
@@ -81,8 +100,8 @@ class Recipe:
         if size is not None:  # never below the network's minimum input (AlexNet needs 63 px)
             size = max(size, architectures.get(arch).min_input_size)
         options = self.lever_options()
-        if init_weights:
-            options["init_weights"] = init_weights
+        if init_from:
+            options["init_from"] = init_from
         unknown = [k for k in options if k not in {f.name for f in dataclasses.fields(TrainConfig)}]
         if unknown:
             raise ConfigError(f"recipe {self.name!r} needs training options this version lacks: {', '.join(unknown)}")

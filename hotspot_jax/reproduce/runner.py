@@ -1,7 +1,8 @@
 """Train a recipe's grid (architecture x seed) and keep one small JSON summary per finished run.
 
 Work directories (checkpoints, full logs) go to ``<runs>/<recipe>/<arch>-s<seed>/`` and in-domain
-pretrainings to ``<runs>/pretrain/<arch>-s<seed>-<settings>/``, reused by every recipe with the same
+pretrainings (ordinary ``classes12`` runs with ``leave_out="hotspot"``, which start the hotspot run with
+``init_from``) to ``<runs>/pretrain/<arch>-s<seed>-<settings>/``, reused by every recipe with the same
 pretraining settings (``runs/`` is git-ignored); the summary ``<results>/<recipe>/<arch>-s<seed>.json`` is written atomically after the
 run's final test evaluation. A run whose summary exists with the recipe's fingerprint is skipped; an
 unfinished work directory is resumed by the training loop, so the grid can be stopped and continued.
@@ -36,7 +37,7 @@ def run_dir(runs_dir: str | Path, recipe: str, arch: str, seed: int) -> Path:
 
 def pretrain_dir(runs_dir: str | Path, recipe: Recipe, arch: str, seed: int) -> Path:
     """Where a run's in-domain pretraining lives: shared by every recipe with the same pretraining settings."""
-    key = f"{arch}-s{seed}-{recipe.image_size or 'native'}px-e{recipe.pretrain_epochs}-lr{recipe.pretrain_lr:g}-{recipe.online_augment}"
+    key = f"{arch}-s{seed}-classes12-{recipe.image_size or 'native'}px-e{recipe.pretrain_epochs}-lr{recipe.pretrain_lr:g}-{recipe.online_augment}"
     if recipe.aspect != "square":
         key += f"-{recipe.aspect}"
     return Path(runs_dir) / "pretrain" / key
@@ -196,22 +197,23 @@ def run_grid(
         log(f"[{k + 1}/{len(todo)}] {recipe.name}/{arch}-s{seed} -> {workdir}")
         start = time.perf_counter()
         extra: dict[str, Any] = {"timing": {}}
-        init_weights = None
+        init_from = None
         weights = (pretrained or {}).get(arch)
         if recipe.pretrain_epochs and not weights:
-            from hotspot_jax.reproduce.pretrain import pretrain_for_run
-
-            pre = pretrain_for_run(recipe, arch, seed, dataset, pretrain_dir(runs_dir, recipe, arch, seed),
-                                   progress=progress, log=log)
-            if pre.get("interrupted"):
+            pre_dir = pretrain_dir(runs_dir, recipe, arch, seed)
+            pre_cfg = recipe.pretrain_config(arch, seed, str(pre_dir), data)
+            set_aside_stale_workdir(pre_dir, pre_cfg, log)
+            finished = (pre_dir / "test_metrics.json").is_file()  # a run writes it last; shared, not redone
+            log(f"in-domain pretraining: reusing {pre_dir}" if finished else
+                f"in-domain pretraining (classes12, leaving out the hotspot split's held-out images) -> {pre_dir}")
+            if not finished and train_fn(pre_cfg, progress=progress, log=log, dataset=dataset).interrupted:
                 report["interrupted"].append(f"{arch}-s{seed}")
                 log(f"interrupted {recipe.name}/{arch}-s{seed} in pretraining; rerun the same command to continue")
                 break
-            init_weights = str(pre["weights"])
-            extra["pretraining"] = pre["summary"]
-            extra["timing"]["pretrain_seconds"] = pre["summary"]["train_seconds"]
-            extra["initialisation"] = pre["summary"]["initialisation"]
-        cfg = recipe.train_config(arch, seed, str(workdir), data, pretrained=weights, init_weights=init_weights)
+            init_from = str(pre_dir)
+            extra["pretraining"] = pretraining_summary(pre_dir)
+            extra["timing"]["pretrain_seconds"] = extra["pretraining"]["train_seconds"]
+        cfg = recipe.train_config(arch, seed, str(workdir), data, pretrained=weights, init_from=init_from)
         set_aside_stale_workdir(workdir, cfg, log)
         result = train_fn(cfg, progress=progress, log=log, dataset=dataset)
         if result.interrupted:
@@ -226,6 +228,24 @@ def run_grid(
         log(f"wrote {out}: test accuracy {summary['test']['accuracy']:.4f}, realistic false alarms/1000 "
             f"{summary['test_realistic'].get('false_alarms_per_1000')}")
     return report
+
+
+def pretraining_summary(workdir: Path) -> dict[str, Any]:
+    """What a hotspot run's summary records of its in-domain pretraining run: settings, images, history, time."""
+    config = json.loads((Path(workdir) / "config.json").read_text())
+    manifest = json.loads((Path(workdir) / "manifest.json").read_text())
+    history = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    tm = json.loads((Path(workdir) / "test_metrics.json").read_text())
+    run = {k: v for k, v in config["run"].items() if k not in ("data", "workdir")}
+    return {
+        "settings": run,
+        "left_out": manifest.get("left_out"),
+        "split_counts": manifest.get("counts"),
+        "best_checkpoint": tm.get("checkpoint", {}).get("epoch"),
+        "validation": {k: tm.get("val", {}).get(k) for k in ("accuracy", "macro_f1", "n")},
+        "history": [{k: h.get(k) for k in ("epoch", "train_loss", "train_accuracy", "val_accuracy")} for h in history],
+        "train_seconds": round(sum(float(h.get("train_seconds", 0.0)) for h in history), 1),
+    }
 
 
 def set_aside_stale_workdir(workdir: Path, cfg, log: Callable[[str], None] = print) -> Path | None:

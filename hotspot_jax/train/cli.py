@@ -19,14 +19,16 @@ def build_parser() -> argparse.ArgumentParser:
     """Every option with its default in the help text (defaults are applied after parsing, see main)."""
     p = argparse.ArgumentParser(
         prog="train.py",
-        description="Train a CNN (from scratch or from torchvision ImageNet weights) to tell hotspot from "
-        "no-hotspot PV modules, with the study's protocol. Rerunning the same command on the same work "
-        "directory resumes it.",
+        description="Train a CNN (from scratch, from another run, or from torchvision ImageNet weights) on "
+        "infrared images of PV modules: hotspot vs No-Anomaly with the study's protocol (the default), any "
+        "anomaly vs No-Anomaly, or all 12 classes. Rerunning the same command on the same work directory "
+        "resumes it.",
     )
     arg = p.add_argument
     arg("--arch", help="architecture or alias, e.g. squeezenet, shufflenet, mobilenetv2, resnet50, alexnet, "
         "googlenet (required unless --resume with --workdir)")
-    arg("--data", help="InfraredSolarModules zip or folder (default: $HOTSPOT_DATA)")
+    arg("--data", help="InfraredSolarModules zip or folder, or one's own labelled images: a folder of class folders "
+        "or a CSV of path,label (docs/tasks.md) (default: $HOTSPOT_DATA)")
     arg("--pretrained", metavar="FILE.pth|none",
         help="torchvision ImageNet checkpoint to start from; its head is replaced (default: none = from scratch)")
     arg("--epochs", type=int, help=f"epochs (default: {_D['epochs']})")
@@ -56,8 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--no-anomaly-ratio", type=float,
         help="training No-Anomaly images per training hotspot; extra ones come from unused No-Anomaly images "
         f"and leave the realistic test set (default: {_D['no_anomaly_ratio']:g}, the study)")
-    arg("--init-weights", metavar="FILE.msgpack",
-        help="Flax variables file to start from (e.g. an in-domain pretraining); its head is replaced (default: none)")
+    from hotspot_jax.data.tasks import TASK_NAMES
+
+    arg("--task", choices=TASK_NAMES,
+        help="hotspot: Hot-Spot(-Multi) vs No-Anomaly, the study's split; anomaly: any anomaly vs No-Anomaly; "
+        "classes12: all 12 classes; own: the classes of one's own images, given as --data DIR/<class>/*.png|jpg|tif "
+        "or a CSV of path,label (splits: docs/tasks.md) (default: own for one's own images, else hotspot)")
+    arg("--leave-out", choices=("hotspot",),
+        help="anomaly/classes12 only: draw the split from the images the hotspot split of the same --seed trains "
+        "on or leaves unused (85%% train, 15%% validation, no test), so that this run can start a hotspot run with "
+        "--init-from without leaking (default: none)")
+    arg("--init-from", metavar="RUN_DIR|CHECKPOINT",
+        help="start from another run's weights (its best checkpoint, or the checkpoint directory given), BatchNorm "
+        "statistics included; a new head when its task has another class count. No image that trained that run may "
+        "be a validation or test image of this one (checked) (default: none)")
     arg("--label-smoothing", type=float, metavar="S",
         help=f"label smoothing of the training targets (default: {_D['label_smoothing']}, the study's none)")
     arg("--mixup-alpha", type=float, metavar="A",
@@ -91,7 +105,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             except (OSError, ValueError, KeyError, TypeError) as err:
                 raise ConfigError(f"{path} is not a valid run configuration ({err})") from None
             base.pop("pretrained_sha256", None)
-            base.pop("init_weights_sha256", None)
+            base.pop("init_from_checkpoint", None)
+            base.pop("init_weights", None), base.pop("init_weights_sha256", None)  # runs made before --init-from
             base.pop("data", None)  # the dataset may have moved: take --data / $HOTSPOT_DATA
     merged = {**base, **given}
     if "arch" not in merged:

@@ -21,8 +21,10 @@ IDENTITY_FIELDS = (
     "arch", "image_size", "batch_size", "lr", "momentum", "weight_decay", "seed", "dtype",
     "pretrained_sha256", "limit_train", "limit_eval",
     # levers beyond the study (hotspot_jax.train.levers); a stored config without them had the defaults
-    "epochs_schedule", "lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "init_weights_sha256",
+    "epochs_schedule", "lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio",
     "label_smoothing", "mixup_alpha", "aspect",
+    # tasks and starting points (hotspot_jax.data.tasks); a stored config without them is a hotspot run from its init
+    "task", "leave_out", "init_from_checkpoint",
 )
 
 
@@ -53,14 +55,17 @@ class TrainConfig:
     warmup_epochs: int = 0
     online_augment: str = "none"  # none | flip | flip-shift, random per image inside the jitted step
     no_anomaly_ratio: float = 1.0  # training No-Anomaly images per training hotspot (extra ones from unused)
-    init_weights: str | None = None  # Flax variables file (e.g. in-domain pretraining); its head is replaced
-    init_weights_sha256: str | None = None  # filled by resolve()
+    init_from: str | None = None  # a run directory or checkpoint to start from (a new head if the classes differ)
+    init_from_checkpoint: str | None = None  # filled by resolve(): the checkpoint directory it names
     label_smoothing: float = 0.0  # target (1 - s) on the class and s / K on every class (hotspot_jax.train.step)
     mixup_alpha: float = 0.0  # mixup inside each batch, lam ~ Beta(alpha, alpha); 0: off
     tta: str = "none"  # test-time augmentation of every evaluation and prediction: none | flips
     aspect: str = "square"  # network input: image_size square, or "source": the images' 5:3 shape, image_size wide
     # the operating point: the threshold chosen on validation for this sensitivity (hotspot_jax.evaluate.decision_threshold)
     target_sensitivity: float = 0.95
+    task: str | None = None  # hotspot | anomaly | classes12 | own (hotspot_jax.data.tasks); None: own for one's
+    # own images (--data a folder of class folders or a CSV), else hotspot
+    leave_out: str | None = None  # "hotspot": split only images the hotspot split of this seed trains on or leaves unused
 
     @property
     def epochs_schedule(self) -> int | None:
@@ -119,18 +124,32 @@ class TrainConfig:
             raise ConfigError(f"unknown --aspect {self.aspect!r}; use one of {', '.join(ASPECTS)}")
         if self.tta not in TTA_MODES:
             raise ConfigError(f"unknown --tta {self.tta!r}; use one of {', '.join(TTA_MODES)}")
-        if pretrained and self.init_weights:
-            raise ConfigError("--pretrained and --init-weights both give initial weights; use one")
-        init_weights, init_sha = None, None
-        if self.init_weights:
-            path = Path(self.init_weights).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"--init-weights file {path} does not exist")
-            init_weights, init_sha = str(path.resolve()), file_sha256(path)
-        workdir = self.workdir or os.path.join("runs", f"{spec.name}-s{self.seed}-{size}px")
+        from hotspot_jax.data.tasks import TASK_NAMES
+
+        own = _is_own_data(self.data)
+        task_name = self.task or ("own" if own else "hotspot")
+        if task_name not in TASK_NAMES:
+            raise ConfigError(f"unknown --task {task_name!r}; use one of {', '.join(TASK_NAMES)}")
+        if own and task_name != "own":
+            raise ConfigError(f"--data {self.data or '$HOTSPOT_DATA'} holds one's own labelled images: their task is "
+                              f"their own classes (--task own, the default for them), not {task_name}")
+        if self.leave_out is not None and self.leave_out != "hotspot":
+            raise ConfigError(f"--leave-out {self.leave_out!r}: only 'hotspot' can be left out")
+        if self.leave_out and task_name not in ("anomaly", "classes12"):
+            raise ConfigError("--leave-out hotspot is for an anomaly or classes12 run that will start a hotspot run")
+        if pretrained and self.init_from:
+            raise ConfigError("--pretrained and --init-from both give initial weights; use one")
+        init_from, init_checkpoint = None, None
+        if self.init_from:
+            from hotspot_jax.train.restore import resolve_checkpoint
+
+            init_checkpoint = str(resolve_checkpoint(Path(self.init_from).expanduser(), "--init-from").resolve())
+            init_from = str(Path(self.init_from).expanduser().resolve())
+        suffix = "" if task_name == "hotspot" else f"-{task_name}"
+        workdir = self.workdir or os.path.join("runs", f"{spec.name}{suffix}-s{self.seed}-{size}px")
         return dataclasses.replace(
             self, arch=spec.name, image_size=size, pretrained=pretrained, pretrained_sha256=sha, workdir=workdir,
-            init_weights=init_weights, init_weights_sha256=init_sha,
+            init_from=init_from, init_from_checkpoint=init_checkpoint, task=task_name,
         )
 
     @property
@@ -143,8 +162,8 @@ class TrainConfig:
     @property
     def initialisation(self) -> str:
         """How the weights were initialised, as recorded in the config and every result."""
-        if self.init_weights is not None:
-            return f"in-domain:{Path(self.init_weights).name} (sha256 {self.init_weights_sha256[:12]}), new head"
+        if self.init_from_checkpoint is not None:
+            return f"from run:{self.init_from_checkpoint}"
         if self.pretrained is None:
             return "scratch"
         return f"torchvision:{Path(self.pretrained).name} (sha256 {self.pretrained_sha256[:12]}), new head"
@@ -157,7 +176,7 @@ class TrainConfig:
 
 
 _LEVER_DEFAULTS = {"epochs_schedule": None, "lr_schedule": "constant", "warmup_epochs": 0, "online_augment": "none",
-                   "no_anomaly_ratio": 1.0, "init_weights_sha256": None}
+                   "no_anomaly_ratio": 1.0, "task": "hotspot", "leave_out": None, "init_from_checkpoint": None}
 
 
 def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:
@@ -169,6 +188,15 @@ def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:
         return stored.get(k, _LEVER_DEFAULTS.get(k))
 
     return [f"{k}: {old(k)!r} -> {getattr(new, k)!r}" for k in IDENTITY_FIELDS if old(k) != getattr(new, k)]
+
+
+def _is_own_data(data: str | None) -> bool:
+    """True when the run's data (``data``, else $HOTSPOT_DATA) is one's own image folder or CSV."""
+    from hotspot_jax.data.loading import DATA_ENV
+    from hotspot_jax.data.own_data import is_own_data
+
+    path = data or os.environ.get(DATA_ENV, "").strip()
+    return bool(path) and is_own_data(path)
 
 
 def file_sha256(path: Path) -> str:

@@ -1,6 +1,6 @@
 """Training options beyond the study's recipe (all off by default): a learning-rate schedule, online
-augmentation inside the jitted step, more No-Anomaly training images, and initial weights from an
-in-domain pretraining (a Flax variables file).
+augmentation inside the jitted step and more No-Anomaly training images (in-domain pretraining is an
+ordinary classes12 run that a run starts from with ``init_from``).
 
 * ``lr_schedule``: ``constant`` (the study) or ``cosine``: linear warmup over ``warmup_epochs`` from 0,
   then cosine decay to 0 at the last step, per step.
@@ -15,7 +15,6 @@ in-domain pretraining (a Flax variables file).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -139,30 +138,3 @@ def add_no_anomaly(dataset, manifest, arrays: dict, ratio: float, seed: int):
 
 def _id_key(i: str):
     return (0, int(i), "") if str(i).isdigit() else (1, 0, str(i))
-
-
-# ---------------------------------------------------------------------------------- initial weights
-def save_variables(path: str | Path, variables: dict[str, Any]) -> Path:
-    """Write ``{"params", "batch_stats"}`` as a Flax msgpack file (temporary file, then rename)."""
-    from flax import serialization
-
-    from hotspot_jax.train.files import write_atomic
-
-    path = Path(path)
-    data = serialization.msgpack_serialize(jax.tree.map(np.asarray, jax.device_get(variables)))
-    write_atomic(path, lambda p: p.write_bytes(data))
-    return path
-
-
-def load_variables(path: str | Path) -> dict[str, Any]:
-    """Read a file written by :func:`save_variables`; ConfigError naming it when it is not one."""
-    from flax import serialization
-
-    path = Path(path)
-    try:
-        tree = serialization.msgpack_restore(path.read_bytes())
-    except (OSError, ValueError, TypeError) as err:
-        raise ConfigError(f"--init-weights {path}: not a Flax variables file ({err})") from None
-    if not isinstance(tree, dict) or "params" not in tree:
-        raise ConfigError(f"--init-weights {path}: not a Flax variables file (no 'params')")
-    return {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}

@@ -174,18 +174,26 @@ def _subset(split, n: int | None, seed: int, tag: int):
 
 
 def load_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progress: bool = True):
-    """The split manifest and the arrays of every split under the study's protocol."""
-    from hotspot_jax.data import ProtocolConfig, load_dataset, make_binary_split, materialize
+    """The split manifest of the run's task and the arrays of every split (counts printed)."""
+    from hotspot_jax.data import load_dataset, materialize
+    from hotspot_jax.data.tasks import get_task, make_split
 
     ds = dataset if dataset is not None else load_dataset(cfg.data, progress=progress)
-    protocol = ProtocolConfig(seed=cfg.seed)
-    manifest = make_binary_split(ds, protocol)
-    arrays = dict(materialize(ds, manifest, protocol))
-    manifest, arrays = levers.add_no_anomaly(ds, manifest, arrays, cfg.no_anomaly_ratio, cfg.seed)
+    task = get_task(cfg.task, ds.class_names if ds.own else None)
+    manifest = make_split(task, ds, cfg.seed, cfg.leave_out)
+    arrays = dict(materialize(ds, manifest))
+    if task.name == "hotspot":
+        manifest, arrays = levers.add_no_anomaly(ds, manifest, arrays, cfg.no_anomaly_ratio, cfg.seed)
+    elif cfg.no_anomaly_ratio != 1.0:
+        raise ConfigError(f"--no-anomaly-ratio applies to the hotspot task, not {task.name}")
+    arrays = {k: v for k, v in arrays.items() if len(v) or k in ("train", "val")}  # a leave-out split has no test
     arrays["train"] = _subset(arrays["train"], cfg.limit_train, cfg.seed, 1)
     for k, name in enumerate(("val", *EVAL_SPLITS)):
-        arrays[name] = _subset(arrays[name], cfg.limit_eval, cfg.seed, 2 + k)
-    log("data: " + ", ".join(f"{k} {len(v)}" for k, v in arrays.items()))
+        if name in arrays:
+            arrays[name] = _subset(arrays[name], cfg.limit_eval, cfg.seed, 2 + k)
+    log(f"data ({task.name}): " + ", ".join(f"{k} {len(v)}" for k, v in arrays.items()))
+    if progress or task.name != "hotspot":
+        log(manifest.summary())
     return manifest, arrays
 
 
@@ -207,14 +215,15 @@ def write_manifest(manifest, workdir: Path, resuming: bool) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- model
-def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]:
-    """Weights at step 0: from scratch (seeded) or converted torchvision weights with a new 2-class head."""
+def initial_variables(cfg: TrainConfig, model, key: jax.Array, task) -> dict[str, Any]:
+    """Weights at step 0: from scratch (seeded), another run's checkpoint (``--init-from``: its BatchNorm
+    statistics too; a new head from the seed when the class count differs), or converted torchvision
+    weights with a new head."""
     import architectures
 
-    if cfg.init_weights is not None:  # a Flax variables file (in-domain pretraining): new head from the seed
-        loaded = levers.load_variables(cfg.init_weights)
-        fresh = init_variables(model, key, cfg.input_hw)
-        return replace_head(loaded, fresh, architectures.get(cfg.arch).classifier, cfg.init_weights)
+    head = architectures.get(cfg.arch).classifier
+    if cfg.init_from_checkpoint is not None:
+        return init_from_run(cfg, model, key, task.num_classes)
     if cfg.pretrained is None:
         return init_variables(model, key, cfg.input_hw)
     try:
@@ -222,13 +231,69 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array) -> dict[str, Any]
     except ImportError as err:
         raise ConfigError(f"--pretrained needs the weights_convert package ({err})") from None
     try:
-        converted = convert(cfg.arch, cfg.pretrained, num_classes=2, rng=key, input_size=cfg.image_size)
+        converted = convert(cfg.arch, cfg.pretrained, num_classes=task.num_classes, rng=key, input_size=cfg.image_size)
     except HotspotError:
         raise
     except Exception as err:  # torch unpickling and friends: a bad file, reported as such
         raise ConfigError(f"--pretrained {cfg.pretrained}: cannot convert it for {cfg.arch} ({err})") from None
     fresh = init_variables(model, key, cfg.input_hw)  # the new head, drawn from the run's seed
-    return replace_head(converted, fresh, architectures.get(cfg.arch).classifier, cfg.pretrained)
+    return replace_head(converted, fresh, head, cfg.pretrained)
+
+
+def init_from_run(cfg: TrainConfig, model, key: jax.Array, num_classes: int) -> dict[str, Any]:
+    """The variables of the ``--init-from`` checkpoint for ``model``: the same architecture, every layer
+    carried over (BatchNorm statistics too); the head is drawn afresh from the seed when the source
+    run's task has another class count, and kept otherwise."""
+    import architectures
+
+    from hotspot_jax.train.restore import load_trained
+
+    source = load_trained(cfg.init_from_checkpoint)
+    if source.arch != cfg.arch:
+        raise ConfigError(f"--init-from {cfg.init_from}: a {source.arch} run cannot start a {cfg.arch} run")
+    fresh = init_variables(model, key, cfg.input_hw)
+    same_head = source.task.num_classes == num_classes
+    head = () if same_head else architectures.get(cfg.arch).classifier
+    return replace_head(source.variables, fresh, head, f"--init-from {cfg.init_from_checkpoint}")
+
+
+def describe_initialisation(cfg: TrainConfig, num_classes: int) -> str:
+    """How the weights were initialised, in words, for config.json and every result: ``cfg.initialisation``,
+    or for ``--init-from`` the source run's name, task, epochs and own initialisation."""
+    if cfg.init_from_checkpoint is None:
+        return cfg.initialisation
+    from hotspot_jax.data.tasks import task_of_config
+    from hotspot_jax.train.restore import read_config
+
+    checkpoint = Path(cfg.init_from_checkpoint)
+    source = read_config(checkpoint.parent.parent)
+    run = source["run"]
+    task = task_of_config(source)
+    head = "its head kept" if task.num_classes == num_classes else "new head"
+    left = ", leaving out the hotspot split's held-out images" if run.get("leave_out") else ""
+    return (f"in-domain: {task.name} run {checkpoint.parent.parent.name} ({run['arch']}, {run['epochs']} epochs{left}; "
+            f"{source.get('initialisation', 'scratch')}), checkpoint {checkpoint.parent.name}/{checkpoint.name}, {head}")
+
+
+def check_init_from_leak(cfg: TrainConfig, manifest) -> None:
+    """The no-leak invariant of ``--init-from``: no image that trained or selected the source run, or any
+    run it started from in turn, is a validation or test image of this run (tests/test_tasks.py)."""
+    from hotspot_jax.data import SplitManifest
+    from hotspot_jax.data.tasks import check_no_leak
+    from hotspot_jax.train.restore import read_config
+
+    chain, seen = [], set()
+    checkpoint = cfg.init_from_checkpoint
+    while checkpoint is not None and checkpoint not in seen:
+        seen.add(checkpoint)
+        workdir = Path(checkpoint).parent.parent
+        path = workdir / "manifest.json"
+        if not path.is_file():
+            raise DataError(f"--init-from {workdir}: the run has no manifest.json, so its training images are "
+                            "unknown; it cannot be checked for leaks")
+        chain.append((str(workdir), SplitManifest.from_json(path)))
+        checkpoint = read_config(workdir)["run"].get("init_from_checkpoint")
+    check_no_leak(chain, manifest)
 
 
 def replicate(tree: Any, devices) -> Any:
@@ -288,9 +353,11 @@ class EpochSums:
 
 
 def evaluate_split(eval_step, rep_state, split, batch_size: int, n_devices: int, desc: str, progress: bool):
-    """Hotspot probabilities, mean loss and accuracy of ``split`` (padded last batch, masked)."""
+    """Class probabilities ``class_probs`` (N, K), the positive class's ``probs`` (N,) of a two-class task
+    (else None), mean loss and accuracy of ``split`` (padded last batch, masked)."""
     n = len(split)
-    probs = np.empty((n,), np.float32)
+    k = len(split.class_names)
+    class_probs = np.empty((n, k), np.float32)
     losses = np.empty((n,), np.float32)
     correct = np.empty((n,), np.float32)
     batches = list(batching.padded_batches(n, batch_size))
@@ -299,11 +366,12 @@ def evaluate_split(eval_step, rep_state, split, batch_size: int, n_devices: int,
         p, l, c = eval_step(
             rep_state, batching.shard(split.images[idx], n_devices), batching.shard(split.labels[idx], n_devices)
         )
-        probs[start : start + valid] = np.asarray(p).reshape(-1)[:valid]
+        class_probs[start : start + valid] = np.asarray(p).reshape(-1, k)[:valid]
         losses[start : start + valid] = np.asarray(l).reshape(-1)[:valid]
         correct[start : start + valid] = np.asarray(c).reshape(-1)[:valid]
     return {
-        "probs": probs,
+        "class_probs": class_probs,
+        "probs": class_probs[:, 1] if k == 2 else None,
         "loss": float(np.mean(losses, dtype=np.float64)),
         "accuracy": int(correct.sum()) / n,
     }
@@ -319,13 +387,16 @@ def _check_finite(m: dict[str, Any], where: str, ckpts: RunCheckpoints) -> None:
         )
 
 
-def _val_extras(y_true: np.ndarray, y_score: np.ndarray) -> dict[str, Any]:
-    """Threshold-free validation metrics from the evaluation package, when it is installed."""
-    try:
-        from hotspot_jax.evaluate import binary_metrics
-    except ImportError:
-        return {}
-    m = binary_metrics(y_true, y_score)
+def _val_extras(split, res: dict[str, Any]) -> dict[str, Any]:
+    """More validation metrics: ROC AUC, F1, precision, sensitivity, specificity of a two-class task;
+    macro-F1 of a many-class one."""
+    if res["probs"] is None:
+        from hotspot_jax.evaluate.multiclass import multiclass_metrics
+
+        return {"val_macro_f1": multiclass_metrics(split.labels, res["class_probs"], split.class_names)["macro_f1"]}
+    from hotspot_jax.evaluate import binary_metrics
+
+    m = binary_metrics(split.labels, res["probs"])
     return {f"val_{k}": v for k, v in m.items() if k in ("roc_auc", "f1", "precision", "sensitivity", "specificity")}
 
 
@@ -343,21 +414,27 @@ def train(
 
     ``dataset`` (a ModuleImages) replaces loading ``cfg.data``, for library use and tests.
     """
+    if dataset is not None and dataset.own and cfg.task is None:
+        cfg = dataclasses.replace(cfg, task="own")
     cfg = cfg.resolve()
     devices = jax.local_devices()
     n_dev = len(devices)
     batching.check_divisible(cfg.batch_size, n_dev, "--batch-size")
     batching.check_divisible(cfg.eval_batch_size, n_dev, "--eval-batch-size")
     workdir = Path(cfg.workdir)
-    stored = prepare_workdir(cfg, resume, overwrite)
+    from hotspot_jax.data.tasks import task_of_manifest
     from hotspot_jax.train.restore import build_model
 
-    model = build_model({"run": cfg.to_dict()}, bn_axis_name=AXIS)
+    # the data first: bad data, or a source run that would leak, fails before anything is written
+    manifest, arrays = load_data(cfg, log, dataset, progress)
+    task = task_of_manifest(manifest)
+    if cfg.init_from_checkpoint is not None:
+        check_init_from_leak(cfg, manifest)
+    stored = prepare_workdir(cfg, resume, overwrite)
+    model = build_model({"run": cfg.to_dict(), "classes": list(task.class_names)}, bn_axis_name=AXIS)
     root = jax.random.PRNGKey(cfg.seed)
     dropout_key = jax.random.fold_in(root, 2)
-    # weights first (a bad --pretrained file fails before the data is read); unused when resuming
-    fresh = None if stored else initial_variables(cfg, model, jax.random.fold_in(root, 1))
-    manifest, arrays = load_data(cfg, log, dataset, progress)
+    fresh = None if stored else initial_variables(cfg, model, jax.random.fold_in(root, 1), task)
     write_manifest(manifest, workdir, resuming=stored is not None)
     train_split = arrays["train"]
     steps = batching.steps_per_epoch(len(train_split), cfg.batch_size)
@@ -367,7 +444,8 @@ def train(
 
     config = {
         "run": cfg.to_dict(),
-        "initialisation": cfg.initialisation,
+        "classes": list(task.class_names),
+        "initialisation": describe_initialisation(cfg, task.num_classes),
         "checkpoint_rule": BEST_RULE,
         "batching": BATCH_RULE,
         "steps_per_epoch": steps,
@@ -390,7 +468,7 @@ def train(
             log(f"resuming from {ckpts.latest_dir / str(latest)} (epoch {meta['epochs_done']}{where} of {cfg.epochs})")
         else:
             if fresh is None:  # a config without checkpoints (killed before the first save)
-                fresh = initial_variables(cfg, model, jax.random.fold_in(root, 1))
+                fresh = initial_variables(cfg, model, jax.random.fold_in(root, 1), task)
             state = create_state(fresh, tx)
             log(f"{cfg.arch} at {cfg.image_size}px, initialisation: {cfg.initialisation}, {n_dev} device(s)")
         _write_history(workdir, meta["history"])
@@ -473,7 +551,7 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
                 "train_accuracy": sums.accuracy / sums.steps,
                 "val_loss": val["loss"],
                 "val_accuracy": val["accuracy"],
-                **_val_extras(val_split.labels, val["probs"]),
+                **_val_extras(val_split, val),
                 "train_seconds": round(seconds, 3),
                 "images_per_second": round((steps - first) * cfg.batch_size / max(seconds, 1e-9), 1),
             }
@@ -531,7 +609,11 @@ def _choose_operating_point(cfg, val_split, eval_step, rep, n_dev, checkpoint, r
 
 
 def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any]:
-    """Evaluate the best checkpoint (through the restore API) on the test splits; write test_metrics.json."""
+    """Evaluate the best checkpoint (through the restore API) on the test splits; write test_metrics.json.
+
+    Two-class tasks get the operating point and the binary metrics at 0.5 and at it; classes12 the
+    many-class metrics, a confusion matrix PNG and the hotspot-vs-rest view (hotspot_jax.evaluate.multiclass).
+    """
     from hotspot_jax.evaluate.metrics import binary_metrics, format_value
     from hotspot_jax.train.restore import load_trained
 
@@ -541,25 +623,42 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
     rep = replicate({"params": tm.variables["params"], "batch_stats": tm.variables["batch_stats"]}, devices)
     out: dict[str, Any] = {
         "arch": cfg.arch,
+        "task": tm.task.name,
         "image_size": cfg.image_size,
-        "initialisation": cfg.initialisation,
+        "initialisation": tm.initialisation,
         "checkpoint": {"path": str(tm.checkpoint), "epoch": tm.epoch, "rule": BEST_RULE},
     }
     evaluation_dir = workdir / "evaluation"
     evaluation_dir.mkdir(exist_ok=True)
+    splits = [name for name in EVAL_SPLITS if name in arrays]
+    if not splits:
+        log("no test split (the run's split leaves its test images out): validation metrics only")
+        splits = ["val"]
+    if not tm.task.binary:
+        from hotspot_jax.evaluate.multiclass import write_multiclass_evaluation
+
+        for name in splits:
+            split = arrays[name]
+            res = evaluate_split(eval_step, rep, split, cfg.eval_batch_size, len(devices), name, progress)
+            m = write_multiclass_evaluation(evaluation_dir, name, split.labels, res["class_probs"], split.ids,
+                                            split.class_names)
+            out[name] = {"loss": res["loss"], **m}
+            vs = m.get("hotspot_vs_rest") or {}
+            log(f"{name}: accuracy {res['accuracy']:.4f}, macro-F1 {format_value(m['macro_f1'], 4)} on {len(split)} "
+                f"images; hotspot vs rest: sensitivity {format_value(vs.get('sensitivity'), 3)}, "
+                f"specificity {format_value(vs.get('specificity'), 3)}")
+        write_json_atomic(workdir / "test_metrics.json", out)
+        return out
     point = _choose_operating_point(cfg, arrays["val"], eval_step, rep, len(devices), tm.checkpoint,
                                     tm.config.get("created"), progress, log)
     out["operating_point"] = point
-    for name in EVAL_SPLITS:
+    for name in splits:
         split = arrays[name]
         res = evaluate_split(eval_step, rep, split, cfg.eval_batch_size, len(devices), name, progress)
         metrics = {"n": len(split), "loss": res["loss"], "accuracy": res["accuracy"]}
-        try:
-            from hotspot_jax.evaluate import write_evaluation
-        except ImportError:
-            write_evaluation = None
-        if write_evaluation is not None:
-            metrics.update(write_evaluation(evaluation_dir, name, split.labels, res["probs"], split.ids))
+        from hotspot_jax.evaluate import write_evaluation
+
+        metrics.update(write_evaluation(evaluation_dir, name, split.labels, res["probs"], split.ids))
         out[name] = metrics
         if point is None:
             log(f"{name}: accuracy {res['accuracy']:.4f} on {len(split)} images")
@@ -568,6 +667,7 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
         out[f"{name}_at_operating_point"] = at_point
         log(f"{name}: accuracy {res['accuracy']:.4f} on {len(split)} images; at the operating point: "
             f"sensitivity {format_value(at_point['sensitivity'], 3)}, "
-            f"{format_value(at_point['false_alarms_per_1000'], 1)} false alarms per 1,000 healthy modules")
+            f"{format_value(at_point['false_alarms_per_1000'], 1)} false alarms per 1,000 "
+            f"{'healthy modules' if tm.task.name == 'hotspot' else 'No-Anomaly modules'}")
     write_json_atomic(workdir / "test_metrics.json", out)
     return out

@@ -22,7 +22,6 @@ from hotspot_jax.errors import ConfigError, DataError
 from hotspot_jax.evaluate import decision_threshold
 from hotspot_jax.train.checkpoint import BEST_DIR, LATEST_DIR, RunCheckpoints
 
-NUM_CLASSES = 2  # binary task: 0 = no hotspot, 1 = hotspot
 
 
 @dataclasses.dataclass
@@ -41,6 +40,13 @@ class TrainedModel:
     _predict: Any = dataclasses.field(default=None, repr=False)
 
     @property
+    def task(self):
+        """The run's :class:`~hotspot_jax.data.tasks.Task` (hotspot for runs made before tasks existed)."""
+        from hotspot_jax.data.tasks import task_of_config
+
+        return task_of_config(self.config)
+
+    @property
     def input_hw(self) -> tuple[int, int]:
         """The network input's (height, width): ``image_size`` square, or the run's ``aspect``."""
         from hotspot_jax.data.preprocess import input_hw
@@ -57,7 +63,14 @@ class TrainedModel:
         return dataclasses.replace(self, config={**self.config, "run": run}, _predict=None)
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
-        """Hotspot probability (softmax of class 1) for uint8 images ``(N, H, W[, 1])`` of any H x W.
+        """The positive class's probability (hotspot; anomaly; for classes12 P(Hot-Spot) + P(Hot-Spot-Multi))
+        for uint8 images ``(N, H, W[, 1])`` of any H x W."""
+        from hotspot_jax.data.tasks import positive_scores
+
+        return positive_scores(self.task, self.predict_class_proba(images, batch_size, progress))
+
+    def predict_class_proba(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """Softmax probabilities ``(N, classes)`` for uint8 images ``(N, H, W[, 1])`` of any H x W.
 
         Runs jitted on fixed-shape batches (the last one padded), so one compilation serves any N.
         """
@@ -71,13 +84,13 @@ class TrainedModel:
             )
         n = images.shape[0]
         if n == 0:
-            return np.zeros((0,), np.float32)
+            return np.zeros((0, self.task.num_classes), np.float32)
         if batch_size < 1:
             raise ConfigError(f"batch size must be positive, got {batch_size}")
         batch = min(batch_size, n)
         if self._predict is None:
             self._predict = jax.jit(_predict_fn(self.model, self.input_hw, self.config["run"].get("tta", "none")))
-        out = np.empty((n,), np.float32)
+        out = np.empty((n, self.task.num_classes), np.float32)
         starts = range(0, n, batch)
         for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
             chunk = images[start : start + batch]
@@ -89,15 +102,11 @@ class TrainedModel:
 
 
 def _predict_fn(model: nn.Module, image_size: int | tuple[int, int], tta: str = "none"):
-    """Hotspot probabilities of uint8 images, as the run's evaluation computed them (its ``tta`` too)."""
-    from hotspot_jax.data import preprocess
+    """Class probabilities of uint8 images, as the run's evaluation computed them (its ``tta`` too)."""
     from hotspot_jax.train.step import class_probabilities
 
     def predict(variables, images):
-        if tta != "none":
-            return class_probabilities(model, variables, images, image_size, tta)[:, 1]
-        logits = model.apply(variables, preprocess(images, image_size), train=False)
-        return jax.nn.softmax(logits.astype(jnp.float32), -1)[:, 1]
+        return class_probabilities(model, variables, images, image_size, tta)
 
     return predict
 
@@ -116,12 +125,16 @@ def read_config(workdir: Path) -> dict[str, Any]:
 
 
 def build_model(config: dict[str, Any], bn_axis_name: str | None = None) -> nn.Module:
-    """The run's architecture with a 2-class head, in the run's compute dtype."""
+    """The run's architecture with its task's head (2 classes, 12, or an own-data run's ``classes``), in the
+    run's compute dtype."""
     import architectures
+
+    from hotspot_jax.data.tasks import task_of_config
 
     run = config["run"]
     dtype = jnp.bfloat16 if run.get("dtype") == "bfloat16" else jnp.float32
-    return architectures.create(run["arch"], num_classes=NUM_CLASSES, bn_axis_name=bn_axis_name, dtype=dtype)
+    classes = task_of_config(config).num_classes
+    return architectures.create(run["arch"], num_classes=classes, bn_axis_name=bn_axis_name, dtype=dtype)
 
 
 def abstract_variables(model: nn.Module, image_size: int | tuple[int, int]) -> dict[str, Any]:
@@ -134,6 +147,28 @@ def abstract_variables(model: nn.Module, image_size: int | tuple[int, int]) -> d
         dummy,
     )
     return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+
+
+def resolve_checkpoint(path: Path, option: str) -> Path:
+    """The checkpoint directory a user path names: a work directory's best checkpoint (its latest when it has
+    no best), ``best``/``checkpoints`` for their latest step, or a ``<kind>/<step>`` directory as given."""
+    if not path.exists():
+        raise ConfigError(f"{option} {path} does not exist")
+    try:
+        workdir, kind, step = _resolve(path)
+    except ConfigError as err:
+        raise ConfigError(f"{option}: {err}") from None
+    if step is not None:
+        return workdir / kind / str(step)
+    ckpts = RunCheckpoints(workdir, read_only=True)
+    try:
+        if kind in ("", BEST_DIR) and ckpts.best_step() is not None:
+            return workdir / BEST_DIR / str(ckpts.best_step())
+        if kind in ("", LATEST_DIR) and ckpts.latest_step() is not None:
+            return workdir / LATEST_DIR / str(ckpts.latest_step())
+    finally:
+        ckpts.close()
+    raise ConfigError(f"{option} {path}: that run has no checkpoint yet")
 
 
 def _resolve(path: Path) -> tuple[Path, str, int | None]:

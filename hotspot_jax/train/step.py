@@ -201,8 +201,8 @@ def class_probabilities(model: nn.Module, variables: Any, images: jax.Array, ima
 
 
 def eval_step_fn(model: nn.Module, image_size: int, tta: str = "none") -> Callable:
-    """Per-device ``(state, images_u8, labels) -> (hotspot probability, loss, correct)`` per example; with
-    ``tta`` the probabilities are averaged over the views of :func:`tta_views` (loss and correct from them)."""
+    """Per-device ``(state, images_u8, labels) -> (class probabilities (B, K), loss, correct)`` per example;
+    with ``tta`` the probabilities are averaged over the views of :func:`tta_views` (loss and correct from them)."""
 
     def step(state, images, labels):
         variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
@@ -210,13 +210,12 @@ def eval_step_fn(model: nn.Module, image_size: int, tta: str = "none") -> Callab
             probs = class_probabilities(model, variables, images, image_size, tta)
             picked = jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), -1)[:, 0]
             loss = -jnp.log(jnp.maximum(picked, jnp.finfo(jnp.float32).tiny))
-            return probs[:, 1], loss, (jnp.argmax(probs, -1) == labels).astype(jnp.float32)
+            return probs, loss, (jnp.argmax(probs, -1) == labels).astype(jnp.float32)
         x = _preprocess(images, image_size)
         logits = model.apply(variables, x, train=False)
         logits = logits.astype(jnp.float32)
-        prob = jax.nn.softmax(logits, -1)[:, 1]
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-        return prob, cross_entropy(logits, labels), correct
+        return jax.nn.softmax(logits, -1), cross_entropy(logits, labels), correct
 
     return step
 
