@@ -135,7 +135,7 @@ def _summary(data: ReportData, flagged: int) -> str:
     body = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
     out = f'<table class="kv" id="summary">{body}</table>'
     if data.skipped:
-        items = "".join(f"<li><span class=name>{_e(n)}</span>: {_e(r)}</li>" for n, r in data.skipped)
+        items = "".join(f"<li>{_e(r if n in r else f'{n}: {r}')}</li>" for n, r in data.skipped)
         out += f'<details id="skipped" open><summary class="error">{len(data.skipped)} image(s) could not be read' \
                f'</summary><ul>{items}</ul></details>'
     return out
@@ -168,9 +168,13 @@ def _rows(data: ReportData, order: np.ndarray) -> str:
         thumb = img.png_data_uri(img.grey_thumbnail(data.images[k]))
         w, h = img.thumbnail_size(*data.images[k].shape[:2])
         heat = data.maps[k]
-        overlay = ("<td>-</td>" if heat is None else
-                   f'<td><img alt="heat map" width="{w}" height="{h}" '
-                   f'src="{img.png_data_uri(img.heat_overlay(data.images[k], heat))}"></td>')
+        if heat is None:
+            overlay = "<td>-</td>"
+        elif not np.max(heat) > 0:  # nothing in the image raises the score: no place to point at
+            overlay = f'<td class="note" title="no evidence">nowhere:<br>no part raises<br>the score</td>'
+        else:
+            overlay = (f'<td><img alt="heat map" width="{w}" height="{h}" '
+                       f'src="{img.png_data_uri(img.heat_overlay(data.images[k], heat))}"></td>')
         label = ""
         attrs = f'data-prob="{prob!r}"'
         if data.labels is not None:
