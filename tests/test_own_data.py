@@ -126,3 +126,21 @@ def test_fine_tune_own_folder_from_a_tiny_run_and_predict_it(tmp_path, monkeypat
     assert len(rows) == 36 and set(rows[0]) == {"image", "probability", "predicted", "p_Hot-Spot", "p_No-Anomaly",
                                                 "p_Soiling"}
     assert all(r["predicted"] in ("Hot-Spot", "No-Anomaly", "Soiling") for r in rows)
+
+
+def test_two_classes_with_a_negative_one_are_a_binary_task(tmp_path):
+    from hotspot_jax.data.tasks import own_task
+    from hotspot_jax.predict import write_predictions
+
+    rng = np.random.default_rng(4)
+    for name in ("Bypass-Diode", "healthy"):
+        for k in range(4):
+            _save(tmp_path / "crops" / name / f"{k}.png", "png8", rng)
+    data = read_own_data(tmp_path / "crops", progress=False)
+    assert data.class_names == ("healthy", "Bypass-Diode")  # the negative class is label 0, as No-Anomaly is
+    task = own_task(data.class_names)
+    assert task.binary and task.positive == 1
+    assert not own_task(("A", "B")).binary and not own_task(("healthy", "A", "B")).binary
+    write_predictions(tmp_path / "p.csv", ["x.png"], np.array([0.7]), 0.5, task, np.array([[0.3, 0.7]]))
+    assert (tmp_path / "p.csv").read_text().splitlines() == ["image,bypass-diode_probability,predicted",
+                                                             "x.png,0.700000,Bypass-Diode"]

@@ -123,6 +123,11 @@ def read_own_data(path: str | os.PathLike, progress: bool = True) -> ModuleImage
 
     files, root = list_images(path)
     class_names = tuple(sorted({c for _, c in files}))
+    from hotspot_jax.data.tasks import NEGATIVE_NAMES
+
+    negative = [c for c in class_names if c.lower() in NEGATIVE_NAMES]
+    if len(class_names) == 2 and len(negative) == 1:  # a two-class task: the negative class is label 0, as in the study
+        class_names = (negative[0], *(c for c in class_names if c != negative[0]))
     counts = {c: sum(1 for _, k in files if k == c) for c in class_names}
     small = {c: n for c, n in counts.items() if n < MIN_PER_CLASS}
     if small:

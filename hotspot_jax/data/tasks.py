@@ -82,8 +82,8 @@ def own_task(class_names) -> Task:
     """The task of one's own data: its classes; binary when there are two and one is a negative name."""
     names = tuple(class_names)
     negative = [k for k, c in enumerate(names) if c.lower() in NEGATIVE_NAMES]
-    positive = 1 - negative[0] if len(names) == 2 and len(negative) == 1 else None
-    return Task("own", "own", names, positive)
+    binary = len(names) == 2 and negative == [0]  # own_data puts the negative class first (label 0)
+    return Task("own", "own", names, 1 if binary else None)
 
 
 def task_of_config(config: dict) -> Task:

@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         probs = tm.predict_proba(arr.images, batch_size=batch_size, progress=progress)
         title = f"{tm.arch} ({tm.image_size}px) - {SPLIT_TITLES[split]}"
         results[split] = write_evaluation(out, split, arr.labels, probs, list(arr.ids), title=title,
-                                          threshold=threshold)
+                                          threshold=threshold, class_names=arr.class_names)
         written.extend(output_paths(out, split).values())
         if at_point:
             at_point_results[split] = binary_metrics(arr.labels, probs, point["threshold"])

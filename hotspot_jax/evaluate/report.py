@@ -47,18 +47,23 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 def write_predictions_csv(
     path: str | os.PathLike, ids: Sequence[Any], y_true: Sequence[int], y_score: Sequence[float],
-    threshold: float = 0.5,
+    threshold: float = 0.5, class_names: Sequence[str] = CLASS_NAMES,
 ) -> None:
-    """Write one row per sample: id, true class name, hotspot probability (6 decimals), predicted class."""
+    """Write one row per sample: id, true class name, the positive class's probability (6 decimals; the
+    column is ``hotspot_probability`` for the study's classes, else ``<positive class>_probability``),
+    predicted class."""
     labels, scores = as_label_score_arrays(y_true, y_score)
     if len(ids) != labels.size:
         raise ValueError(f"{len(ids)} ids for {labels.size} samples")
     pred = predict_labels(scores, threshold)
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(PREDICTION_COLUMNS)
+        columns = list(PREDICTION_COLUMNS)
+        if tuple(class_names) != CLASS_NAMES:
+            columns[2] = f"{class_names[1].lower()}_probability"
+        writer.writerow(columns)
         for sample_id, label, score, guess in zip(ids, labels, scores, pred):
-            writer.writerow([sample_id, CLASS_NAMES[label], f"{score:.6f}", CLASS_NAMES[guess]])
+            writer.writerow([sample_id, class_names[label], f"{score:.6f}", class_names[guess]])
 
 
 def write_evaluation(
@@ -70,6 +75,7 @@ def write_evaluation(
     *,
     title: str | None = None,
     threshold: float = 0.5,
+    class_names: Sequence[str] = CLASS_NAMES,
 ) -> dict[str, Any]:
     """Compute :func:`binary_metrics` and write ``<name>_metrics.json``, ``_predictions.csv``,
     ``_confusion.png`` and ``_roc.png`` into ``outdir`` (created if needed); return the metrics.
@@ -79,10 +85,11 @@ def write_evaluation(
     if not _NAME_RE.match(name):
         raise ValueError(f"evaluation name {name!r} must be a plain file-name stem")
     metrics = binary_metrics(y_true, y_score, threshold)
+    metrics["confusion_labels"] = list(class_names)  # label 0, label 1 (the positive class)
     labels, scores = as_label_score_arrays(y_true, y_score)
     paths = output_paths(ensure_dir(outdir), name)
 
-    write_predictions_csv(paths["predictions"], ids, labels, scores, metrics["threshold"])
+    write_predictions_csv(paths["predictions"], ids, labels, scores, metrics["threshold"], class_names)
     shown = title or name
     fig = confusion_figure(metrics, title=f"{shown}\n(n = {metrics['n']:,}, threshold {metrics['threshold']:g})")
     save_figure(fig, paths["confusion"])

@@ -658,7 +658,8 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
         metrics = {"n": len(split), "loss": res["loss"], "accuracy": res["accuracy"]}
         from hotspot_jax.evaluate import write_evaluation
 
-        metrics.update(write_evaluation(evaluation_dir, name, split.labels, res["probs"], split.ids))
+        metrics.update(write_evaluation(evaluation_dir, name, split.labels, res["probs"], split.ids,
+                                        class_names=split.class_names))
         out[name] = metrics
         if point is None:
             log(f"{name}: accuracy {res['accuracy']:.4f} on {len(split)} images")
