@@ -82,7 +82,11 @@ def restart_with_hugepages() -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
+    import signal
+
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a Ctrl-C now waits for the new process
     try:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ_with_tunable(os.environ))
     except OSError:  # could not restart: carry on as we are, only slower
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return

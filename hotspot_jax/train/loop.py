@@ -380,14 +380,17 @@ def train(
     ckpts = RunCheckpoints(workdir, keep=cfg.keep)
     try:
         meta = {"epochs_done": 0, "batch_in_epoch": 0, "partial": None, "history": [], "best": None}
-        latest = ckpts.latest_step() if stored else None
-        if latest is not None:
+        resumed = None
+        if stored:  # the newest checkpoint that restores; damaged ones are set aside and named (checkpoint.py)
             from hotspot_jax.train.restore import abstract_variables
 
-            target = jax.eval_shape(lambda v: create_state(v, tx), abstract_variables(model, cfg.input_hw))
-            state, meta = ckpts.restore(latest, target)
-            where = f", batch {meta['batch_in_epoch']}" if meta["batch_in_epoch"] else ""
-            log(f"resuming from {ckpts.latest_dir / str(latest)} (epoch {meta['epochs_done']}{where} of {cfg.epochs})")
+            variables_target = abstract_variables(model, cfg.input_hw)
+            target = jax.eval_shape(lambda v: create_state(v, tx), variables_target)
+            resumed = ckpts.restore_newest(target, log)
+            ckpts.check_best(variables_target, resumed[0] if resumed else 0, target, BEST_RULE, log)
+        if resumed is not None:
+            latest, state, meta = resumed
+            log(f"resuming from {ckpts.latest_dir / str(latest)} ({resume_position(meta, cfg.epochs, steps)})")
         else:
             if fresh is None:  # a config without checkpoints (killed before the first save)
                 fresh = initial_variables(cfg, model, jax.random.fold_in(root, 1))
@@ -401,6 +404,14 @@ def train(
         return result
     finally:
         ckpts.close()
+
+
+def resume_position(meta: dict[str, Any], epochs: int, steps: int) -> str:
+    """Where a resumed run stands, e.g. "1 of 2 epochs done; epoch 2 goes on from batch 31 of 64"."""
+    done = f"{meta['epochs_done']} of {epochs} epochs done"
+    if not meta["batch_in_epoch"]:
+        return done
+    return f"{done}; epoch {meta['epochs_done'] + 1} goes on from batch {meta['batch_in_epoch'] + 1} of {steps}"
 
 
 def _write_history(workdir: Path, history: list[dict[str, Any]]) -> None:
