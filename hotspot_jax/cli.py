@@ -75,6 +75,7 @@ def run_script(target: str | Callable[[Sequence[str] | None], int | None], *, hu
             _interrupted_now()
         raise
     if code == 0:
+        _ignore_sigint()  # the work is done: a Ctrl-C now changes nothing
         sys.exit(0)
     _leave(code)
 

@@ -201,10 +201,10 @@ class RunCheckpoints:
 def _read(manager, path: Path, step: int, args) -> dict[str, Any]:
     """``manager.restore(step, args)``; any failure (orbax raises bare ``Exception`` for a truncated file)
     becomes a CheckpointError naming ``path``, with what to do."""
+    _quiet_late_reads()  # before: a failed read's siblings may complete before the exception reaches us
     try:
         return manager.restore(step, args=args)
     except Exception as err:  # noqa: BLE001 - orbax/tensorstore/json raise anything; KeyboardInterrupt passes
-        _quiet_late_reads()
         reason = failure_reason(err)
         error = CheckpointError(
             f"checkpoint {path} cannot be read ({reason}): it is damaged (truncated or emptied) or not this "
@@ -217,9 +217,10 @@ def _read(manager, path: Path, step: int, args) -> dict[str, Any]:
 
 
 def _quiet_late_reads() -> None:
-    """Silence the reads still in flight when a restore failed: tensorstore completes them after orbax has
+    """Silence the reads still in flight when a restore fails: tensorstore completes them after orbax has
     closed its event loop, and each printed a "RuntimeError: Event loop is closed" traceback (through
-    ``sys.unraisablehook``). Only that error is dropped; the hook is wrapped once per process."""
+    ``sys.unraisablehook``). Only that error is dropped; the hook is wrapped once per process (and again
+    if someone replaced it since)."""
     previous = sys.unraisablehook
     if getattr(previous, "_drops_closed_loop", False):
         return
