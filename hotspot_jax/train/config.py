@@ -128,9 +128,11 @@ class TrainConfig:
                 raise ConfigError(f"--init-weights file {path} does not exist")
             init_weights, init_sha = str(path.resolve()), file_sha256(path)
         workdir = self.workdir or os.path.join("runs", f"{spec.name}-s{self.seed}-{size}px")
+        if Path(workdir).expanduser().exists() and not Path(workdir).expanduser().is_dir():
+            raise ConfigError(f"--workdir {workdir} is a file, not a directory; give a directory (new or a run's)")
         return dataclasses.replace(
             self, arch=spec.name, image_size=size, pretrained=pretrained, pretrained_sha256=sha, workdir=workdir,
-            init_weights=init_weights, init_weights_sha256=init_sha,
+            init_weights=init_weights, init_weights_sha256=init_sha, data=resolve_data(self.data),
         )
 
     @property
@@ -169,6 +171,22 @@ def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:
         return stored.get(k, _LEVER_DEFAULTS.get(k))
 
     return [f"{k}: {old(k)!r} -> {getattr(new, k)!r}" for k in IDENTITY_FIELDS if old(k) != getattr(new, k)]
+
+
+def resolve_data(data: str | None) -> str | None:
+    """The dataset path a run uses, absolute, so config.json records it: ``data``, else ``$HOTSPOT_DATA``,
+    else None (the built dataset cache); a DataError when the given path does not exist."""
+    from hotspot_jax.errors import DataError
+
+    source = "--data"
+    if not data:
+        data, source = os.environ.get("HOTSPOT_DATA", "").strip() or None, "$HOTSPOT_DATA"
+    if data is None:
+        return None
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise DataError(f"{source} {data} does not exist; give the InfraredSolarModules zip or its folder")
+    return str(path.resolve())
 
 
 def file_sha256(path: Path) -> str:

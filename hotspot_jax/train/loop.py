@@ -315,7 +315,8 @@ def _check_finite(m: dict[str, Any], where: str, ckpts: RunCheckpoints) -> None:
         kept = f"the last good checkpoint is {ckpts.latest_dir / str(last)}" if last is not None else "no checkpoint was saved"
         raise TrainingError(
             f"the training loss became non-finite ({float(m['loss'])}) at {where}; stopped without saving; "
-            f"{kept}. Lower --lr or check the data"
+            f"{kept}. Lower --lr or check the data; to rerun with another --lr, add --overwrite (this run is "
+            "replaced) or use a new --workdir"
         )
 
 
@@ -349,15 +350,15 @@ def train(
     batching.check_divisible(cfg.batch_size, n_dev, "--batch-size")
     batching.check_divisible(cfg.eval_batch_size, n_dev, "--eval-batch-size")
     workdir = Path(cfg.workdir)
+    # the data first: a bad --data fails in seconds, before any weights and before the work directory exists
+    manifest, arrays = load_data(cfg, log, dataset, progress)
     stored = prepare_workdir(cfg, resume, overwrite)
     from hotspot_jax.train.restore import build_model
 
     model = build_model({"run": cfg.to_dict()}, bn_axis_name=AXIS)
     root = jax.random.PRNGKey(cfg.seed)
     dropout_key = jax.random.fold_in(root, 2)
-    # weights first (a bad --pretrained file fails before the data is read); unused when resuming
-    fresh = None if stored else initial_variables(cfg, model, jax.random.fold_in(root, 1))
-    manifest, arrays = load_data(cfg, log, dataset, progress)
+    fresh = None if stored else initial_variables(cfg, model, jax.random.fold_in(root, 1))  # unused when resuming
     write_manifest(manifest, workdir, resuming=stored is not None)
     train_split = arrays["train"]
     steps = batching.steps_per_epoch(len(train_split), cfg.batch_size)
@@ -371,6 +372,7 @@ def train(
         "checkpoint_rule": BEST_RULE,
         "batching": BATCH_RULE,
         "steps_per_epoch": steps,
+        "dataset_sha256": manifest.dataset_sha256,  # the release's metadata sha256, as in manifest.json
         "environment": environment(),
         "created": stored["created"] if stored else _now(),
         "resumed": (stored.get("resumed", []) + [_now()]) if stored else [],
