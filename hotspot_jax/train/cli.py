@@ -110,6 +110,16 @@ def _workdir_of(cfg: TrainConfig) -> Path | None:
         return None
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The topmost of ``path`` and its parents that does not exist yet (None if ``path`` exists)."""
+    path = path.expanduser().absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse options, run the training, report where everything was written."""
     args = build_parser().parse_args(argv)
@@ -120,12 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     workdir = _workdir_of(cfg)
-    new = workdir is not None and not workdir.exists()
+    made = _first_missing(workdir) if workdir is not None else None  # what train() will create
     try:
         result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, log=log)
     except BaseException:
-        if new and workdir.is_dir() and not (workdir / "config.json").exists():
-            shutil.rmtree(workdir, ignore_errors=True)  # made by this call, failed before the run began
+        if made is not None and made.is_dir() and not (workdir / "config.json").exists():
+            shutil.rmtree(made, ignore_errors=True)  # made by this call, which failed before the run began
         raise
     if result.interrupted:
         log(f"interrupted: saved {result.checkpoint}; rerun the same command to resume")

@@ -350,9 +350,9 @@ def train(
     batching.check_divisible(cfg.batch_size, n_dev, "--batch-size")
     batching.check_divisible(cfg.eval_batch_size, n_dev, "--eval-batch-size")
     workdir = Path(cfg.workdir)
-    # the data first: a bad --data fails in seconds, before any weights and before the work directory exists
-    manifest, arrays = load_data(cfg, log, dataset, progress)
     stored = prepare_workdir(cfg, resume, overwrite)
+    # the data before the weights: a bad --data fails in seconds (train.cli removes a work directory it made)
+    manifest, arrays = load_data(cfg, log, dataset, progress)
     from hotspot_jax.train.restore import build_model
 
     model = build_model({"run": cfg.to_dict()}, bn_axis_name=AXIS)
