@@ -77,16 +77,14 @@ def restart_with_hugepages() -> None:
 
     Call it first thing in a script's ``__main__`` block: ``execv`` keeps the process id (so a parent
     waiting on it or killing it sees no difference) and the interpreter's own options (``sys.orig_argv``).
+    The signal mask survives ``execve`` too: the scripts hold SIGINT blocked across it, so a Ctrl-C during
+    the restart waits for the new process's handler (hotspot_jax/cli.py, run_script).
     """
     if not wanted(os.environ, system=platform.system(), libc=platform.libc_ver(), thp=_thp_available()):
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    import signal
-
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a Ctrl-C now waits for the new process
     try:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ_with_tunable(os.environ))
     except OSError:  # could not restart: carry on as we are, only slower
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return
