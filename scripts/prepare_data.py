@@ -10,11 +10,11 @@ import signal
 if __name__ == "__main__":
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a Ctrl-C waits for run_script's handler
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-from typing import Sequence  # noqa: E402
+import argparse
+import time
+from typing import Sequence
 
-from hotspot_jax.cli import run_script  # noqa: E402
+from hotspot_jax.cli import run_script
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -138,7 +138,7 @@ def test_ctrl_c_during_the_final_evaluation_exits_130_and_a_rerun_finishes(finis
 
 @pytest.mark.slow
 def test_ctrl_c_during_startup_exits_130(finished, tmp_path):
-    run, command, env = finished
+    _, command, env = finished
     command = [*command, "--workdir", str(tmp_path / "fresh")]
     for delay in (0.15, 0.4, 0.8, 1.5):  # interpreter up, huge-pages restart, imports, data, compilation
         script = Script(command, env)
