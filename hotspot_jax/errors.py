@@ -14,3 +14,12 @@ class DataError(HotspotError):
 
 class ConfigError(HotspotError):
     """A bad option, an unknown name, or an inconsistent configuration."""
+
+
+class CheckpointError(HotspotError):
+    """A checkpoint cannot be read: damaged (a truncated or emptied file) or not this run's."""
+
+    def __init__(self, message: str, path=None, reason: str = ""):
+        super().__init__(message)
+        self.path = path  # the checkpoint directory that failed
+        self.reason = reason  # why, in a few words (the innermost error's first line)

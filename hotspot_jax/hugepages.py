@@ -77,6 +77,8 @@ def restart_with_hugepages() -> None:
 
     Call it first thing in a script's ``__main__`` block: ``execv`` keeps the process id (so a parent
     waiting on it or killing it sees no difference) and the interpreter's own options (``sys.orig_argv``).
+    The signal mask survives ``execve`` too: the scripts hold SIGINT blocked across it, so a Ctrl-C during
+    the restart waits for the new process's handler (hotspot_jax/cli.py, run_script).
     """
     if not wanted(os.environ, system=platform.system(), libc=platform.libc_ver(), thp=_thp_available()):
         return

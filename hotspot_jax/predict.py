@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import zipfile
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -24,7 +25,8 @@ from hotspot_jax.evaluate.metrics import CLASS_NAMES, check_threshold, predict_l
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 """File name endings (any case) that folder and zip scans pick up; files named explicitly are always read."""
 
-PREDICTION_COLUMNS = ("image", "hotspot_probability", "predicted")
+PREDICTION_COLUMNS = ("image", "hotspot_probability", "predicted", "input_note")
+"""``input_note`` is empty for an image like the training crops, else says how it differs and was converted."""
 
 
 @dataclass(frozen=True)
@@ -114,14 +116,16 @@ def iter_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any
 
 
 def write_predictions(path: str | os.PathLike, names: Sequence[str], probs: np.ndarray, threshold: float,
-                      task: Any = None, class_probs: np.ndarray | None = None) -> None:
+                      task: Any = None, class_probs: np.ndarray | None = None,
+                      notes: Sequence[str] | None = None) -> None:
     """Write the CSV atomically (temp file, then rename). Columns by task: hotspot ``image,
     hotspot_probability, predicted``; a two-class anomaly or own task ``<positive class>_probability`` and
     its class names; classes12 also ``predicted_class`` and one ``p_<class>`` column per class
     (``hotspot_probability`` = P(Hot-Spot) + P(Hot-Spot-Multi), ``predicted`` Hotspot or Rest); one's own
-    many classes ``image, probability, predicted`` (the predicted class) and the ``p_<class>`` columns."""
+    many classes ``image, probability, predicted`` (the predicted class) and the ``p_<class>`` columns. The
+    last column, ``input_note``, says how an input differs from the training crops (:func:`input_note`)."""
     name = getattr(task, "name", "hotspot")
-    columns, labels, per_class = list(PREDICTION_COLUMNS), CLASS_NAMES, False
+    columns, labels, per_class = list(PREDICTION_COLUMNS[:3]), CLASS_NAMES, False
     if task is not None and task.binary and name != "hotspot":
         columns[1] = f"{task.class_names[task.positive].lower()}_probability"
         labels = (task.class_names[1 - task.positive], task.class_names[task.positive])
@@ -132,6 +136,8 @@ def write_predictions(path: str | os.PathLike, names: Sequence[str], probs: np.n
         columns[1], per_class = "probability", True
     if per_class:
         columns += [f"p_{c}" for c in task.class_names]
+    columns.append("input_note")
+    notes = list(notes) if notes else [""] * len(names)
     pred = predict_labels(probs, threshold)
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -145,7 +151,48 @@ def write_predictions(path: str | os.PathLike, names: Sequence[str], probs: np.n
                 row.append(task.class_names[int(np.argmax(class_probs[k]))])
             if per_class:
                 row += [f"{p:.6f}" for p in class_probs[k]]
-            writer.writerow(row)
+            writer.writerow(row + [notes[k]])
+
+
+_MODE_NOTES = {
+    "RGB": "RGB colour converted to grayscale (luma)",
+    "RGBA": "RGB colour converted to grayscale (luma), alpha dropped",
+    "LA": "alpha dropped",
+    "P": "palette colours converted to grayscale (luma)",
+    "PA": "palette colours converted to grayscale (luma), alpha dropped",
+    "CMYK": "CMYK colour converted to grayscale",
+    "YCbCr": "colour converted to grayscale (its luma)",
+    "1": "1-bit black and white read as 0/255 grayscale",
+    "I;16": "16-bit values scaled to 8-bit (divided by 257)",
+    "I;16B": "16-bit values scaled to 8-bit (divided by 257)",
+    "I;16L": "16-bit values scaled to 8-bit (divided by 257)",
+    "I;16N": "16-bit values scaled to 8-bit (divided by 257)",
+}
+
+
+def input_note(path: Path, input_hw: tuple[int, int]) -> str:
+    """How an image file differs from the training crops (mode, size) and how it was converted; "" if it does not.
+
+    Reads only the header. The conversions are those of ``load_image_file`` and ``preprocess``; the
+    network input size ``input_hw`` is where every image, training crops included, is resized to.
+    """
+    from PIL import Image
+
+    from hotspot_jax.data.classes import IMAGE_SHAPE
+
+    h, w = IMAGE_SHAPE[:2]
+    try:
+        with Image.open(path) as im:
+            mode, (width, height) = im.mode, im.size
+    except Exception:  # noqa: BLE001 - it was read a moment ago; a note is not worth an error
+        return ""
+    parts = []
+    if mode != "L":
+        parts.append(_MODE_NOTES.get(mode, f"{mode} image converted to 8-bit grayscale"))
+    if (height, width) != (h, w):
+        parts.append(f"{width}x{height} px, not {w}x{h}: resized to the network's {input_hw[1]}x{input_hw[0]} "
+                     "like the training crops, but its detail differs")
+    return "; ".join(parts)
 
 
 def load_source(source: ImageSource, scratch: Path) -> np.ndarray:
@@ -153,15 +200,37 @@ def load_source(source: ImageSource, scratch: Path) -> np.ndarray:
 
     DataError naming the image (``archive.zip:member`` for zip members) if it cannot be read.
     """
+    image, _ = load_source_with_note(source, scratch, None)
+    return image
+
+
+def load_source_with_note(source: ImageSource, scratch: Path, input_hw: tuple[int, int] | None,
+                          own: bool = False) -> tuple[np.ndarray, str]:
+    """:func:`load_source` and, when ``input_hw`` is given, its :func:`input_note`. ``own``: a model trained on
+    one's own images, whose inputs get their conversion rule (hotspot_jax.data.own_data.convert_image), the
+    one its training images got, so no note."""
     from hotspot_jax.data import load_image_file
 
+    if own:
+        from hotspot_jax.data.own_data import convert_image
+
+        path = source.path
+        if source.member is not None:
+            path = scratch / ("member" + Path(source.member).suffix.lower())
+            path.write_bytes(read_source_bytes(source))
+        try:
+            return convert_image(path)[0], ""
+        except DataError as err:
+            raise DataError(str(err).replace(str(path), source.name)) from None
     if source.member is None:
-        return load_image_file(source.path)
+        image = load_image_file(source.path)
+        return image, input_note(source.path, input_hw) if input_hw else ""
     data = read_source_bytes(source)
     tmp = scratch / ("member" + Path(source.member).suffix.lower())
     tmp.write_bytes(data)
     try:
-        return load_image_file(tmp)
+        image = load_image_file(tmp)
+        return image, input_note(tmp, input_hw) if input_hw else ""
     except DataError as err:
         raise DataError(str(err).replace(str(tmp), source.name)) from None
     finally:
@@ -243,6 +312,7 @@ class PredictionResult:
     probs: np.ndarray
     skipped: list[tuple[str, str]]
     class_probs: np.ndarray | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)  # per scored image: see :func:`input_note`
 
 
 def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int = 256, skip_bad: bool = False,
@@ -259,6 +329,7 @@ def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int 
     predictor = make_float_predictor(tm)
     batch = min(batch_size, len(sources))
     names: list[str] = []
+    notes: list[str] = []
     probs: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
     bar = tqdm(total=len(sources), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
@@ -268,8 +339,10 @@ def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int 
                 images, chunk_names = [], []
                 for source in chunk:
                     try:
-                        images.append(load_source(source, Path(scratch)))
+                        image, note = load_source_with_note(source, Path(scratch), tm.input_hw, tm.task.name == "own")
+                        images.append(image)
                         chunk_names.append(source.name)
+                        notes.append(note)
                     except DataError as err:
                         if not skip_bad:
                             raise
@@ -283,7 +356,7 @@ def predict_sources(tm: Any, sources: Sequence[ImageSource], *, batch_size: int 
     from hotspot_jax.data.tasks import positive_scores
 
     class_probs = np.concatenate(probs) if probs else np.zeros((0, tm.task.num_classes), np.float32)
-    return PredictionResult(names, positive_scores(tm.task, class_probs), skipped, class_probs)
+    return PredictionResult(names, positive_scores(tm.task, class_probs), skipped, class_probs, notes)
 
 
 def flag_threshold(given: float | None, point: dict[str, Any] | None) -> tuple[float, str]:
@@ -339,6 +412,25 @@ def build_parser():
                    "in the run, else the dataset already built in the cache)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
+
+
+def _report_notes(result: PredictionResult, input_hw: tuple[int, int], shown: int = 5) -> None:
+    """On stderr: the images that are not like the training crops and how each was converted (the first
+    ``shown``; all of them in the CSV's ``input_note`` column)."""
+    import sys
+
+    from hotspot_jax.data.classes import IMAGE_SHAPE
+
+    odd = [(name, note) for name, note in zip(result.names, result.notes) if note]
+    if not odd:
+        return
+    h, w = IMAGE_SHAPE[:2]
+    print(f"note: {len(odd)} of {len(result.names)} images are not like the training crops ({w}x{h} 8-bit "
+          "grayscale); their scores may be less reliable (input_note column):", file=sys.stderr)
+    for name, note in odd[:shown]:
+        print(f"  {name}: {note}", file=sys.stderr)
+    if len(odd) > shown:
+        print(f"  ... and {len(odd) - shown} more", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -400,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"skipped: {reason}", file=sys.stderr)
     if not result.names:
         raise DataError(f"none of the {len(sources)} images could be read; nothing written")
-    write_predictions(out, result.names, result.probs, threshold, tm.task, result.class_probs)
+    _report_notes(result, tm.input_hw)
+    write_predictions(out, result.names, result.probs, threshold, tm.task, result.class_probs, result.notes)
     if collector is not None:
         page = _write_report(args, tm, result, collector, labels, threshold, why)
         print(f"wrote the report {page}")

@@ -5,17 +5,22 @@ Usage: python scripts/prepare_data.py [--data PATH] [--seed N] [--manifest OUT.j
 
 from __future__ import annotations
 
+import signal
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a Ctrl-C waits for run_script's handler
+
 import argparse
-import sys
 import time
 from typing import Sequence
 
-from hotspot_jax.cli import run_cli
-from hotspot_jax.data import AugmentConfig, ProtocolConfig, load_dataset, make_binary_split, make_multiclass_split
-from hotspot_jax.data.loading import default_cache_dir
+from hotspot_jax.cli import run_script
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hotspot_jax.data import AugmentConfig, ProtocolConfig
+    from hotspot_jax.data.loading import default_cache_dir
+
     d, a = ProtocolConfig(), AugmentConfig()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -44,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from hotspot_jax.data import AugmentConfig, ProtocolConfig, load_dataset, make_binary_split, make_multiclass_split
+
     args = build_parser().parse_args(argv)
     augment = AugmentConfig(rotate180=not args.no_rotate180, gaussian=not args.no_gaussian,
                             sharpen=not args.no_sharpen, gaussian_sigma=args.gaussian_sigma,
@@ -66,4 +73,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    run_script(main, preload=("hotspot_jax.data",))  # Ctrl-C from the first line on: one line, exit 130 (hotspot_jax/cli.py)

@@ -1,12 +1,11 @@
 #!/usr/bin/env python
 """Reproduce the study's comparison for a recipe: ``python scripts/reproduce.py --recipe paper-cpu --seeds 0 1 2``."""
 
-import sys
-
-from hotspot_jax.cli import run_cli
-from hotspot_jax.hugepages import restart_with_hugepages
-from hotspot_jax.reproduce.cli import main
+import signal
 
 if __name__ == "__main__":
-    restart_with_hugepages()  # large buffers on huge pages: see hotspot_jax/hugepages.py
-    sys.exit(run_cli(main))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a Ctrl-C waits for run_script's handler
+    from hotspot_jax.cli import run_script
+
+    # Ctrl-C at any moment: one line, exit 130 (hotspot_jax/cli.py); huge pages: hotspot_jax/hugepages.py
+    run_script("hotspot_jax.reproduce.cli:main", hugepages=True)

@@ -202,7 +202,7 @@ def test_orbax_round_trip(tmp_path, sd18):
     for key in flat_a:
         np.testing.assert_array_equal(np.asarray(flat_b[key]), np.asarray(flat_a[key]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temp dirs left behind
-    with pytest.raises(ConfigError, match="already exists and is not empty"):
+    with pytest.raises(ConfigError, match="already exists and is not empty; choose another --out, or add --overwrite"):
         weights_convert.save_variables(out, variables, arch="resnet18", num_classes=4)
     with pytest.raises(ConfigError, match="is not a converted checkpoint"):
         weights_convert.load_variables(tmp_path)

@@ -45,6 +45,7 @@ def test_run_on_synthetic_release(tmp_path, capsys):
     assert run_cli(_load_script().main, argv) == 0
     out = capsys.readouterr().out
     assert "loaded 70 images" in out and "train_augmented" in out
+    assert "Downloading and preparing" not in out and "Subsequent calls" not in out  # --quiet: TFDS's lines too
     m = json.loads((tmp_path / "m.json").read_text())
     assert len(m["splits"]["train"]) == 6 + 24 and m["seed"] == 0  # 10 hotspots: 6/2/2, x4 augmented
 

@@ -123,8 +123,9 @@ def test_fine_tune_own_folder_from_a_tiny_run_and_predict_it(tmp_path, monkeypat
     out = tmp_path / "pred.csv"
     assert predict_main([str(root), "--checkpoint", str(tmp_path / "own"), "--out", str(out), "--no-progress"]) == 0
     rows = list(csv.DictReader(open(out)))
-    assert len(rows) == 36 and set(rows[0]) == {"image", "probability", "predicted", "p_Hot-Spot", "p_No-Anomaly",
-                                                "p_Soiling"}
+    assert len(rows) == 36 and list(rows[0]) == ["image", "probability", "predicted", "p_Hot-Spot", "p_No-Anomaly",
+                                                 "p_Soiling", "input_note"]
+    assert all(r["input_note"] == "" for r in rows)  # converted by the own-data rule, as its training images were
     assert all(r["predicted"] in ("Hot-Spot", "No-Anomaly", "Soiling") for r in rows)
 
 
@@ -142,5 +143,5 @@ def test_two_classes_with_a_negative_one_are_a_binary_task(tmp_path):
     assert task.binary and task.positive == 1
     assert not own_task(("A", "B")).binary and not own_task(("healthy", "A", "B")).binary
     write_predictions(tmp_path / "p.csv", ["x.png"], np.array([0.7]), 0.5, task, np.array([[0.3, 0.7]]))
-    assert (tmp_path / "p.csv").read_text().splitlines() == ["image,bypass-diode_probability,predicted",
-                                                             "x.png,0.700000,Bypass-Diode"]
+    assert (tmp_path / "p.csv").read_text().splitlines() == ["image,bypass-diode_probability,predicted,input_note",
+                                                             "x.png,0.700000,Bypass-Diode,"]

@@ -148,8 +148,12 @@ def test_cli_writes_csv(images, tmp_path, monkeypatch, capsys):
     assert code == 0, err
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["image", "hotspot_probability", "predicted"]
+    assert list(rows[0]) == ["image", "hotspot_probability", "predicted", "input_note"]
     assert sorted(r["image"] for r in rows) == sorted(arrays)
+    notes = {r["image"]: r["input_note"] for r in rows}
+    assert notes[str(folder / "m0.png")] == ""  # 40x24 grayscale: a crop like the training ones
+    assert notes[str(folder / "colour.tiff")] == "RGB colour converted to grayscale (luma)"
+    assert notes[f"{zpath}:crops/c1.png"].startswith("31x55 px, not 24x40: resized to the network's 12x12")
     probs = np.array([float(r["hotspot_probability"]) for r in rows])
     assert [r["predicted"] for r in rows] == ["Hotspot" if p > 0.6 else "No-Anomaly" for p in probs]
     assert f"{len(rows)} images scored" in stdout and f"{int((probs > 0.6).sum())} predicted Hotspot" in stdout
@@ -204,3 +208,26 @@ def test_script_help_and_error_line(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines() == [f"error: --checkpoint {tmp_path / 'missing'} does not exist"]
+
+
+def test_inputs_unlike_the_training_crops_are_named_with_their_conversion(tmp_path, monkeypatch, capsys):
+    """An RGB 100x100 PNG and a 16-bit PNG: scored, and said so in the CSV's input_note and on stderr."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(folder / "rgb.png")
+    Image.fromarray(np.full((40, 24), 40000, np.uint16)).save(folder / "deep.png")
+    Image.fromarray(np.full((40, 24), 120, np.uint8)).save(folder / "plain.png")
+    tm = fake_trained(tmp_path, image_size=12)
+    monkeypatch.setattr("hotspot_jax.train.restore.load_trained", lambda path: tm)
+    out = tmp_path / "pred.csv"
+    code, _, err = _run_main(["--checkpoint", tmp_path, folder, "--out", out, "--no-progress"], capsys)
+    assert code == 0, err
+    with open(out, newline="") as handle:
+        notes = {Path(r["image"]).name: r["input_note"] for r in csv.DictReader(handle)}
+    assert notes["plain.png"] == ""
+    assert notes["deep.png"] == "16-bit values scaled to 8-bit (divided by 257)"
+    assert notes["rgb.png"] == ("RGB colour converted to grayscale (luma); 100x100 px, not 24x40: resized to the "
+                                "network's 12x12 like the training crops, but its detail differs")
+    assert "note: 2 of 3 images are not like the training crops (24x40 8-bit grayscale)" in err
+    assert f"{folder / 'rgb.png'}: RGB colour" in err and f"{folder / 'deep.png'}: 16-bit" in err
+    assert "plain.png" not in err

@@ -95,9 +95,14 @@ def test_batch_size_not_divisible_by_the_device_count():
 
 
 @pytest.mark.needs_torch
-def test_pretrained_file_of_another_architecture(capsys, tmp_path):
+def test_pretrained_file_of_another_architecture(capsys, tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
+    from fixtures_data import make_synthetic_release
+
+    # the data is read before the weights (issue 28), so it must be there for the weights' error to show
+    monkeypatch.setenv("HOTSPOT_DATA", str(make_synthetic_release(tmp_path, {"Hot-Spot": 10, "No-Anomaly": 40})))
+    monkeypatch.setenv("HOTSPOT_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "squeezenet1_0.pth"
     torch.save(torchvision.models.squeezenet1_0(weights=None).state_dict(), path)
     err = _fails(capsys, ["--arch", "squeezenet", "--image-size", "32", "--pretrained", str(path),

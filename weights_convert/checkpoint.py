@@ -57,7 +57,10 @@ def save_variables(
     if target.exists() and not target.is_dir():
         raise ConfigError(f"output {target} exists and is not a directory")
     if target.exists() and any(target.iterdir()) and not overwrite:
-        raise ConfigError(f"output directory {target} already exists and is not empty; choose another or overwrite")
+        raise ConfigError(
+            f"output directory {target} already exists and is not empty; choose another --out, "
+            "or add --overwrite to replace it"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tree = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
     record = {

@@ -52,6 +52,16 @@ class InfraredSolarModules(tfds.core.GeneratorBasedBuilder):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
 
+    # TFDS prints "Downloading and preparing dataset ..." and "... Subsequent calls will reuse this data." to
+    # stdout whatever its progress bars do; quiet builds (progress=False: --quiet, --no-progress) print neither
+    def _log_download_bytes(self) -> None:
+        if self._progress:
+            super()._log_download_bytes()
+
+    def _log_download_done(self) -> None:
+        if self._progress:
+            super()._log_download_done()
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,

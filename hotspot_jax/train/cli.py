@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from hotspot_jax.errors import ConfigError
+from hotspot_jax.errors import ConfigError, HotspotError
 from hotspot_jax.train.config import DTYPES, PROFILES, TTA_MODES, TrainConfig
 
 _D = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
@@ -114,6 +115,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**merged)
 
 
+def _workdir_of(cfg: TrainConfig) -> Path | None:
+    """The work directory ``train(cfg)`` writes to (``--workdir`` or the default one), None if unknown yet."""
+    if cfg.workdir:
+        return Path(cfg.workdir)
+    try:
+        return Path(dataclasses.replace(cfg, pretrained=None, init_weights=None, data=None).resolve().workdir)
+    except HotspotError:
+        return None
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost of ``path`` and its parents that does not exist yet (None if ``path`` exists)."""
+    path = path.expanduser().absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse options, run the training, report where everything was written."""
     args = build_parser().parse_args(argv)
@@ -123,7 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, log=log)
+    workdir = _workdir_of(cfg)
+    made = _first_missing(workdir) if workdir is not None else None  # what train() will create
+    try:
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, log=log)
+    except BaseException:
+        if made is not None and made.is_dir() and not (workdir / "config.json").exists():
+            shutil.rmtree(made, ignore_errors=True)  # made by this call, which failed before the run began
+        raise
     if result.interrupted:
         log(f"interrupted: saved {result.checkpoint}; rerun the same command to resume")
         return 130

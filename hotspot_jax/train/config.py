@@ -147,9 +147,11 @@ class TrainConfig:
             init_from = str(Path(self.init_from).expanduser().resolve())
         suffix = "" if task_name == "hotspot" else f"-{task_name}"
         workdir = self.workdir or os.path.join("runs", f"{spec.name}{suffix}-s{self.seed}-{size}px")
+        if Path(workdir).expanduser().exists() and not Path(workdir).expanduser().is_dir():
+            raise ConfigError(f"--workdir {workdir} is a file, not a directory; give a directory (new or a run's)")
         return dataclasses.replace(
             self, arch=spec.name, image_size=size, pretrained=pretrained, pretrained_sha256=sha, workdir=workdir,
-            init_from=init_from, init_from_checkpoint=init_checkpoint, task=task_name,
+            init_from=init_from, init_from_checkpoint=init_checkpoint, task=task_name, data=resolve_data(self.data),
         )
 
     @property
@@ -197,6 +199,22 @@ def _is_own_data(data: str | None) -> bool:
 
     path = data or os.environ.get(DATA_ENV, "").strip()
     return bool(path) and is_own_data(path)
+
+
+def resolve_data(data: str | None) -> str | None:
+    """The dataset path a run uses, absolute, so config.json records it: ``data``, else ``$HOTSPOT_DATA``,
+    else None (the built dataset cache); a DataError when the given path does not exist."""
+    from hotspot_jax.errors import DataError
+
+    source = "--data"
+    if not data:
+        data, source = os.environ.get("HOTSPOT_DATA", "").strip() or None, "$HOTSPOT_DATA"
+    if data is None:
+        return None
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise DataError(f"{source} {data} does not exist; give the InfraredSolarModules zip or its folder, or one's own images (docs/tasks.md)")
+    return str(path.resolve())
 
 
 def file_sha256(path: Path) -> str:

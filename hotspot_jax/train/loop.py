@@ -383,7 +383,8 @@ def _check_finite(m: dict[str, Any], where: str, ckpts: RunCheckpoints) -> None:
         kept = f"the last good checkpoint is {ckpts.latest_dir / str(last)}" if last is not None else "no checkpoint was saved"
         raise TrainingError(
             f"the training loss became non-finite ({float(m['loss'])}) at {where}; stopped without saving; "
-            f"{kept}. Lower --lr or check the data"
+            f"{kept}. Lower --lr or check the data; to rerun with another --lr, add --overwrite (this run is "
+            "replaced) or use a new --workdir"
         )
 
 
@@ -425,16 +426,17 @@ def train(
     from hotspot_jax.data.tasks import task_of_manifest
     from hotspot_jax.train.restore import build_model
 
-    # the data first: bad data, or a source run that would leak, fails before anything is written
+    stored = prepare_workdir(cfg, resume, overwrite)
+    # the data before the weights: bad data, or a source run that would leak, fails in seconds, before
+    # anything of the run is written (train.cli removes a work directory it made)
     manifest, arrays = load_data(cfg, log, dataset, progress)
     task = task_of_manifest(manifest)
     if cfg.init_from_checkpoint is not None:
         check_init_from_leak(cfg, manifest)
-    stored = prepare_workdir(cfg, resume, overwrite)
     model = build_model({"run": cfg.to_dict(), "classes": list(task.class_names)}, bn_axis_name=AXIS)
     root = jax.random.PRNGKey(cfg.seed)
     dropout_key = jax.random.fold_in(root, 2)
-    fresh = None if stored else initial_variables(cfg, model, jax.random.fold_in(root, 1), task)
+    fresh = None if stored else initial_variables(cfg, model, jax.random.fold_in(root, 1), task)  # unused when resuming
     write_manifest(manifest, workdir, resuming=stored is not None)
     train_split = arrays["train"]
     steps = batching.steps_per_epoch(len(train_split), cfg.batch_size)
@@ -449,6 +451,7 @@ def train(
         "checkpoint_rule": BEST_RULE,
         "batching": BATCH_RULE,
         "steps_per_epoch": steps,
+        "dataset_sha256": manifest.dataset_sha256,  # the release's metadata sha256, as in manifest.json
         "environment": environment(),
         "created": stored["created"] if stored else _now(),
         "resumed": (stored.get("resumed", []) + [_now()]) if stored else [],
@@ -458,14 +461,17 @@ def train(
     ckpts = RunCheckpoints(workdir, keep=cfg.keep)
     try:
         meta = {"epochs_done": 0, "batch_in_epoch": 0, "partial": None, "history": [], "best": None}
-        latest = ckpts.latest_step() if stored else None
-        if latest is not None:
+        resumed = None
+        if stored:  # the newest checkpoint that restores; damaged ones are set aside and named (checkpoint.py)
             from hotspot_jax.train.restore import abstract_variables
 
-            target = jax.eval_shape(lambda v: create_state(v, tx), abstract_variables(model, cfg.input_hw))
-            state, meta = ckpts.restore(latest, target)
-            where = f", batch {meta['batch_in_epoch']}" if meta["batch_in_epoch"] else ""
-            log(f"resuming from {ckpts.latest_dir / str(latest)} (epoch {meta['epochs_done']}{where} of {cfg.epochs})")
+            variables_target = abstract_variables(model, cfg.input_hw)
+            target = jax.eval_shape(lambda v: create_state(v, tx), variables_target)
+            resumed = ckpts.restore_newest(target, log)
+            ckpts.check_best(variables_target, resumed[0] if resumed else 0, target, BEST_RULE, log)
+        if resumed is not None:
+            latest, state, meta = resumed
+            log(f"resuming from {ckpts.latest_dir / str(latest)} ({resume_position(meta, cfg.epochs, steps)})")
         else:
             if fresh is None:  # a config without checkpoints (killed before the first save)
                 fresh = initial_variables(cfg, model, jax.random.fold_in(root, 1), task)
@@ -479,6 +485,14 @@ def train(
         return result
     finally:
         ckpts.close()
+
+
+def resume_position(meta: dict[str, Any], epochs: int, steps: int) -> str:
+    """Where a resumed run stands, e.g. "1 of 2 epochs done; epoch 2 goes on from batch 31 of 64"."""
+    done = f"{meta['epochs_done']} of {epochs} epochs done"
+    if not meta["batch_in_epoch"]:
+        return done
+    return f"{done}; epoch {meta['epochs_done'] + 1} goes on from batch {meta['batch_in_epoch'] + 1} of {steps}"
 
 
 def _write_history(workdir: Path, history: list[dict[str, Any]]) -> None:
