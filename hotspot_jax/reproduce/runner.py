@@ -96,12 +96,59 @@ def read_predictions(path: Path) -> dict[str, list]:
 
 _KEEP = ("n", "loss", "accuracy", "precision", "sensitivity", "specificity", "f1", "roc_auc",
          "false_alarms_per_1000", "confusion_matrix", "tn", "fp", "fn", "tp", "n_pos", "n_neg", "threshold")
+_KEEP_MULTICLASS = ("n", "loss", "accuracy", "macro_f1", "per_class", "class_names", "confusion_matrix")
+
+
+def read_multiclass_predictions(path: Path) -> dict[str, list]:
+    """ids, true and predicted class indices (in the CSV's ``p_<class>`` column order, which is the task's
+    class order) and the hotspot-vs-rest score P(Hot-Spot) + P(Hot-Spot-Multi) from a classes12
+    evaluation's predictions CSV. The 12 probabilities per image stay in the work directory's CSV: 3,000
+    test images x 12 classes per run would make each summary ~200 kB."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        names = [c[2:] for c in reader.fieldnames or () if c.startswith("p_")]
+        index = {c: k for k, c in enumerate(names)}
+        hot = [c for c in ("Hot-Spot", "Hot-Spot-Multi") if c in index]
+        ids, labels, pred, hot_probs = [], [], [], []
+        for row in reader:
+            ids.append(row["id"])
+            labels.append(index[row["label"]])
+            pred.append(index[row["predicted"]])
+            hot_probs.append(round(sum(float(row[f"p_{c}"]) for c in hot), 6))
+    return {"class_names": names, "ids": ids, "labels": labels, "pred": pred, "hotspot_probs": hot_probs}
+
+
+def run_task(run: dict[str, Any]) -> str:
+    """The task of a run summary (summaries from before tasks existed are hotspot runs)."""
+    return (run.get("recipe") or {}).get("task") or (run.get("train_config") or {}).get("task") or "hotspot"
+
+
+def _test_metrics(tm: dict[str, Any], task: str, workdir: Path) -> dict[str, Any]:
+    """The task's part of a summary: test metrics and per-image test predictions (classes12: class indices
+    and the hotspot-vs-rest view; hotspot: also the realistic test set; both two-class tasks: the operating
+    point and the test sets at it)."""
+    predictions = workdir / "evaluation" / "test_predictions.csv"
+    if task == "classes12":
+        test = tm["test"]
+        return {"test": {k: test.get(k) for k in _KEEP_MULTICLASS if k in test},
+                "hotspot_vs_rest": {k: v for k, v in (test.get("hotspot_vs_rest") or {}).items() if k in _KEEP},
+                "test_predictions": read_multiclass_predictions(predictions)}
+    splits = [s for s in ("test", "test_realistic") if s in tm]
+    return {
+        **{split: {k: tm[split].get(k) for k in _KEEP if k in tm[split]} for split in splits},
+        # the validation-chosen threshold (hotspot_jax.evaluate.decision_threshold) and both test sets at it
+        "operating_point": tm.get("operating_point"),
+        **{f"{split}_at_operating_point": {k: tm[f"{split}_at_operating_point"].get(k) for k in _KEEP
+                                           if k in tm[f"{split}_at_operating_point"]}
+           for split in splits if f"{split}_at_operating_point" in tm},
+        "test_predictions": read_predictions(predictions),
+    }
 
 
 def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: dict[str, Any] | None = None
                   ) -> dict[str, Any]:
-    """The committed summary of a finished run: settings, initialisation, test metrics (with the balanced
-    test set's per-image probabilities for ROC curves and paired tests), history, timing and machine."""
+    """The committed summary of a finished run: settings, initialisation, test metrics of its task (with the
+    test set's per-image predictions for ROC curves and paired tests), history, timing and machine."""
     config = json.loads((workdir / "config.json").read_text())
     tm = json.loads((workdir / "test_metrics.json").read_text())
     history = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -111,6 +158,9 @@ def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: di
     run.pop("workdir", None)
     train_seconds = sum(float(h.get("train_seconds", 0.0)) for h in history)
     speeds = sorted(float(h["images_per_second"]) for h in history if h.get("images_per_second"))
+    task = run.get("task") or "hotspot"
+    if task != recipe.task:
+        raise DataError(f"{workdir}: a {task} run, but recipe {recipe.name!r} is for the {recipe.task} task")
     out = {
         "format": RUN_FORMAT,
         "recipe": recipe.to_dict(),
@@ -120,14 +170,7 @@ def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: di
         "train_config": run,
         "split_counts": manifest.get("counts"),
         "best_checkpoint": tm.get("checkpoint", {}).get("epoch"),
-        "test": {k: tm["test"].get(k) for k in _KEEP if k in tm["test"]},
-        "test_realistic": {k: tm["test_realistic"].get(k) for k in _KEEP if k in tm["test_realistic"]},
-        # the validation-chosen threshold (hotspot_jax.evaluate.decision_threshold) and both test sets at it
-        "operating_point": tm.get("operating_point"),
-        **{f"{split}_at_operating_point": {k: tm[f"{split}_at_operating_point"].get(k) for k in _KEEP
-                                           if k in tm[f"{split}_at_operating_point"]}
-           for split in ("test", "test_realistic") if f"{split}_at_operating_point" in tm},
-        "test_predictions": read_predictions(workdir / "evaluation" / "test_predictions.csv"),
+        **_test_metrics(tm, task, workdir),
         "history": [
             {k: h.get(k) for k in ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")}
             for h in history
@@ -148,6 +191,20 @@ def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: di
         elif key != "initialisation":
             out[key] = value
     return out
+
+
+def result_line(summary: dict[str, Any]) -> str:
+    """The one-line outcome of a finished run that the grid prints."""
+    test = summary["test"]
+    if run_task(summary) == "classes12":
+        f1 = test.get("macro_f1")
+        return f"test accuracy {test['accuracy']:.4f}, macro-F1 {'n/a' if f1 is None else f'{f1:.4f}'}"
+    line = f"test accuracy {test['accuracy']:.4f}"
+    if "test_realistic" in summary:
+        line += f", realistic false alarms/1000 {summary['test_realistic'].get('false_alarms_per_1000')}"
+    else:
+        line += f", false alarms/1000 No-Anomaly {test.get('false_alarms_per_1000')}"
+    return line
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -225,8 +282,7 @@ def run_grid(
         out = result_path(results_dir, recipe.name, arch, seed)
         write_json(out, summary)
         report["done"].append(f"{arch}-s{seed}")
-        log(f"wrote {out}: test accuracy {summary['test']['accuracy']:.4f}, realistic false alarms/1000 "
-            f"{summary['test_realistic'].get('false_alarms_per_1000')}")
+        log(f"wrote {out}: {result_line(summary)}")
     return report
 
 
