@@ -85,7 +85,7 @@ def fake_c12_run(arch: str, seed: int, skill: float, recipe: Recipe = C12, n_per
     hot = [CLASS_NAMES.index(c) for c in ("Hot-Spot", "Hot-Spot-Multi")]
     return {
         "format": RUN_FORMAT, "recipe": recipe.to_dict(), "arch": arch, "seed": seed, "initialisation": "scratch",
-        "train_config": {"image_size": 48, "task": "classes12"}, "best_checkpoint": 2, "test": test,
+        "train_config": {"image_size": recipe.image_size, "task": "classes12"}, "best_checkpoint": 2, "test": test,
         "hotspot_vs_rest": hvr,
         "test_predictions": {"class_names": list(CLASS_NAMES), "ids": [f"{seed}-{i}" for i in range(labels.size)],
                              "labels": labels.tolist(), "pred": pred.tolist(),
@@ -198,3 +198,26 @@ def test_tiny_classes12_and_anomaly_grids_end_to_end(tmp_path, fast_compile):
     report.build(tmp_path / "results", "tiny-anomaly")
     md = (tmp_path / "results" / "tiny-anomaly" / "report.md").read_text()
     assert "27 anomalies + 18 No-Anomaly per seed" in md and "study" not in md and "Realistic" not in md
+
+
+def test_lever_tables_of_classes12_runs(tmp_path):
+    """The lever tables take classes12 folders (accuracy, macro-F1, hotspot vs rest; McNemar on the same
+    test images; the best epoch's validation accuracy) and refuse a mix with two-class runs."""
+    from hotspot_jax.reproduce.lever_table import lever_table, validation_lever_table
+    from test_reproduce import fake_run
+
+    bigger = with_overrides(C12, ["image_size=64"])
+    base, lever = fake_c12_run("shufflenet_v2_x1_0", 0, 0.7), fake_c12_run("shufflenet_v2_x1_0", 0, 0.9, bigger)
+    lever["history"] = [{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2, "val_accuracy": 0.8125}]
+    _write(tmp_path, [base, lever])
+    table = lever_table(tmp_path, ["classes12", "classes12+image_size=64"])
+    mine = {i for i, y, p in zip(*(lever["test_predictions"][k] for k in ("ids", "labels", "pred"))) if y == p}
+    theirs = {i for i, y, p in zip(*(base["test_predictions"][k] for k in ("ids", "labels", "pred"))) if y == p}
+    row = [line for line in table.splitlines() if "image_size=64" in line][0]
+    assert f"| {lever['test']['accuracy']:.4f} | {lever['test']['macro_f1']:.4f} |" in row
+    assert f"{len(mine - theirs)} / {len(theirs - mine)}, p = " in row and "task classes12, 64 px, 15 ep" in row
+    assert "Macro-F1" in table and "False alarms" not in table
+    assert "| 0.8125 |" in validation_lever_table(tmp_path, ["classes12+image_size=64"])
+    _write(tmp_path, [fake_run("alexnet", 0, 10, 0, 1, 9, recipe=RECIPES["paper-cpu"])])
+    with pytest.raises(DataError, match="mixes classes12 runs with two-class ones"):
+        lever_table(tmp_path, ["classes12", "paper-cpu"])

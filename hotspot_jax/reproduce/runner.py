@@ -6,6 +6,9 @@ pretrainings (ordinary ``classes12`` runs with ``leave_out="hotspot"``, which st
 pretraining settings (``runs/`` is git-ignored); the summary ``<results>/<recipe>/<arch>-s<seed>.json`` is written atomically after the
 run's final test evaluation. A run whose summary exists with the recipe's fingerprint is skipped; an
 unfinished work directory is resumed by the training loop, so the grid can be stopped and continued.
+The summary holds the metrics of the recipe's task (:func:`summarize_run`: binary metrics for hotspot and
+anomaly, the realistic test set for hotspot only; accuracy, macro-F1, per-class metrics and confusion
+matrix for classes12), with per-image test predictions for paired comparisons.
 """
 
 from __future__ import annotations
