@@ -174,8 +174,10 @@ def test_tiny_classes12_and_anomaly_grids_end_to_end(tmp_path, fast_compile):
     c12 = Recipe(name="tiny-c12", description="test", image_size=16, epochs=1, batch_size=16, lr=0.01,
                  task="classes12")
     assert run_grid(c12, [TINY], [0, 1], **kw)["done"] == [f"{TINY}-s0", f"{TINY}-s1"]
-    s = json.loads(result_path(tmp_path / "results", "tiny-c12", TINY, 1).read_text())
+    text = result_path(tmp_path / "results", "tiny-c12", TINY, 1).read_text()
+    s = json.loads(text)
     test, pred = s["test"], s["test_predictions"]
+    assert f'"pred": {json.dumps(pred["pred"])}' in text  # one line per list of the per-image predictions
     assert test["n"] == 45 == len(pred["ids"]) and s["train_config"]["task"] == "classes12"
     assert set(test["per_class"]) == set(CLASS_NAMES) and pred["class_names"] == list(CLASS_NAMES)
     cm = np.zeros((12, 12), np.int64)

@@ -16,7 +16,8 @@ from hotspot_jax.reproduce.study import STUDY_ARCHS
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reproduce.py",
-        description="Reproduce the study's comparison (Table 3, Figures 10-12) for a recipe over several seeds. "
+        description="Reproduce the study's comparison (Table 3, Figures 10-12) for a recipe over several seeds, or "
+        "compare the networks on another task (--task, --recipe classes12). "
         "Finished runs are skipped, unfinished ones resumed: rerun the same command to continue.",
     )
     arg = p.add_argument

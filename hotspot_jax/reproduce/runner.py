@@ -105,8 +105,8 @@ _KEEP_MULTICLASS = ("n", "loss", "accuracy", "macro_f1", "per_class", "class_nam
 def read_multiclass_predictions(path: Path) -> dict[str, list]:
     """ids, true and predicted class indices (in the CSV's ``p_<class>`` column order, which is the task's
     class order) and the hotspot-vs-rest score P(Hot-Spot) + P(Hot-Spot-Multi) from a classes12
-    evaluation's predictions CSV. The 12 probabilities per image stay in the work directory's CSV: 3,000
-    test images x 12 classes per run would make each summary ~200 kB."""
+    evaluation's predictions CSV (4 decimals). The 12 probabilities per image stay in the work directory's
+    CSV: 3,000 test images x 12 classes would make each committed summary ~200 kB."""
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         names = [c[2:] for c in reader.fieldnames or () if c.startswith("p_")]
@@ -117,7 +117,7 @@ def read_multiclass_predictions(path: Path) -> dict[str, list]:
             ids.append(row["id"])
             labels.append(index[row["label"]])
             pred.append(index[row["predicted"]])
-            hot_probs.append(round(sum(float(row[f"p_{c}"]) for c in hot), 6))
+            hot_probs.append(round(sum(float(row[f"p_{c}"]) for c in hot), 4))
     return {"class_names": names, "ids": ids, "labels": labels, "pred": pred, "hotspot_probs": hot_probs}
 
 
@@ -210,12 +210,27 @@ def result_line(summary: dict[str, Any]) -> str:
     return line
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temporary file + rename)."""
-    from hotspot_jax.train.files import write_json_atomic
+def write_json(path: Path, obj: Any, compact_lists: bool = False) -> None:
+    """Atomic JSON write (temporary file + rename), indented; with ``compact_lists`` a list of numbers or
+    strings stays on one line (a classes12 summary's 3,000-image predictions: a few lines, not 12,000)."""
+    from hotspot_jax.train.files import write_json_atomic, write_text_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, obj)
+    if compact_lists:
+        write_text_atomic(path, _dumps_compact_lists(obj) + "\n")
+    else:
+        write_json_atomic(path, obj)
+
+
+def _dumps_compact_lists(obj: Any, pad: str = "") -> str:
+    """``json.dumps(obj, indent=2)`` except that lists without a dict or list inside are written on one line."""
+    inner = pad + "  "
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(str(k))}: {_dumps_compact_lists(v, inner)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in obj):
+        return "[\n" + ",\n".join(inner + _dumps_compact_lists(v, inner) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj)
 
 
 def run_grid(
@@ -283,7 +298,7 @@ def run_grid(
         extra["timing"]["wall_seconds_last_session"] = round(time.perf_counter() - start, 1)
         summary = summarize_run(workdir, recipe, arch, seed, extra)
         out = result_path(results_dir, recipe.name, arch, seed)
-        write_json(out, summary)
+        write_json(out, summary, compact_lists=recipe.task == "classes12")
         report["done"].append(f"{arch}-s{seed}")
         log(f"wrote {out}: {result_line(summary)}")
     return report
