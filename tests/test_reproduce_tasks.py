@@ -15,7 +15,7 @@ from hotspot_jax.errors import ConfigError, DataError
 from hotspot_jax.evaluate.multiclass import hotspot_vs_rest, multiclass_metrics
 from hotspot_jax.reproduce import report
 from hotspot_jax.reproduce.classes12 import summarize_classes12
-from hotspot_jax.reproduce.recipes import RECIPES, Recipe, get_recipe, with_overrides
+from hotspot_jax.reproduce.recipes import RECIPES, Recipe, with_overrides
 from hotspot_jax.reproduce.runner import RUN_FORMAT, result_path, run_grid, run_task
 from test_train_tiny import fast_compile  # noqa: F401  (fixture)
 
@@ -126,7 +126,7 @@ def test_classes12_report_from_summaries_alone(tmp_path):
     assert f"| ShuffleNetV2 | scratch | 3 | {mean:.4f} ± {sd:.4f}" in md
     assert "↳ published: SolarAttnNet (Energies, 2025) | n/a | 1 | 0.9210" in md
     assert "↳ published: ResNet-50, SolarAttnNet's baseline | n/a | 1 | 0.8850" in md
-    assert "split, input size, ImageNet initialisation and training may differ from ours" in md
+    assert "split, input size, initialisation (ImageNet weights or not) and training may differ" in md
     soiling = f"| Soiling | 10 | {np.mean(recall):.3f} ± {np.std(recall, ddof=1):.3f} |"
     assert soiling in md and "Hotspot vs rest" in md and "| ShuffleNetV2 | ResNet-50 | 3 |" in md
     assert "](./classes12_confusion.png)" in md and "Table 3" not in md

@@ -36,7 +36,7 @@ METHOD = (
 )
 LITERATURE_NOTE = (
     "The published rows are single numbers as quoted in issue 24 (the papers are not on this project's "
-    "machines): their split, input size, ImageNet initialisation and training may differ from ours, so they "
+    "machines): their split, input size, initialisation (ImageNet weights or not) and training may differ from ours, so they "
     "place our numbers, they are not a paired comparison."
 )
 
@@ -221,8 +221,8 @@ def report_body(recipe: str, desc: str, runs: list[dict], groups: dict[str, list
     body = "\n\n".join([
         f"**Recipe `{recipe}`**: {desc}. Runs: {len(runs)} ({', '.join(f'{a} x{len(r)}' for a, r in groups.items())}).",
         METHOD,
-        f"12-class test set ({' / '.join(f'{n:,}' for n in sizes)} images per seed, 15% of each class), beside the "
-        f"published 12-class accuracies:",
+        (f"12-class test set ({' / '.join(f'{n:,}' for n in sizes)} images per seed, 15% of each class), beside the "
+         "published 12-class accuracies:"),
         accuracy_table(groups, summaries),
         LITERATURE_NOTE,
         "Recall per class (mean ± sd over seeds):",
@@ -235,7 +235,7 @@ def report_body(recipe: str, desc: str, runs: list[dict], groups: dict[str, list
         tables.comparisons_table(pairs) if pairs else "(fewer than two architectures)",
         "Wall time, throughput and machine of every run:",
         tables.timing_table(runs),
-        f"![12-class accuracy and macro-F1]({rel}/{figs['metrics'].name})\n\n"
-        f"![12-class confusion matrices]({rel}/{figs['confusion'].name})",
+        (f"![12-class accuracy and macro-F1]({rel}/{figs['metrics'].name})\n\n"
+         f"![12-class confusion matrices]({rel}/{figs['confusion'].name})"),
     ])
     return body, aggregate

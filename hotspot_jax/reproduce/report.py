@@ -57,7 +57,7 @@ def build(results_dir: str | Path, recipe: str, docs: str | Path | None = None, 
         body, aggregate = report_body(recipe, desc, runs, groups, outdir, rel)
     else:
         body, aggregate = _binary_body(recipe, desc, runs, groups, outdir, rel, study=tasks == ["hotspot"])
-    write_json(outdir / "aggregate.json", aggregate)
+    write_json(outdir / "aggregate.json", aggregate, compact_lists=tasks == ["classes12"])
     (outdir / "report.md").write_text(f"# Results of recipe `{recipe}`\n\n"
                                       + body.replace(f"]({rel}/", "](./") + "\n")
     if docs is not None:
