@@ -24,9 +24,8 @@ CPU_IMAGE_SIZE = 32
 # 64 px 0.919 test accuracy, at 2.1, 4.0 and ~8.5 min a run; 48 px keeps 18 runs inside the CPU budget.
 BEST_IMAGE_SIZE = 48
 # classes12: best's input, schedule, augmentation and lr (chosen on the hotspot task's validation split),
-# without pretraining (a 12-class run would pretrain on its own task), 15 epochs: 15,836 training images an
-# epoch (14,000 originals, the rare classes x4) against best's 2,776, so 15 epochs are ~20 min of ShuffleNetV2
-# on the 2-core CPU; the measured run is in docs/results.md (classes12).
+# without pretraining (a 12-class run would pretrain on its own task); 15 epochs of 15,836 training images
+# (14,000 originals, the rare classes x4) are about 2.7 x the images best's pretraining and fine-tuning see together.
 CLASSES12_EPOCHS = 15
 
 
