@@ -44,8 +44,9 @@ def test_a_task_that_cannot_take_the_recipe_is_one_clear_error(capsys):
         Recipe(name="x", description="", task="anomaly", pretrain_epochs=2)
     with pytest.raises(ConfigError, match="no_anomaly_ratio applies to the hotspot task"):
         Recipe(name="x", description="", task="classes12", no_anomaly_ratio=2.0)
-    with pytest.raises(ConfigError, match="unknown --task 'colour'"):
-        Recipe(name="x", description="", task="colour")
+    for task in ("colour", "own"):
+        with pytest.raises(ConfigError, match=f"unknown recipe task '{task}'; use one of hotspot, anomaly, classes12"):
+            Recipe(name="x", description="", task=task)
     from hotspot_jax.cli import run_cli
     from hotspot_jax.reproduce.cli import main
 

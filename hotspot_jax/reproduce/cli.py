@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hotspot_jax.errors import ConfigError
-from hotspot_jax.reproduce.recipes import RECIPES, get_recipe, with_overrides
+from hotspot_jax.reproduce.recipes import RECIPE_TASKS, RECIPES, get_recipe, with_overrides
 from hotspot_jax.reproduce.study import STUDY_ARCHS
 
 
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--archs", nargs="+", default=list(STUDY_ARCHS), metavar="ARCH",
         help=f"architectures (default: the study's six: {' '.join(STUDY_ARCHS)})")
     arg("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED", help="seeds (default: 0 1 2)")
-    arg("--task", choices=("hotspot", "anomaly", "classes12"),
+    arg("--task", choices=RECIPE_TASKS,
         help="train and report this task with the recipe's settings (default: the recipe's own: classes12 for "
         "--recipe classes12, hotspot for the others); another task than the recipe's goes to "
         "results/<recipe>+task=<task>/ (docs/tasks.md)")

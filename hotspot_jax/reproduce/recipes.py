@@ -29,6 +29,9 @@ BEST_IMAGE_SIZE = 48
 CLASSES12_EPOCHS = 15
 
 
+# the tasks a recipe can run (hotspot_jax.data.tasks; "own" data has no fixed split to reproduce)
+RECIPE_TASKS = ("hotspot", "anomaly", "classes12")
+
 # settings added after results were committed: left out of the fingerprint at these (default) values, so
 # the committed runs of a recipe stay its finished runs
 ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none", "aspect": "square", "task": "hotspot"}
@@ -66,9 +69,9 @@ class Recipe:
         start a hotspot run (an anomaly or classes12 target's test images are in its training data, which
         the no-leak check refuses), and more No-Anomaly images is a lever of the hotspot split
         (tests/test_reproduce_tasks.py)."""
-        from hotspot_jax.data.tasks import get_task
-
-        get_task(self.task)
+        if self.task not in RECIPE_TASKS:
+            raise ConfigError(f"unknown recipe task {self.task!r}; use one of {', '.join(RECIPE_TASKS)} (recipes run on "
+                              "InfraredSolarModules; your own images train with scripts/train.py --data)")
         if self.task != "hotspot" and self.pretrain_epochs:
             raise ConfigError(
                 f"recipe {self.name!r} pretrains in-domain ({self.pretrain_epochs} epochs of classes12 leaving out the "
