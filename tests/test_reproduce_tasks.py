@@ -197,7 +197,10 @@ def test_tiny_classes12_and_anomaly_grids_end_to_end(tmp_path, fast_compile):
     assert run_grid(anomaly, [TINY], [0], **kw)["done"] == [f"{TINY}-s0"]
     s = json.loads(result_path(tmp_path / "results", "tiny-anomaly", TINY, 0).read_text())
     assert s["test"]["n"] == 45 and s["test"]["n_pos"] == 27 and "test_realistic" not in s
-    assert sum(s["test_predictions"]["labels"]) == 27 and s["operating_point"] is not None
+    p = s["test_predictions"]
+    assert sum(p["labels"]) == 27 and s["operating_point"] is not None
+    assert sum(y and q for y, q in zip(p["labels"], p["pred"])) == s["test"]["tp"]  # per-image agrees with counts
+    assert sum(q and not y for y, q in zip(p["labels"], p["pred"])) == s["test"]["fp"]
     report.build(tmp_path / "results", "tiny-anomaly")
     md = (tmp_path / "results" / "tiny-anomaly" / "report.md").read_text()
     assert "27 anomalies + 18 No-Anomaly per seed" in md and "study" not in md and "Realistic" not in md

@@ -86,14 +86,20 @@ def machine() -> dict[str, Any]:
 
 
 def read_predictions(path: Path) -> dict[str, list]:
-    """ids, labels (1 = hotspot), hotspot probabilities and predicted labels from an evaluation's predictions CSV."""
+    """ids, labels (1 = the positive class), positive-class probabilities and predicted labels from a two-class
+    evaluation's predictions CSV; its probability column ``<positive class>_probability`` names the positive
+    class (``hotspot_probability``: Hotspot; ``anomaly_probability``: Anomaly)."""
     ids, labels, probs, pred = [], [], [], []
     with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
+        reader = csv.DictReader(fh)
+        column = next((c for c in reader.fieldnames or () if c.endswith("_probability")), None)
+        if column is None:
+            raise DataError(f"{path}: no <class>_probability column; not a two-class evaluation")
+        for row in reader:
             ids.append(row["id"])
-            labels.append(1 if row["label"] == "Hotspot" else 0)
-            probs.append(round(float(row["hotspot_probability"]), 6))
-            pred.append(1 if row["predicted"] == "Hotspot" else 0)
+            labels.append(1 if row["label"].lower() + "_probability" == column else 0)
+            probs.append(round(float(row[column]), 6))
+            pred.append(1 if row["predicted"].lower() + "_probability" == column else 0)
     return {"ids": ids, "labels": labels, "probs": probs, "pred": pred}
 
 
