@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Sequence
 
 from hotspot_jax.errors import ConfigError
-from hotspot_jax.reproduce.recipes import RECIPES, get_recipe, with_overrides
+from hotspot_jax.reproduce.recipes import RECIPE_TASKS, RECIPES, get_recipe, with_overrides
 from hotspot_jax.reproduce.study import STUDY_ARCHS
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reproduce.py",
-        description="Reproduce the study's comparison (Table 3, Figures 10-12) for a recipe over several seeds. "
+        description="Reproduce the study's comparison (Table 3, Figures 10-12) for a recipe over several seeds, or "
+        "compare the networks on another task (--task, --recipe classes12). "
         "Finished runs are skipped, unfinished ones resumed: rerun the same command to continue.",
     )
     arg = p.add_argument
@@ -24,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--archs", nargs="+", default=list(STUDY_ARCHS), metavar="ARCH",
         help=f"architectures (default: the study's six: {' '.join(STUDY_ARCHS)})")
     arg("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED", help="seeds (default: 0 1 2)")
+    arg("--task", choices=RECIPE_TASKS,
+        help="train and report this task with the recipe's settings (default: the recipe's own: classes12 for "
+        "--recipe classes12, hotspot for the others); another task than the recipe's goes to "
+        "results/<recipe>+task=<task>/ (docs/tasks.md)")
     arg("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
         help="change recipe settings to measure a lever, e.g. --set pretrain_epochs=0 (results go to "
         "results/<recipe>+KEY=VALUE/)")
@@ -84,7 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hotspot_jax.reproduce import report
     from hotspot_jax.reproduce.runner import check_archs, run_grid
 
-    recipe = with_overrides(get_recipe(args.recipe), args.overrides)
+    base = get_recipe(args.recipe)
+    overrides = list(args.overrides)
+    if args.task:
+        if any(item.partition("=")[0] == "task" for item in overrides):
+            raise ConfigError("give the task once: --task or --set task=..., not both")
+        if args.task != base.task:
+            overrides.append(f"task={args.task}")
+    recipe = with_overrides(base, overrides)
     archs = check_archs(args.archs)
     if any(s < 0 for s in args.seeds):
         raise ConfigError(f"--seeds must be non-negative, got {args.seeds}")

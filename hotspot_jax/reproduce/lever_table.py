@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from hotspot_jax.errors import DataError
 from hotspot_jax.reproduce.aggregate import _correct_by_id
-from hotspot_jax.reproduce.runner import load_results
+from hotspot_jax.reproduce.runner import load_results, run_task
 from hotspot_jax.reproduce.stats import mcnemar_exact
 from hotspot_jax.reproduce.study import display_name
 from hotspot_jax.reproduce.tables import _table, fmt
@@ -41,7 +41,18 @@ def _settings(run: dict[str, Any]) -> str:
     if rec.get("aspect", "square") != "square":
         parts.append("5:3 input")
     parts.append(f"pretrain {rec.get('pretrain_epochs', 0)} ep" if rec.get("pretrain_epochs") else "scratch")
+    if rec.get("task", "hotspot") != "hotspot":
+        parts.insert(0, f"task {rec['task']}")
     return ", ".join(parts)
+
+
+def _one_kind(rows: Sequence[tuple[str, dict[str, Any]]]) -> bool:
+    """True when the rows are classes12 runs, False when two-class ones; DataError when they mix (their
+    metrics differ, and a McNemar test needs the same test images)."""
+    kinds = {run_task(r) == "classes12" for _, r in rows}
+    if len(kinds) > 1:
+        raise DataError("the lever table mixes classes12 runs with two-class ones; give folders of one kind")
+    return kinds == {True}
 
 
 def lever_runs(results_dir: str | Path, folders: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -69,8 +80,14 @@ def lever_table(results_dir: str | Path, folders: Sequence[str], baseline: str |
         for _, r in rows_in:
             base.setdefault((r["arch"], r["seed"]), r)
     base_name = f"`{baseline}`" if baseline else "the first row of the same network and seed"
-    header = ["Results folder", "Network", "Seed", "Settings", "Accuracy", "Sensitivity", "Specificity", "ROC AUC",
-              "False alarms / 1000 (realistic)", "Minutes", f"vs {base_name}: only this / only that right, McNemar p"]
+    multiclass = _one_kind(rows_in)
+    versus_name = f"vs {base_name}: only this / only that right, McNemar p"
+    if multiclass:  # classes12: accuracy, macro-F1 and the hotspot-vs-rest view of the 12-class predictions
+        header = ["Results folder", "Network", "Seed", "Settings", "Accuracy", "Macro-F1", "Hotspot vs rest: sensitivity",
+                  "specificity", "Minutes", versus_name]
+    else:
+        header = ["Results folder", "Network", "Seed", "Settings", "Accuracy", "Sensitivity", "Specificity", "ROC AUC",
+                  "False alarms / 1000 (realistic)", "Minutes", versus_name]
     rows = []
     for folder, r in rows_in:
         t, rt, timing = r["test"], r.get("test_realistic", {}), r.get("timing", {})
@@ -84,22 +101,31 @@ def lever_table(results_dir: str | Path, folders: Sequence[str], baseline: str |
             b = sum(mine[i] and not theirs[i] for i in common)
             c = sum(theirs[i] and not mine[i] for i in common)
             versus = f"{b} / {c}, p = {mcnemar_exact(b, c):.3f}"
+        if multiclass:
+            hvr = r.get("hotspot_vs_rest") or {}
+            metrics = [fmt(t.get("macro_f1")), fmt(hvr.get("sensitivity"), 3), fmt(hvr.get("specificity"), 3)]
+        else:
+            metrics = [fmt(t["sensitivity"], 3), fmt(t["specificity"], 3), fmt(t.get("roc_auc"), 3),
+                       fmt(rt.get("false_alarms_per_1000"), 1)]
         rows.append([f"`{folder}`", display_name(r["arch"]), str(r["seed"]), _settings(r), fmt(t["accuracy"]),
-                     fmt(t["sensitivity"], 3), fmt(t["specificity"], 3), fmt(t.get("roc_auc"), 3),
-                     fmt(rt.get("false_alarms_per_1000"), 1), f"{minutes:.1f}", versus])
+                     *metrics, f"{minutes:.1f}", versus])
     return _table(header, rows)
 
 
 def validation_lever_table(results_dir: str | Path, folders: Sequence[str]) -> str:
     """Markdown: one row per run with what settings are chosen on, the validation split at the best checkpoint
     (accuracy, sensitivity and specificity at 0.5, ROC AUC) and the validation-chosen operating point; no test
-    number. Runs summarised before validation metrics were stored show n/a."""
+    number. Runs summarised before validation metrics were stored show n/a; a classes12 run (no operating
+    point) shows the validation accuracy of its best epoch."""
     header = ["Results folder", "Network", "Seed", "Settings", "Val accuracy", "Val sensitivity", "Val specificity",
               "Val ROC AUC", "Threshold (val sens >= target)", "Val specificity at it", "Minutes"]
     rows = []
     for folder, r in lever_runs(results_dir, folders):
         point = r.get("operating_point") or {}
         val = point.get("validation_at_0.5") or {}
+        if run_task(r) == "classes12":  # no operating point: the validation accuracy of the best checkpoint
+            best = [h for h in r.get("history", []) if h.get("epoch") == r.get("best_checkpoint")]
+            val = {"accuracy": best[0].get("val_accuracy")} if best else {}
         timing = r.get("timing", {})
         minutes = ((timing.get("train_seconds") or 0) + (timing.get("pretrain_seconds") or 0)) / 60
         rows.append([f"`{folder}`", display_name(r["arch"]), str(r["seed"]), _settings(r), fmt(val.get("accuracy")),

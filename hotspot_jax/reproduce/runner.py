@@ -6,6 +6,9 @@ pretrainings (ordinary ``classes12`` runs with ``leave_out="hotspot"``, which st
 pretraining settings (``runs/`` is git-ignored); the summary ``<results>/<recipe>/<arch>-s<seed>.json`` is written atomically after the
 run's final test evaluation. A run whose summary exists with the recipe's fingerprint is skipped; an
 unfinished work directory is resumed by the training loop, so the grid can be stopped and continued.
+The summary holds the metrics of the recipe's task (:func:`summarize_run`: binary metrics for hotspot and
+anomaly, the realistic test set for hotspot only; accuracy, macro-F1, per-class metrics and confusion
+matrix for classes12), with per-image test predictions for paired comparisons.
 """
 
 from __future__ import annotations
@@ -83,25 +86,78 @@ def machine() -> dict[str, Any]:
 
 
 def read_predictions(path: Path) -> dict[str, list]:
-    """ids, labels (1 = hotspot), hotspot probabilities and predicted labels from an evaluation's predictions CSV."""
+    """ids, labels (1 = the positive class), positive-class probabilities and predicted labels from a two-class
+    evaluation's predictions CSV; its probability column ``<positive class>_probability`` names the positive
+    class (``hotspot_probability``: Hotspot; ``anomaly_probability``: Anomaly)."""
     ids, labels, probs, pred = [], [], [], []
     with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
+        reader = csv.DictReader(fh)
+        column = next((c for c in reader.fieldnames or () if c.endswith("_probability")), None)
+        if column is None:
+            raise DataError(f"{path}: no <class>_probability column; not a two-class evaluation")
+        for row in reader:
             ids.append(row["id"])
-            labels.append(1 if row["label"] == "Hotspot" else 0)
-            probs.append(round(float(row["hotspot_probability"]), 6))
-            pred.append(1 if row["predicted"] == "Hotspot" else 0)
+            labels.append(1 if row["label"].lower() + "_probability" == column else 0)
+            probs.append(round(float(row[column]), 6))
+            pred.append(1 if row["predicted"].lower() + "_probability" == column else 0)
     return {"ids": ids, "labels": labels, "probs": probs, "pred": pred}
 
 
 _KEEP = ("n", "loss", "accuracy", "precision", "sensitivity", "specificity", "f1", "roc_auc",
          "false_alarms_per_1000", "confusion_matrix", "tn", "fp", "fn", "tp", "n_pos", "n_neg", "threshold")
+_KEEP_MULTICLASS = ("n", "loss", "accuracy", "macro_f1", "per_class", "class_names", "confusion_matrix")
+
+
+def read_multiclass_predictions(path: Path) -> dict[str, list]:
+    """ids, true and predicted class indices (in the CSV's ``p_<class>`` column order, which is the task's
+    class order) and the hotspot-vs-rest score P(Hot-Spot) + P(Hot-Spot-Multi) from a classes12
+    evaluation's predictions CSV (4 decimals). The 12 probabilities per image stay in the work directory's
+    CSV: 3,000 test images x 12 classes would make each committed summary ~200 kB."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        names = [c[2:] for c in reader.fieldnames or () if c.startswith("p_")]
+        index = {c: k for k, c in enumerate(names)}
+        hot = [c for c in ("Hot-Spot", "Hot-Spot-Multi") if c in index]
+        ids, labels, pred, hot_probs = [], [], [], []
+        for row in reader:
+            ids.append(row["id"])
+            labels.append(index[row["label"]])
+            pred.append(index[row["predicted"]])
+            hot_probs.append(round(sum(float(row[f"p_{c}"]) for c in hot), 4))
+    return {"class_names": names, "ids": ids, "labels": labels, "pred": pred, "hotspot_probs": hot_probs}
+
+
+def run_task(run: dict[str, Any]) -> str:
+    """The task of a run summary (summaries from before tasks existed are hotspot runs)."""
+    return (run.get("recipe") or {}).get("task") or (run.get("train_config") or {}).get("task") or "hotspot"
+
+
+def _test_metrics(tm: dict[str, Any], task: str, workdir: Path) -> dict[str, Any]:
+    """The task's part of a summary: test metrics and per-image test predictions (classes12: class indices
+    and the hotspot-vs-rest view; hotspot: also the realistic test set; both two-class tasks: the operating
+    point and the test sets at it)."""
+    predictions = workdir / "evaluation" / "test_predictions.csv"
+    if task == "classes12":
+        test = tm["test"]
+        return {"test": {k: test.get(k) for k in _KEEP_MULTICLASS if k in test},
+                "hotspot_vs_rest": {k: v for k, v in (test.get("hotspot_vs_rest") or {}).items() if k in _KEEP},
+                "test_predictions": read_multiclass_predictions(predictions)}
+    splits = [s for s in ("test", "test_realistic") if s in tm]
+    return {
+        **{split: {k: tm[split].get(k) for k in _KEEP if k in tm[split]} for split in splits},
+        # the validation-chosen threshold (hotspot_jax.evaluate.decision_threshold) and both test sets at it
+        "operating_point": tm.get("operating_point"),
+        **{f"{split}_at_operating_point": {k: tm[f"{split}_at_operating_point"].get(k) for k in _KEEP
+                                           if k in tm[f"{split}_at_operating_point"]}
+           for split in splits if f"{split}_at_operating_point" in tm},
+        "test_predictions": read_predictions(predictions),
+    }
 
 
 def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: dict[str, Any] | None = None
                   ) -> dict[str, Any]:
-    """The committed summary of a finished run: settings, initialisation, test metrics (with the balanced
-    test set's per-image probabilities for ROC curves and paired tests), history, timing and machine."""
+    """The committed summary of a finished run: settings, initialisation, test metrics of its task (with the
+    test set's per-image predictions for ROC curves and paired tests), history, timing and machine."""
     config = json.loads((workdir / "config.json").read_text())
     tm = json.loads((workdir / "test_metrics.json").read_text())
     history = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -111,6 +167,9 @@ def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: di
     run.pop("workdir", None)
     train_seconds = sum(float(h.get("train_seconds", 0.0)) for h in history)
     speeds = sorted(float(h["images_per_second"]) for h in history if h.get("images_per_second"))
+    task = run.get("task") or "hotspot"
+    if task != recipe.task:
+        raise DataError(f"{workdir}: a {task} run, but recipe {recipe.name!r} is for the {recipe.task} task")
     out = {
         "format": RUN_FORMAT,
         "recipe": recipe.to_dict(),
@@ -120,14 +179,7 @@ def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: di
         "train_config": run,
         "split_counts": manifest.get("counts"),
         "best_checkpoint": tm.get("checkpoint", {}).get("epoch"),
-        "test": {k: tm["test"].get(k) for k in _KEEP if k in tm["test"]},
-        "test_realistic": {k: tm["test_realistic"].get(k) for k in _KEEP if k in tm["test_realistic"]},
-        # the validation-chosen threshold (hotspot_jax.evaluate.decision_threshold) and both test sets at it
-        "operating_point": tm.get("operating_point"),
-        **{f"{split}_at_operating_point": {k: tm[f"{split}_at_operating_point"].get(k) for k in _KEEP
-                                           if k in tm[f"{split}_at_operating_point"]}
-           for split in ("test", "test_realistic") if f"{split}_at_operating_point" in tm},
-        "test_predictions": read_predictions(workdir / "evaluation" / "test_predictions.csv"),
+        **_test_metrics(tm, task, workdir),
         "history": [
             {k: h.get(k) for k in ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")}
             for h in history
@@ -150,12 +202,41 @@ def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: di
     return out
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temporary file + rename)."""
-    from hotspot_jax.train.files import write_json_atomic
+def result_line(summary: dict[str, Any]) -> str:
+    """The one-line outcome of a finished run that the grid prints."""
+    test = summary["test"]
+    if run_task(summary) == "classes12":
+        f1 = test.get("macro_f1")
+        return f"test accuracy {test['accuracy']:.4f}, macro-F1 {'n/a' if f1 is None else f'{f1:.4f}'}"
+    line = f"test accuracy {test['accuracy']:.4f}"
+    if "test_realistic" in summary:
+        line += f", realistic false alarms/1000 {summary['test_realistic'].get('false_alarms_per_1000')}"
+    else:
+        line += f", false alarms/1000 No-Anomaly {test.get('false_alarms_per_1000')}"
+    return line
+
+
+def write_json(path: Path, obj: Any, compact_lists: bool = False) -> None:
+    """Atomic JSON write (temporary file + rename), indented; with ``compact_lists`` a list of numbers or
+    strings stays on one line (a classes12 summary's 3,000-image predictions: a few lines, not 12,000)."""
+    from hotspot_jax.train.files import write_json_atomic, write_text_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, obj)
+    if compact_lists:
+        write_text_atomic(path, _dumps_compact_lists(obj) + "\n")
+    else:
+        write_json_atomic(path, obj)
+
+
+def _dumps_compact_lists(obj: Any, pad: str = "") -> str:
+    """``json.dumps(obj, indent=2)`` except that lists without a dict or list inside are written on one line."""
+    inner = pad + "  "
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(str(k))}: {_dumps_compact_lists(v, inner)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in obj):
+        return "[\n" + ",\n".join(inner + _dumps_compact_lists(v, inner) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj)
 
 
 def run_grid(
@@ -223,10 +304,9 @@ def run_grid(
         extra["timing"]["wall_seconds_last_session"] = round(time.perf_counter() - start, 1)
         summary = summarize_run(workdir, recipe, arch, seed, extra)
         out = result_path(results_dir, recipe.name, arch, seed)
-        write_json(out, summary)
+        write_json(out, summary, compact_lists=recipe.task == "classes12")
         report["done"].append(f"{arch}-s{seed}")
-        log(f"wrote {out}: test accuracy {summary['test']['accuracy']:.4f}, realistic false alarms/1000 "
-            f"{summary['test_realistic'].get('false_alarms_per_1000')}")
+        log(f"wrote {out}: {result_line(summary)}")
     return report
 
 

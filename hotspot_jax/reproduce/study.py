@@ -40,3 +40,11 @@ for _arch, _accuracy in {
 def display_name(arch: str) -> str:
     """The name a table shows for ``arch`` (the registry name when it is not one of the study's)."""
     return DISPLAY_NAMES.get(arch, arch)
+
+
+#: 12-class test accuracies published on InfraredSolarModules, as quoted in issue 24 (the paper is not on
+#: this project's machines): their split, input size and training may differ from ours.
+LITERATURE_CLASSES12: tuple[tuple[str, float], ...] = (
+    ("SolarAttnNet (Energies, 2025)", 0.921),
+    ("ResNet-50, SolarAttnNet's baseline", 0.885),
+)

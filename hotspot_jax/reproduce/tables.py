@@ -39,17 +39,18 @@ def _init(runs: list[dict[str, Any]]) -> str:
     return ", ".join(kinds)
 
 
-def table3(groups: dict[str, list[dict]], summaries: dict[str, dict]) -> str:
-    """The study's Table 3 beside ours: per architecture, mean ± sd [95% t-interval over seeds]."""
+def table3(groups: dict[str, list[dict]], summaries: dict[str, dict], study: bool = True) -> str:
+    """The study's Table 3 beside ours: per architecture, mean ± sd [95% t-interval over seeds]; without
+    ``study`` (another task than the study's) our rows only."""
     header = ["Network", "Init", "Seeds"] + [NAMES[m] for m in TABLE3_METRICS]
     rows = []
     for arch, runs in groups.items():
         s = summaries[arch]["metrics"]
         rows.append([display_name(arch), _init(runs), str(len(runs))] + [cell(s[m]) for m in TABLE3_METRICS])
-        study = STUDY_TABLE3.get(arch)
-        if study is not None:
+        published = STUDY_TABLE3.get(arch) if study else None
+        if published is not None:
             rows.append([f"↳ study ({display_name(arch)})", "ImageNet", "1"]
-                        + [fmt(study.get(m)) for m in TABLE3_METRICS])
+                        + [fmt(published.get(m)) for m in TABLE3_METRICS])
     return _table(header, rows)
 
 
