@@ -170,7 +170,7 @@ def _rows(data: ReportData, order: np.ndarray) -> str:
         if heat is None:
             overlay = "<td>-</td>"
         elif not np.max(heat) > 0:  # nothing in the image raises the score: no place to point at
-            overlay = f'<td class="note" title="no evidence">nowhere:<br>no part raises<br>the score</td>'
+            overlay = '<td class="note" title="no evidence">nowhere:<br>no part raises<br>the score</td>'
         else:
             overlay = (f'<td><img alt="heat map" width="{w}" height="{h}" '
                        f'src="{img.png_data_uri(img.heat_overlay(data.images[k], heat))}"></td>')
