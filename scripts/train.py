@@ -4,9 +4,9 @@
 import sys
 
 from hotspot_jax.cli import run_cli
-from hotspot_jax.hugepages import restart_with_hugepages
+from hotspot_jax.runtime import configure
 from hotspot_jax.train.cli import main
 
 if __name__ == "__main__":
-    restart_with_hugepages()  # large buffers on huge pages: see hotspot_jax/hugepages.py
+    configure()  # XLA flags and huge pages, as measured: see hotspot_jax/runtime.py
     sys.exit(run_cli(main))

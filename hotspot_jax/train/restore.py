@@ -115,13 +115,13 @@ def read_config(workdir: Path) -> dict[str, Any]:
     return config
 
 
-def build_model(config: dict[str, Any], bn_axis_name: str | None = None) -> nn.Module:
-    """The run's architecture with a 2-class head, in the run's compute dtype."""
+def build_model(config: dict[str, Any], bn_axis_name: str | None = None, impl: Any = None) -> nn.Module:
+    """The run's architecture with a 2-class head, in the run's compute dtype (``impl``: architectures.ops.impl)."""
     import architectures
 
     run = config["run"]
     dtype = jnp.bfloat16 if run.get("dtype") == "bfloat16" else jnp.float32
-    return architectures.create(run["arch"], num_classes=NUM_CLASSES, bn_axis_name=bn_axis_name, dtype=dtype)
+    return architectures.create(run["arch"], num_classes=NUM_CLASSES, bn_axis_name=bn_axis_name, dtype=dtype, impl=impl)
 
 
 def abstract_variables(model: nn.Module, image_size: int | tuple[int, int]) -> dict[str, Any]:
