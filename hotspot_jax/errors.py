@@ -4,7 +4,7 @@ Command-line entry points catch :class:`HotspotError` and print its message with
 """
 
 
-from architectures.errors import ConfigError, UserError
+from architectures.errors import ConfigError, UserError  # noqa: F401  (ConfigError: re-exported)
 
 #: an error the user can fix; its message says what is wrong and, where possible, what to do (the class the
 #: architectures raise their errors from, so that the entry points catch both)

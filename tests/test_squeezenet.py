@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import architectures
-from architectures.ops import layers
 from architectures.squeezenet import TORCH_STAGES
 from hotspot_jax.errors import ConfigError
 from parity_utils import (

@@ -18,3 +18,10 @@ from architectures.ops.conv import Conv, conv_relu_max_pool
 from architectures.ops.depthwise import DepthwiseConv
 from architectures.ops.avgpool_linear import AvgPoolLinear
 from architectures.ops.fusion_barrier import relu as materialised_relu, relu6 as materialised_relu6
+
+__all__ = [
+    "CPU", "REFERENCE", "AvgPoolLinear", "Conv", "DepthwiseConv", "Impl", "TorchBatchNorm", "adaptive_avg_pool",
+    "adaptive_pool_bins", "avg_pool", "batch_norm", "channel_shuffle", "check_input_size", "conv_relu_max_pool",
+    "count_params", "flatten_nchw", "kaiming_normal_fan_out", "materialised_relu", "materialised_relu6", "max_pool",
+    "relu_max_pool", "resolve", "torch_default_bias_init", "torch_default_kernel_init", "torch_padding",
+]
