@@ -1,4 +1,4 @@
-"""Six ImageNet CNNs written from scratch in Flax, behind one registry.
+"""ImageNet CNNs (the study's six and EfficientNet-B0) written from scratch in Flax, behind one registry.
 
 >>> import architectures
 >>> model = architectures.create("squeezenet1_1", num_classes=2)
@@ -10,7 +10,7 @@ from architectures.registry import ArchSpec, WeightSpec, aliases, create, get, n
 # Importing each file registers its architectures. Add a new file here (see docs/architectures.md).
 import importlib as _importlib
 
-for _mod in ("alexnet", "googlenet", "mobilenet_v2", "resnet", "shufflenet_v2", "squeezenet"):
+for _mod in ("alexnet", "efficientnet", "googlenet", "mobilenet_v2", "resnet", "shufflenet_v2", "squeezenet"):
     try:
         _importlib.import_module(f"architectures.{_mod}")
     except ModuleNotFoundError as _err:  # pragma: no cover - only while an architecture is being written

@@ -38,18 +38,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from architectures import backend, layers
-from architectures.conv import Conv, conv_nhwc
+from architectures.ops import layers
+from architectures.ops.conv import Conv
 from architectures.registry import ArchSpec, WeightSpec, register
 
 MIN_INPUT_SIZE = 15
-#: compute each Inception block's three 1x1 convolutions of its input as one matrix product (same
-#: parameters and result; faster on the CPU, measured in docs/performance.md); False: one product each
-FUSE_1X1 = True
 BN_EPSILON = 1e-3
-#: store the BatchNorm outputs of conv1 and conv3 for their max pools (``layers.relu_max_pool(store_input=...)``;
-#: 1.06x in training at 224 px, row 38)
-STORE_POOL_INPUT = True
 
 # Inception blocks: name -> (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj), torchvision's table.
 _INCEPTION = {
@@ -103,27 +97,18 @@ class BasicConv2d(nn.Module):
     padding: int = 0
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    impl: Any = None  # how the ops compute (architectures.ops.impl); None: the backend's default
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool, conv_out: jax.Array | None = None,
-                 kernel_only: bool = False, relu: bool = True) -> jax.Array:
-        """conv -> bn -> relu of ``x`` (without the relu if not ``relu``: a max pool follows, which applies it,
-        see :func:`layers.relu_max_pool`). For a fused 1x1 convolution (:class:`Inception`): ``kernel_only``
-        returns the conv's kernel for ``x``; a later call with ``conv_out`` (this conv's slice of the fused
-        product) applies bn and relu to it."""
-        if conv_out is None:
-            x = Conv(
-                self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-                padding=layers.torch_padding(self.padding), use_bias=False, dtype=self.dtype,
-                param_dtype=jnp.float32, kernel_init=trunc_normal_init(), name="conv",
-            )(x, kernel_only=kernel_only)
-            if kernel_only:
-                return x
-        else:
-            x = conv_out
-        bn = layers.batch_norm(train, axis_name=self.bn_axis_name, epsilon=BN_EPSILON, dtype=self.dtype, name="bn")
-        x = bn(x)
-        return nn.relu(x) if relu else x
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        x = Conv(
+            self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
+            padding=layers.torch_padding(self.padding), use_bias=False, dtype=self.dtype,
+            kernel_init=trunc_normal_init(), impl=self.impl, name="conv",
+        )(x)
+        x = layers.batch_norm(train, axis_name=self.bn_axis_name, epsilon=BN_EPSILON, dtype=self.dtype,
+                              impl=self.impl, name="bn")(x)
+        return nn.relu(x)
 
 
 class Inception(nn.Module):
@@ -137,32 +122,23 @@ class Inception(nn.Module):
     pool_proj: int
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    impl: Any = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool, relu: bool = True) -> jax.Array:
-        """The four branches' outputs, concatenated; without the branches' last ReLUs if not ``relu`` (a max
-        pool follows, which applies them: :func:`layers.relu_max_pool`)."""
-
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         def conv(features: int, kernel: int, padding: int, name: str) -> BasicConv2d:
-            return BasicConv2d(
-                features, kernel, padding=padding, dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=name
-            )
+            return BasicConv2d(features, kernel, padding=padding, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
+                               impl=self.impl, name=name)
 
-        heads = [conv(self.ch1x1, 1, 0, "branch1"), conv(self.ch3x3red, 1, 0, "branch2_0"),
-                 conv(self.ch5x5red, 1, 0, "branch3_0")]
-        if FUSE_1X1 and backend.cpu_fast_path():  # one matrix product for the three 1x1 convs of x; each keeps its own bn and params
-            kernel = jnp.concatenate([h(x, train=train, kernel_only=True) for h in heads], axis=-1)
-            fused = conv_nhwc(x, kernel, (1, 1), ((0, 0), (0, 0)))
-            cuts = [self.ch1x1, self.ch1x1 + self.ch3x3red]
-            b1, b2, b3 = (h(x, train=train, conv_out=y, relu=r)
-                          for h, y, r in zip(heads, jnp.split(fused, cuts, axis=-1), (relu, True, True)))
-        else:
-            b1, b2, b3 = (h(x, train=train, relu=r) for h, r in zip(heads, (relu, True, True)))
-        b2 = conv(self.ch3x3, 3, 1, "branch2_1")(b2, train=train, relu=relu)
-        b3 = conv(self.ch5x5, 3, 1, "branch3_1")(b3, train=train, relu=relu)
-        b4 = layers.max_pool(x, 3, 1, padding=1, ceil_mode=True, store_gradient=True)  # row 37
-        b4 = conv(self.pool_proj, 1, 0, "branch4_1")(b4, train=train, relu=relu)
-        return jnp.concatenate([b1, b2, b3, b4], axis=-1)
+        branch1 = conv(self.ch1x1, 1, 0, "branch1")(x, train=train)
+        branch2 = conv(self.ch3x3red, 1, 0, "branch2_0")(x, train=train)
+        branch2 = conv(self.ch3x3, 3, 1, "branch2_1")(branch2, train=train)
+        branch3 = conv(self.ch5x5red, 1, 0, "branch3_0")(x, train=train)
+        branch3 = conv(self.ch5x5, 3, 1, "branch3_1")(branch3, train=train)
+        # the pool's input gradient is summed from four branches: the op keeps it in memory once
+        branch4 = layers.max_pool(x, 3, 1, padding=1, ceil_mode=True, store_gradient=True, impl=self.impl)
+        branch4 = conv(self.pool_proj, 1, 0, "branch4_1")(branch4, train=train)
+        return jnp.concatenate([branch1, branch2, branch3, branch4], axis=-1)
 
 
 class InceptionAux(nn.Module):
@@ -175,11 +151,13 @@ class InceptionAux(nn.Module):
     dropout_rate: float = 0.7
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    impl: Any = None  # how the ops compute (architectures.ops.impl); None: the backend's default
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = layers.adaptive_avg_pool(x, 4)
-        x = BasicConv2d(128, 1, dtype=self.dtype, bn_axis_name=self.bn_axis_name, name="conv")(x, train=train)
+        x = BasicConv2d(128, 1, dtype=self.dtype, bn_axis_name=self.bn_axis_name, impl=self.impl, name="conv")(
+            x, train=train)
         x = layers.flatten_nchw(x)  # torch.flatten on NCHW: fc1's rows are in (C, H, W) order
         x = nn.relu(_dense(1024, 2048, self.dtype, "fc1")(x))
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(x)
@@ -199,6 +177,7 @@ class GoogLeNet(nn.Module):
     aux_dropout_rate: float = 0.7
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    impl: Any = None  # how the ops compute (architectures.ops.impl); None: the backend's default
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -211,61 +190,48 @@ class GoogLeNet(nn.Module):
 
         def conv(features: int, kernel: int, stride: int, padding: int, name: str) -> BasicConv2d:
             return BasicConv2d(
-                features, kernel, stride, padding, dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=name
+                features, kernel, stride, padding, dtype=self.dtype, bn_axis_name=self.bn_axis_name, impl=self.impl,
+                name=name
             )
 
         def inception(h: jax.Array, name: str) -> jax.Array:
-            h = Inception(*_INCEPTION[name], dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=name)(
-                h, train=train
-            )
+            h = Inception(*_INCEPTION[name], dtype=self.dtype, bn_axis_name=self.bn_axis_name, impl=self.impl,
+                          name=name)(h, train=train)
             self.sow("intermediates", f"{name}_out", h)
             return h
 
-        def relu_pool(h: jax.Array, name: str, window: int, pool_name: str, store_input: bool = False) -> jax.Array:
-            """ReLU and max pool of ``name``'s pre-ReLU output, the ReLU applied after the pool (row 38: same
-            values); ``name``'s ReLU output is sown only when asked for."""
-            if self.is_mutable_collection("intermediates"):
-                self.sow("intermediates", f"{name}_out", nn.relu(h))
-            h = layers.relu_max_pool(  # rows 37-38
-                h, window, 2, ceil_mode=True, store_gradient=True, store_input=store_input
-            )
-            self.sow("intermediates", pool_name, h)
+        def max_pool(h: jax.Array, window: int, name: str) -> jax.Array:
+            h = layers.max_pool(h, window, 2, ceil_mode=True, store_gradient=True, impl=self.impl)
+            self.sow("intermediates", name, h)
             return h
-
-        def inception_pool(h: jax.Array, name: str, window: int, pool_name: str) -> jax.Array:
-            """An Inception block and the max pool after it, its branches' last ReLUs applied after the pool."""
-            h = Inception(*_INCEPTION[name], dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=name)(
-                h, train=train, relu=False
-            )
-            return relu_pool(h, name, window, pool_name)
-
-        def conv_relu_pool(h: jax.Array, features: int, kernel: int, stride: int, padding: int, name: str,
-                           pool_name: str) -> jax.Array:
-            """conv -> bn -> relu -> 3x3 max pool, the relu applied after the pool."""
-            h = conv(features, kernel, stride, padding, name)(h, train=train, relu=False)
-            return relu_pool(h, name, 3, pool_name, store_input=STORE_POOL_INPUT)
 
         def aux(h: jax.Array, name: str) -> None:
             # built at init whatever ``train`` is, so the variables match torchvision's aux_logits=True model
             if self.aux_logits and (train or self.is_initializing()):
                 InceptionAux(
                     self.num_classes, self.aux_dropout_rate, dtype=self.dtype,
-                    bn_axis_name=self.bn_axis_name, name=name,
+                    bn_axis_name=self.bn_axis_name, impl=self.impl, name=name,
                 )(h, train=train)
 
-        x = conv_relu_pool(x, 64, 7, 2, 3, "conv1", "maxpool1")
+        x = conv(64, 7, 2, 3, "conv1")(x, train=train)
+        self.sow("intermediates", "conv1_out", x)
+        x = max_pool(x, 3, "maxpool1")
         x = conv(64, 1, 1, 0, "conv2")(x, train=train)
         self.sow("intermediates", "conv2_out", x)
-        x = conv_relu_pool(x, 192, 3, 1, 1, "conv3", "maxpool2")
+        x = conv(192, 3, 1, 1, "conv3")(x, train=train)
+        self.sow("intermediates", "conv3_out", x)
+        x = max_pool(x, 3, "maxpool2")
         x = inception(x, "inception3a")
-        x = inception_pool(x, "inception3b", 3, "maxpool3")
+        x = inception(x, "inception3b")
+        x = max_pool(x, 3, "maxpool3")
         x = inception(x, "inception4a")
         aux(x, "aux1")
         x = inception(x, "inception4b")
         x = inception(x, "inception4c")
         x = inception(x, "inception4d")
         aux(x, "aux2")
-        x = inception_pool(x, "inception4e", 2, "maxpool4")
+        x = inception(x, "inception4e")
+        x = max_pool(x, 2, "maxpool4")
         x = inception(x, "inception5a")
         x = inception(x, "inception5b")
         x = layers.adaptive_avg_pool(x.astype(jnp.float32), 1)

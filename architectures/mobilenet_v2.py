@@ -20,9 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from architectures import layers
-from architectures.conv import Conv
-from architectures.depthwise import DepthwiseConv
+from architectures import ops
 from architectures.registry import ArchSpec, WeightSpec, register
 
 # t (expansion), c (output channels), n (repeats), s (first stride): torchvision's / the paper's table.
@@ -54,44 +52,40 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
-def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any, groups: int = 1) -> nn.Module:
+def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any, impl: Any, groups: int = 1) -> nn.Module:
     """Bias-free conv, padding (kernel - 1) // 2 on each side, kaiming-normal fan-out init."""
     if groups > 1:  # depthwise: same params and forward as Conv, a much faster CPU gradient
         if groups != features:
             raise ValueError(f"only depthwise grouped convs are used here, got groups={groups}, features={features}")
-        return DepthwiseConv(
+        return ops.DepthwiseConv(
             features,
             (kernel, kernel),
             strides=(stride, stride),
-            padding=layers.torch_padding((kernel - 1) // 2),
+            padding=ops.torch_padding((kernel - 1) // 2),
             use_bias=False,
-            kernel_init=layers.kaiming_normal_fan_out,
+            kernel_init=ops.kaiming_normal_fan_out,
             dtype=dtype,
             param_dtype=jnp.float32,
+            impl=impl,
             name=name,
         )
-    return Conv(
+    return ops.Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
-        padding=layers.torch_padding((kernel - 1) // 2),
+        padding=ops.torch_padding((kernel - 1) // 2),
         use_bias=False,
-        kernel_init=layers.kaiming_normal_fan_out,
+        kernel_init=ops.kaiming_normal_fan_out,
         dtype=dtype,
         param_dtype=jnp.float32,
+        impl=impl,
         name=name,
     )
 
 
-#: "mask" (jax.nn.relu6: gradient 1 strictly inside (0, 6), 0 elsewhere, as torch's) or "clip" (jnp.clip,
-#: whose gradient is 1/2 at exactly 0 and 6 and costs a division per element on XLA:CPU; the form before
-#: optimisation row 19, kept for the A/B tool)
-RELU6 = "mask"
-
-
-def _relu6(x: jax.Array) -> jax.Array:
-    """torch's ReLU6, gradient included (read RELU6 when traced)."""
-    return jnp.clip(x, 0, 6) if RELU6 == "clip" else jax.nn.relu6(x)
+def _relu6(x: jax.Array, impl: Any) -> jax.Array:
+    """torch's ReLU6, gradient included (1 strictly inside (0, 6)); ``Impl.relu6 == "clip"``: ``jnp.clip``."""
+    return jnp.clip(x, 0, 6) if ops.resolve(impl).relu6 == "clip" else jax.nn.relu6(x)
 
 
 class InvertedResidual(nn.Module):
@@ -103,6 +97,7 @@ class InvertedResidual(nn.Module):
     expand_ratio: int
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    impl: Any = None  # how the ops compute (architectures.ops.impl); None: the backend's default
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -111,16 +106,16 @@ class InvertedResidual(nn.Module):
         hidden = int(round(self.in_channels * self.expand_ratio))
 
         def bn(name: str) -> nn.BatchNorm:
-            return layers.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name=name)
+            return ops.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, impl=self.impl, name=name)
 
         y, idx = x, 0
         if self.expand_ratio != 1:
-            y = _conv(hidden, 1, 1, "conv_0_0", self.dtype)(y)
-            y = _relu6(bn("conv_0_1")(y))
+            y = _conv(hidden, 1, 1, "conv_0_0", self.dtype, self.impl)(y)
+            y = _relu6(bn("conv_0_1")(y), self.impl)
             idx = 1
-        y = _conv(hidden, 3, self.stride, f"conv_{idx}_0", self.dtype, groups=hidden)(y)
-        y = _relu6(bn(f"conv_{idx}_1")(y))
-        y = _conv(self.out_channels, 1, 1, f"conv_{idx + 1}", self.dtype)(y)
+        y = _conv(hidden, 3, self.stride, f"conv_{idx}_0", self.dtype, self.impl, groups=hidden)(y)
+        y = _relu6(bn(f"conv_{idx}_1")(y), self.impl)
+        y = _conv(self.out_channels, 1, 1, f"conv_{idx + 1}", self.dtype, self.impl)(y)
         y = bn(f"conv_{idx + 2}")(y)
         if self.stride == 1 and self.in_channels == self.out_channels:
             return x + y
@@ -137,22 +132,23 @@ class MobileNetV2(nn.Module):
     dropout_rate: float = 0.2
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    impl: Any = None  # how the ops compute (architectures.ops.impl); None: the backend's default
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        layers.check_input_size(x, 1, "mobilenet_v2")
+        ops.check_input_size(x, 1, "mobilenet_v2")
         if not self.inverted_residual_setting or any(len(row) != 4 for row in self.inverted_residual_setting):
             raise ValueError("inverted_residual_setting must be non-empty rows of (t, c, n, s)")
         x = x.astype(self.dtype)
 
         def bn(name: str) -> nn.BatchNorm:
-            return layers.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name=name)
+            return ops.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, impl=self.impl, name=name)
 
         channels = make_divisible(32 * self.width_mult, self.round_nearest)
         last_channels = make_divisible(1280 * max(1.0, self.width_mult), self.round_nearest)
 
-        x = _conv(channels, 3, 2, "features_0_0", self.dtype)(x)
-        x = _relu6(bn("features_0_1")(x))
+        x = _conv(channels, 3, 2, "features_0_0", self.dtype, self.impl)(x)
+        x = _relu6(bn("features_0_1")(x), self.impl)
         self.sow("intermediates", "stem", x)
 
         index = 1
@@ -166,14 +162,15 @@ class MobileNetV2(nn.Module):
                     t,
                     dtype=self.dtype,
                     bn_axis_name=self.bn_axis_name,
+                    impl=self.impl,
                     name=f"features_{index}",
                 )(x, train=train)
                 self.sow("intermediates", f"block{index}", x)
                 channels = out
                 index += 1
 
-        x = _conv(last_channels, 1, 1, f"features_{index}_0", self.dtype)(x)
-        x = _relu6(bn(f"features_{index}_1")(x))
+        x = _conv(last_channels, 1, 1, f"features_{index}_0", self.dtype, self.impl)(x)
+        x = _relu6(bn(f"features_{index}_1")(x), self.impl)
         self.sow("intermediates", "last_conv", x)
 
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)

@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 import flax.linen as nn
 
-from hotspot_jax.errors import ConfigError
+from architectures.errors import ConfigError
+from architectures.ops.impl import Impl, resolve
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,6 +99,11 @@ def weight_spec(weights: str) -> WeightSpec:
     raise ConfigError(f"unknown weight set {weights!r}; known: {known}")
 
 
-def create(name: str, num_classes: int = 1000, **options: Any) -> nn.Module:
-    """Build the Flax module registered as ``name`` (or an alias) with ``num_classes`` outputs."""
-    return get(name).constructor(num_classes=num_classes, **options)
+def create(name: str, num_classes: int = 1000, impl: Impl | str | None = None, **options: Any) -> nn.Module:
+    """Build the Flax module registered as ``name`` (or an alias) with ``num_classes`` outputs, its ops computed
+    as ``impl`` says (:mod:`architectures.ops.impl`; None: ``"cpu"`` on JAX's CPU backend, else ``"reference"``)."""
+    try:
+        impl = resolve(impl)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    return get(name).constructor(num_classes=num_classes, impl=impl, **options)

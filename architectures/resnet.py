@@ -14,23 +14,22 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from architectures import layers
-from architectures.conv import Conv
-from architectures import fusion_barrier
+from architectures import ops
 from architectures.registry import ArchSpec, WeightSpec, register
 
 
-def _conv(features: int, kernel: int, stride: int, padding: int, dtype: Any, name: str) -> Conv:
+def _conv(features: int, kernel: int, stride: int, padding: int, dtype: Any, name: str, impl: Any) -> ops.Conv:
     """A bias-free conv with torch padding and torchvision's kaiming-normal (fan_out) init."""
-    return Conv(
+    return ops.Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
-        padding=layers.torch_padding(padding),
+        padding=ops.torch_padding(padding),
         use_bias=False,
         dtype=dtype,
         param_dtype=jnp.float32,
-        kernel_init=layers.kaiming_normal_fan_out,
+        kernel_init=ops.kaiming_normal_fan_out,
+        impl=impl,
         name=name,
     )
 
@@ -44,22 +43,23 @@ class BasicBlock(nn.Module):
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    impl: Any = None  # how the ops compute (architectures.ops.impl); None: the backend's default
 
     expansion = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        bn = dict(axis_name=self.bn_axis_name, dtype=self.dtype)
+        bn = dict(axis_name=self.bn_axis_name, dtype=self.dtype, impl=self.impl)
         last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
         identity = x
-        y = _conv(self.planes, 3, self.stride, 1, self.dtype, "conv1")(x)
-        y = fusion_barrier.relu(layers.batch_norm(train, name="bn1", **bn)(y))
-        y = _conv(self.planes, 3, 1, 1, self.dtype, "conv2")(y)
-        y = layers.batch_norm(train, name="bn2", scale_init=last_scale, **bn)(y)
+        y = _conv(self.planes, 3, self.stride, 1, self.dtype, "conv1", self.impl)(x)
+        y = ops.materialised_relu(ops.batch_norm(train, name="bn1", **bn)(y), impl=self.impl)
+        y = _conv(self.planes, 3, 1, 1, self.dtype, "conv2", self.impl)(y)
+        y = ops.batch_norm(train, name="bn2", scale_init=last_scale, **bn)(y)
         if self.downsample:
-            identity = _conv(self.planes, 1, self.stride, 0, self.dtype, "downsample_0")(x)
-            identity = layers.batch_norm(train, name="downsample_1", **bn)(identity)
-        return fusion_barrier.relu(y + identity)  # read twice by the next block: computed once (row 34)
+            identity = _conv(self.planes, 1, self.stride, 0, self.dtype, "downsample_0", self.impl)(x)
+            identity = ops.batch_norm(train, name="downsample_1", **bn)(identity)
+        return ops.materialised_relu(y + identity, impl=self.impl)  # read by the next block's conv and sum
 
 
 class Bottleneck(nn.Module):
@@ -71,24 +71,25 @@ class Bottleneck(nn.Module):
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    impl: Any = None  # how the ops compute (architectures.ops.impl); None: the backend's default
 
     expansion = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        bn = dict(axis_name=self.bn_axis_name, dtype=self.dtype)
+        bn = dict(axis_name=self.bn_axis_name, dtype=self.dtype, impl=self.impl)
         last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
         identity = x
-        y = _conv(self.planes, 1, 1, 0, self.dtype, "conv1")(x)
-        y = fusion_barrier.relu(layers.batch_norm(train, name="bn1", **bn)(y))
-        y = _conv(self.planes, 3, self.stride, 1, self.dtype, "conv2")(y)
-        y = fusion_barrier.relu(layers.batch_norm(train, name="bn2", **bn)(y))
-        y = _conv(self.planes * 4, 1, 1, 0, self.dtype, "conv3")(y)
-        y = layers.batch_norm(train, name="bn3", scale_init=last_scale, **bn)(y)
+        y = _conv(self.planes, 1, 1, 0, self.dtype, "conv1", self.impl)(x)
+        y = ops.materialised_relu(ops.batch_norm(train, name="bn1", **bn)(y), impl=self.impl)
+        y = _conv(self.planes, 3, self.stride, 1, self.dtype, "conv2", self.impl)(y)
+        y = ops.materialised_relu(ops.batch_norm(train, name="bn2", **bn)(y), impl=self.impl)
+        y = _conv(self.planes * 4, 1, 1, 0, self.dtype, "conv3", self.impl)(y)
+        y = ops.batch_norm(train, name="bn3", scale_init=last_scale, **bn)(y)
         if self.downsample:
-            identity = _conv(self.planes * 4, 1, self.stride, 0, self.dtype, "downsample_0")(x)
-            identity = layers.batch_norm(train, name="downsample_1", **bn)(identity)
-        return fusion_barrier.relu(y + identity)  # read twice by the next block: computed once (row 34)
+            identity = _conv(self.planes * 4, 1, self.stride, 0, self.dtype, "downsample_0", self.impl)(x)
+            identity = ops.batch_norm(train, name="downsample_1", **bn)(identity)
+        return ops.materialised_relu(y + identity, impl=self.impl)  # read by the next block's conv and sum
 
 
 class ResNet(nn.Module):
@@ -100,17 +101,17 @@ class ResNet(nn.Module):
     zero_init_residual: bool = False  # last BN gamma of each block starts at 0 (torchvision's flag)
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    impl: Any = None  # how the ops compute (architectures.ops.impl); None: the backend's default
     name_for_errors: str = "resnet"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        layers.check_input_size(x, 1, self.name_for_errors)
+        ops.check_input_size(x, 1, self.name_for_errors)
         block_cls = Bottleneck if self.bottleneck else BasicBlock
         x = x.astype(self.dtype)
-        x = _conv(64, 7, 2, 3, self.dtype, "conv1")(x)  # (N, H/2, W/2, 64)
-        x = layers.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name="bn1")(x)
-        # relu then 3x3 max pool, the relu applied to the pooled map (row 38: same values); (N, H/4, W/4, 64)
-        x = layers.relu_max_pool(x, 3, 2, padding=1, relu=fusion_barrier.relu)
+        x = _conv(64, 7, 2, 3, self.dtype, "conv1", self.impl)(x)  # (N, H/2, W/2, 64)
+        x = ops.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, impl=self.impl, name="bn1")(x)
+        x = ops.relu_max_pool(x, 3, 2, padding=1, relu=ops.materialised_relu, impl=self.impl)  # (N, H/4, W/4, 64)
         self.sow("intermediates", "stem", x)
         in_channels = 64
         for stage, blocks in enumerate(self.stage_sizes):
@@ -126,6 +127,7 @@ class ResNet(nn.Module):
                     zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
                     bn_axis_name=self.bn_axis_name,
+                    impl=self.impl,
                     name=f"layer{stage + 1}_{i}",
                 )(x, train=train)
                 in_channels = out_channels
@@ -136,8 +138,8 @@ class ResNet(nn.Module):
             self.num_classes,
             dtype=self.dtype,
             param_dtype=jnp.float32,
-            kernel_init=layers.torch_default_kernel_init,
-            bias_init=layers.torch_default_bias_init(in_channels),
+            kernel_init=ops.torch_default_kernel_init,
+            bias_init=ops.torch_default_bias_init(in_channels),
             name="fc",
         )(x.astype(self.dtype))
         return x.astype(jnp.float32)
@@ -178,7 +180,7 @@ def _constructor(name: str, stage_sizes: tuple[int, ...], bottleneck: bool):
         )
 
     build.__name__ = name
-    build.__doc__ = f"torchvision's {name} in Flax (options: zero_init_residual, dtype, bn_axis_name)."
+    build.__doc__ = f"torchvision's {name} in Flax (options: zero_init_residual, dtype, bn_axis_name, impl)."
     return build
 
 

@@ -19,9 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from architectures import layers
-from architectures.conv import Conv
-from architectures.depthwise import DepthwiseConv
+from architectures import ops
 from architectures.registry import ArchSpec, WeightSpec, register
 
 # sown intermediate name -> torch module whose output it equals (for parity tests; torchvision's
@@ -30,32 +28,34 @@ TORCH_STAGES = {name: name for name in ("conv1", "maxpool", "stage2", "stage3", 
 
 
 def _conv(
-    features: int, kernel: int, stride: int, padding: int, name: str, dtype: Any, groups: int = 1
+    features: int, kernel: int, stride: int, padding: int, name: str, dtype: Any, impl: Any, groups: int = 1
 ) -> nn.Module:
     """Bias-free conv with torch's symmetric padding and torch's default (kaiming-uniform) init."""
     if groups > 1:  # depthwise: same params and forward as Conv, a much faster CPU gradient
         if groups != features:
             raise ValueError(f"only depthwise grouped convs are used here, got groups={groups}, features={features}")
-        return DepthwiseConv(
+        return ops.DepthwiseConv(
             features,
             (kernel, kernel),
             strides=(stride, stride),
-            padding=layers.torch_padding(padding),
+            padding=ops.torch_padding(padding),
             use_bias=False,
-            kernel_init=layers.torch_default_kernel_init,
+            kernel_init=ops.torch_default_kernel_init,
             dtype=dtype,
             param_dtype=jnp.float32,
+            impl=impl,
             name=name,
         )
-    return Conv(
+    return ops.Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
-        padding=layers.torch_padding(padding),
+        padding=ops.torch_padding(padding),
         use_bias=False,
-        kernel_init=layers.torch_default_kernel_init,
+        kernel_init=ops.torch_default_kernel_init,
         dtype=dtype,
         param_dtype=jnp.float32,
+        impl=impl,
         name=name,
     )
 
@@ -68,6 +68,7 @@ class InvertedResidual(nn.Module):
     stride: int
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    impl: Any = None  # how the ops compute (architectures.ops.impl); None: the backend's default
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -78,25 +79,25 @@ class InvertedResidual(nn.Module):
             )
 
         def bn(name: str) -> nn.BatchNorm:
-            return layers.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name=name)
+            return ops.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, impl=self.impl, name=name)
 
         if self.stride == 1:
             keep, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
         else:
             c = self.in_channels
-            y = _conv(c, 3, self.stride, 1, "branch1_0", self.dtype, groups=c)(x)
+            y = _conv(c, 3, self.stride, 1, "branch1_0", self.dtype, self.impl, groups=c)(x)
             y = bn("branch1_1")(y)
-            y = _conv(branch, 1, 1, 0, "branch1_2", self.dtype)(y)
+            y = _conv(branch, 1, 1, 0, "branch1_2", self.dtype, self.impl)(y)
             keep = nn.relu(bn("branch1_3")(y))
             x2 = x
-        y = _conv(branch, 1, 1, 0, "branch2_0", self.dtype)(x2)
+        y = _conv(branch, 1, 1, 0, "branch2_0", self.dtype, self.impl)(x2)
         y = nn.relu(bn("branch2_1")(y))
-        y = _conv(branch, 3, self.stride, 1, "branch2_3", self.dtype, groups=branch)(y)
+        y = _conv(branch, 3, self.stride, 1, "branch2_3", self.dtype, self.impl, groups=branch)(y)
         y = bn("branch2_4")(y)
-        y = _conv(branch, 1, 1, 0, "branch2_5", self.dtype)(y)
+        y = _conv(branch, 1, 1, 0, "branch2_5", self.dtype, self.impl)(y)
         y = nn.relu(bn("branch2_6")(y))
         out = jnp.concatenate([keep.astype(y.dtype), y], axis=-1)
-        return layers.channel_shuffle(out, 2)
+        return ops.channel_shuffle(out, 2)
 
 
 class ShuffleNetV2(nn.Module):
@@ -107,24 +108,24 @@ class ShuffleNetV2(nn.Module):
     stages_out_channels: Sequence[int] = (24, 116, 232, 464, 1024)
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    impl: Any = None  # how the ops compute (architectures.ops.impl); None: the backend's default
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        layers.check_input_size(x, 1, "shufflenet_v2")
+        ops.check_input_size(x, 1, "shufflenet_v2")
         if len(self.stages_repeats) != 3 or len(self.stages_out_channels) != 5:
             raise ValueError("ShuffleNetV2 needs 3 stage repeats and 5 stage widths")
         x = x.astype(self.dtype)
 
         def bn(name: str) -> nn.BatchNorm:
-            return layers.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name=name)
+            return ops.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, impl=self.impl, name=name)
 
         channels = self.stages_out_channels[0]
-        x = _conv(channels, 3, 2, 1, "conv1_0", self.dtype)(x)
+        x = _conv(channels, 3, 2, 1, "conv1_0", self.dtype, self.impl)(x)
         x = bn("conv1_1")(x)
         if self.is_mutable_collection("intermediates"):
             self.sow("intermediates", "conv1", nn.relu(x))
-        # the relu applied to the pooled map, the BatchNorm output stored for the pool (row 38: same values)
-        x = layers.relu_max_pool(x, 3, 2, padding=1, store_input=True)
+        x = ops.relu_max_pool(x, 3, 2, padding=1, store_input=True, impl=self.impl)
         self.sow("intermediates", "maxpool", x)
 
         for stage, repeats, out in zip((2, 3, 4), self.stages_repeats, self.stages_out_channels[1:4]):
@@ -135,21 +136,22 @@ class ShuffleNetV2(nn.Module):
                     2 if i == 0 else 1,
                     dtype=self.dtype,
                     bn_axis_name=self.bn_axis_name,
+                    impl=self.impl,
                     name=f"stage{stage}_{i}",
                 )(x, train=train)
             channels = out
             self.sow("intermediates", f"stage{stage}", x)
 
         last = self.stages_out_channels[-1]
-        x = _conv(last, 1, 1, 0, "conv5_0", self.dtype)(x)
+        x = _conv(last, 1, 1, 0, "conv5_0", self.dtype, self.impl)(x)
         x = nn.relu(bn("conv5_1")(x))
         self.sow("intermediates", "conv5", x)
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
         self.sow("intermediates", "pooled", x)
         x = nn.Dense(
             self.num_classes,
-            kernel_init=layers.torch_default_kernel_init,
-            bias_init=layers.torch_default_bias_init(last),
+            kernel_init=ops.torch_default_kernel_init,
+            bias_init=ops.torch_default_bias_init(last),
             dtype=self.dtype,
             param_dtype=jnp.float32,
             name="fc",

@@ -37,12 +37,14 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     return int(code or 0)
 
 
-def run_script(target: str | Callable[[Sequence[str] | None], int | None], *, hugepages: bool = False,
+def run_script(target: str | Callable[[Sequence[str] | None], int | None], *, runtime: bool = False,
                preload: Sequence[str] = ("numpy", "jax")) -> None:
     """A script's whole ``__main__``: run ``"package.module:function"`` (or a function) under :func:`run_cli`.
 
     Ctrl-C at any moment is one line and exit 130 (tests/test_interrupt.py):
 
+    - ``runtime``: first apply the measured process settings (XLA flags, the huge-pages restart:
+      :func:`hotspot_jax.runtime.configure`);
     - the script blocks SIGINT on its first line; the huge-pages restart, the ``preload`` modules and the
       target's module are imported while it is held (a KeyboardInterrupt inside a C extension's import
       came back as an ImportError traceback, or aborted the interpreter), then the handler is installed
@@ -53,10 +55,10 @@ def run_script(target: str | Callable[[Sequence[str] | None], int | None], *, hu
       checkpoints), so nothing is lost by skipping the teardown.
     """
     try:
-        if hugepages:
-            from hotspot_jax.hugepages import restart_with_hugepages
+        if runtime:
+            from hotspot_jax.runtime import configure
 
-            restart_with_hugepages()  # large buffers on huge pages: see hotspot_jax/hugepages.py
+            configure()  # XLA flags, and large buffers on huge pages: see hotspot_jax/runtime.py
         for name in preload:
             importlib.import_module(name)
         if callable(target):

@@ -4,16 +4,16 @@ Command-line entry points catch :class:`HotspotError` and print its message with
 """
 
 
-class HotspotError(Exception):
-    """An error the user can fix; its message says what is wrong and, where possible, what to do."""
+from architectures.errors import ConfigError, UserError  # noqa: F401  (ConfigError: re-exported)
+
+#: an error the user can fix; its message says what is wrong and, where possible, what to do (the class the
+#: architectures raise their errors from, so that the entry points catch both)
+HotspotError = UserError
 
 
 class DataError(HotspotError):
     """The dataset (zip, folder, metadata, an image) is missing or malformed."""
 
-
-class ConfigError(HotspotError):
-    """A bad option, an unknown name, or an inconsistent configuration."""
 
 
 class CheckpointError(HotspotError):

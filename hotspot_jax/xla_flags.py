@@ -1,7 +1,7 @@
-"""XLA flags the project runs with by default, added to ``XLA_FLAGS`` when ``hotspot_jax`` is imported.
+"""XLA flags the project runs with by default, added to ``XLA_FLAGS`` by :func:`apply`.
 
-XLA reads ``XLA_FLAGS`` once, when JAX creates its first backend, so they are set at import, before any
-computation. Only flags measured to help are here (docs/performance.md, optimisation log):
+XLA reads ``XLA_FLAGS`` once, when JAX creates its first backend, so the entry points call :func:`apply`
+(through :func:`hotspot_jax.runtime.configure`) first thing; importing the package sets nothing. Only flags measured to help are here (docs/performance.md, optimisation log):
 
 - ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` (row 25): jax 0.10 sends every
   convolution to YNNPACK; XLA's own convolutions were faster for AlexNet (224 px: training 1.18x,
@@ -14,7 +14,7 @@ computation. Only flags measured to help are here (docs/performance.md, optimisa
   proportion; at 64 px and for inference within 0.88-1.16x, about this VM's noise.
 
 Convolutions off YNNPACK also change which convolution kernel gradient is fastest:
-:func:`convolutions_off_ynnpack` tells ``architectures.conv`` which one to use (row 26).
+:func:`convolutions_off_ynnpack` (from :mod:`architectures.ops.impl`) decides which one the CPU path uses (row 26).
 
 A flag the user already put in ``XLA_FLAGS`` (by name) is left as it is. ``HOTSPOT_XLA_DEFAULTS=0``
 turns the defaults off. They are only added for the jaxlib minor release they were measured with, since
@@ -26,9 +26,10 @@ from __future__ import annotations
 import os
 from typing import Mapping, MutableMapping
 
+from architectures.ops.impl import YNN_FUSION_FLAG, convolutions_off_ynnpack, flag_value  # noqa: F401
+
 SWITCH_ENV = "HOTSPOT_XLA_DEFAULTS"
 MEASURED_JAXLIB = "0.10."  # the flags below exist (and were measured) in this minor release
-YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"  # which operations XLA:CPU hands to YNNPACK
 FUSION_EMITTERS_FLAG = "--xla_cpu_use_fusion_emitters"  # MLIR fusion emitters (true) or the LLVM IR ones
 CPU_DEFAULTS: tuple[str, ...] = (
     f"{YNN_FUSION_FLAG}=-individual_convolution",
@@ -38,24 +39,6 @@ CPU_DEFAULTS: tuple[str, ...] = (
 
 def _name(flag: str) -> str:
     return flag.split("=", 1)[0].strip()
-
-
-def flag_value(xla_flags: str, name: str) -> str | None:
-    """The value of the last ``name=value`` in ``xla_flags`` (``""`` for a bare ``name``; None if absent)."""
-    value = None
-    for flag in xla_flags.split():
-        if _name(flag) == name:
-            value = flag.split("=", 1)[1] if "=" in flag else ""
-    return value
-
-
-def convolutions_off_ynnpack(xla_flags: str | None = None) -> bool:
-    """Whether ``xla_flags`` (default: this process's ``XLA_FLAGS``) takes convolutions off YNNPACK, as the
-    default above does (``-individual_convolution`` among the fusion types)."""
-    if xla_flags is None:
-        xla_flags = os.environ.get("XLA_FLAGS", "")
-    value = flag_value(xla_flags, YNN_FUSION_FLAG)
-    return value is not None and "-individual_convolution" in value.split(",")
 
 
 def with_defaults(xla_flags: str, defaults: tuple[str, ...] = CPU_DEFAULTS) -> str:

@@ -12,6 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # lets tests import fixtures_data
 
+from hotspot_jax import xla_flags  # noqa: E402
+
+xla_flags.apply()  # the tests run under the scripts' XLA flags (the CPU path's kernel gradient depends on them)
+
 REAL_BUILD_SECONDS: list[float] = []  # the session's real-data build time, for reporting
 
 DEFAULT_REAL_DATA = Path(__file__).resolve().parents[2] / "shared/data/InfraredSolarModules.zip"

@@ -22,7 +22,7 @@ import pytest
 
 import architectures
 import weights_convert
-from architectures.layers import count_params
+from architectures.ops.layers import count_params
 from weights_convert import rules
 
 try:  # param-count helpers work without torch; the torch helpers skip the calling test without it

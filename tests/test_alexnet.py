@@ -8,8 +8,9 @@ import pytest
 
 import architectures
 import weights_convert
-from architectures.alexnet import TORCH_STAGES, PooledDense
-from architectures.conv import Conv
+from architectures.alexnet import TORCH_STAGES
+from architectures.ops.avgpool_linear import AvgPoolLinear
+from architectures.ops.conv import Conv
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
     assert_eval_parity,
@@ -121,7 +122,7 @@ def test_dtype_reaches_every_layer():
     seen = []
 
     def record(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and isinstance(context.module, (Conv, nn.Dense, PooledDense)):
+        if context.method_name == "__call__" and isinstance(context.module, (Conv, nn.Dense, AvgPoolLinear)):
             seen.append(context.module)
         return next_fun(*args, **kwargs)
 
@@ -129,7 +130,7 @@ def test_dtype_reaches_every_layer():
     with nn.intercept_methods(record):
         variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
     assert len(seen) == 8 and all(m.dtype == jnp.bfloat16 for m in seen)
-    assert all(m.param_dtype == jnp.float32 for m in seen if not isinstance(m, PooledDense))  # its params: float32
+    assert all(m.param_dtype == jnp.float32 for m in seen if not isinstance(m, AvgPoolLinear))  # its params: float32
     assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
     logits = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 63, 63, 3)), train=False), variables)
     assert logits.dtype == jnp.float32
@@ -189,8 +190,8 @@ def test_train_mode_parity_without_dropout():
 
 
 def test_pooling_matrix_is_the_adaptive_pool():
-    from architectures import layers
-    from architectures.alexnet import pooling_copies, pooling_matrix
+    from architectures.ops import layers
+    from architectures.ops.avgpool_linear import pooling_copies, pooling_matrix
 
     for hw in [(1, 1), (2, 2), (3, 2), (5, 4), (6, 6), (7, 9)]:
         x = jax.random.normal(jax.random.PRNGKey(0), (2, *hw, 3))
@@ -201,15 +202,15 @@ def test_pooling_matrix_is_the_adaptive_pool():
 
 
 @pytest.mark.parametrize("size", [64, 100])  # maps of 1x1 and 2x2 before the pool
-def test_folded_pooling_gives_the_same_logits_and_gradients(size, monkeypatch):
-    from architectures import alexnet
+def test_folded_pooling_gives_the_same_logits_and_gradients(size):
+    from architectures.ops import impl
 
-    model = architectures.create("alexnet", num_classes=3, dropout_rate=0.0)
     x = jax.random.normal(jax.random.PRNGKey(1), (2, size, size, 3))
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    variables = architectures.create("alexnet", num_classes=3).init(jax.random.PRNGKey(0), x, train=False)
 
     def run(fold):
-        monkeypatch.setattr(alexnet, "FOLD_POOLING", fold)
+        model = architectures.create("alexnet", num_classes=3, dropout_rate=0.0,
+                                     impl=impl.Impl("cpu", fold_pooling=fold))
         logits = model.apply(variables, x, train=False)
         grads = jax.grad(lambda v: jnp.sum(jnp.sin(model.apply(v, x, train=True))))(variables)
         return logits, grads
@@ -222,11 +223,12 @@ def test_folded_pooling_gives_the_same_logits_and_gradients(size, monkeypatch):
 
 def test_folding_is_skipped_with_dropout_in_training(monkeypatch):
     """Dropout draws a mask per copied value, so training with dropout must pool and flatten first."""
-    from architectures import alexnet
+    from architectures.ops import avgpool_linear
 
     calls = []
-    monkeypatch.setattr(alexnet, "pooling_matrix", lambda *a: calls.append(a))
-    model = architectures.create("alexnet", num_classes=3)  # dropout 0.5
+    real = avgpool_linear.pooling_matrix
+    monkeypatch.setattr(avgpool_linear, "pooling_matrix", lambda *a: calls.append(a) or real(*a))
+    model = architectures.create("alexnet", num_classes=3, impl="cpu")  # dropout 0.5
     x = jnp.zeros((1, 64, 64, 3))
     jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x,
                                       train=True))

@@ -1,12 +1,15 @@
 """BatchNorm: the folded form x * a + (bias - mean * a) against the centred (x - mean) * a + bias, and the
 variance's closed-form gradient against autodiff."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from architectures import layers
+from architectures.ops import layers
+from architectures.ops.impl import Impl
 
 EPS = 1e-5
 
@@ -18,23 +21,29 @@ def _inputs(shape, seed=0, offset=3.0):
             jnp.asarray(rng.normal(0, 1, c)), jnp.asarray(rng.normal(0, 1, shape)))
 
 
+_CURRENT = [Impl("cpu")]  # the implementation the helpers below pass to the ops while a test runs
+
+
+def _impl() -> Impl:
+    return _CURRENT[-1]
+
+
 def _with_setting(name, value, fn, *args):
-    """``fn(*args)`` with ``layers.<name>`` set to ``value`` (restored afterwards)."""
-    old = getattr(layers, name)
+    """``fn(*args)`` with the ops given the CPU implementation with its field ``name`` set to ``value``."""
+    _CURRENT.append(dataclasses.replace(_impl(), **{name: value}))
     try:
-        setattr(layers, name, value)
         return fn(*args)
     finally:
-        setattr(layers, name, old)
+        _CURRENT.pop()
 
 
 def _with_form(form, fn, *args):
-    return _with_setting("BATCHNORM_FORM", form, fn, *args)
+    return _with_setting("batchnorm_form", form, fn, *args)
 
 
 def _train_loss(x, scale, bias, r):
-    mean, var = layers.batch_statistics(x, None)
-    y = layers.normalize(x, mean, var, scale, bias, EPS)
+    mean, var = layers.batch_statistics(x, None, _impl())
+    y = layers.normalize(x, mean, var, scale, bias, EPS, _impl())
     return jnp.sum(jax.nn.relu6(y) * r) + jnp.sum(jnp.sin(y))
 
 
@@ -56,8 +65,8 @@ def test_folded_form_stays_accurate_in_float32_for_a_large_mean():
     x, scale, bias, _ = _inputs((8, 6, 6, 4), seed=2, offset=100.0)
 
     def forward(x, scale, bias):
-        mean, var = layers.batch_statistics(x, None)
-        return layers.normalize(x, mean, var, scale, bias, EPS)
+        mean, var = layers.batch_statistics(x, None, _impl())
+        return layers.normalize(x, mean, var, scale, bias, EPS, _impl())
 
     y32 = _with_form("folded", forward, *(v.astype(jnp.float32) for v in (x, scale, bias)))
     jax.config.update("jax_enable_x64", True)
@@ -73,12 +82,13 @@ def test_module_gives_the_same_step_in_either_form(train):
     """TorchBatchNorm: outputs, running statistics and gradients agree between the two forms (float32)."""
     x, _, _, r = _inputs((4, 3, 3, 5), seed=3)
     x, r = x.astype(jnp.float32), r.astype(jnp.float32)
-    bn = layers.batch_norm(train)
-    variables = bn.init(jax.random.PRNGKey(0), x)
+    variables = layers.batch_norm(train).init(jax.random.PRNGKey(0), x)
     stats = {"mean": variables["batch_stats"]["mean"] + 0.5, "var": variables["batch_stats"]["var"] * 2.0}
     params = {"scale": variables["params"]["scale"] * 1.5, "bias": variables["params"]["bias"] - 0.2}
 
     def step():
+        bn = layers.batch_norm(train, impl=_impl())
+
         def loss(params):
             y, updates = bn.apply({"params": params, "batch_stats": stats}, x, mutable=["batch_stats"])
             return jnp.sum(jax.nn.relu(y) * r), (y, updates)
@@ -91,7 +101,7 @@ def test_module_gives_the_same_step_in_either_form(train):
 
 
 def _with_variance_grad(kind, fn, *args):
-    return _with_setting("BATCHNORM_VARIANCE_GRAD", kind, fn, *args)
+    return _with_setting("batchnorm_variance_grad", kind, fn, *args)
 
 
 def test_centred_variance_values_and_gradients_equal_autodiffs():
@@ -140,8 +150,8 @@ def _full_size_arrays_in_compiled_backward(kind):
     x, scale, bias, r = (a.astype(jnp.float32) for a in _inputs((8, 12, 12, 16), seed=7))
 
     def loss(x, scale, bias):
-        mean, var = layers.batch_statistics(x, None)
-        return jnp.sum(jax.nn.relu(layers.normalize(x, mean, var, scale, bias, EPS)) * r)
+        mean, var = layers.batch_statistics(x, None, _impl())
+        return jnp.sum(jax.nn.relu(layers.normalize(x, mean, var, scale, bias, EPS, _impl())) * r)
 
     text = _with_variance_grad(kind, lambda: jax.jit(jax.grad(loss, (0, 1, 2))).lower(x, scale, bias).compile().as_text())
     entry = text[text.index("\nENTRY"):]

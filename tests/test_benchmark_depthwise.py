@@ -1,4 +1,4 @@
-"""The fast depthwise conv (architectures.depthwise) against ``nn.Conv(feature_group_count=C)``.
+"""The fast depthwise conv (architectures.ops.depthwise) against ``nn.Conv(feature_group_count=C)``.
 
 Same parameters from the same init, the same forward (to float32 rounding), and gradients equal to JAX's autodiff of the
 grouped convolution for every stride and padding MobileNetV2 and ShuffleNetV2 use; bfloat16 too.
@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from architectures import layers
-from architectures.depthwise import DepthwiseConv
+from architectures.ops import layers
+from architectures.ops.depthwise import DepthwiseConv
 
 
 def _pair(c, stride, padding, use_bias, dtype=jnp.float32):

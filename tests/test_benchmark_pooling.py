@@ -1,4 +1,4 @@
-"""The fast max-pool gradient (architectures.pooling) against JAX's own autodiff and torch's max_pool2d.
+"""The fast max-pool gradient (architectures.ops.pooling) against JAX's own autodiff and torch's max_pool2d.
 
 Every pooling configuration the six architectures use is checked, plus ties (the first maximum of a
 window in row-major order gets the gradient, as in torch) and bfloat16.
@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from architectures import layers
-from architectures.pooling import max_pool_nhwc
+from architectures.ops import layers
+from architectures.ops.impl import Impl
+from architectures.ops.pooling import max_pool_nhwc
 
 # (window, stride, padding, ceil_mode) of every max pool in the six architectures
 CONFIGS = [
@@ -118,23 +119,15 @@ def test_stored_gradient_is_bit_identical_and_its_division_survives_compilation(
     assert divides(stored) >= divides(plain) + 2
 
 
-@pytest.fixture
-def pool_order():
-    """Restore layers.POOL_BEFORE_RELU after a test changes it."""
-    saved = layers.POOL_BEFORE_RELU
-    yield
-    layers.POOL_BEFORE_RELU = saved
-
-
 @pytest.mark.parametrize("window,stride,padding,ceil_mode", CONFIGS)
 @pytest.mark.parametrize("relu, store_input", [("jax", False), ("fusion_barrier", False), ("jax", True)])
-def test_pool_then_relu_equals_relu_then_pool_bit_for_bit(pool_order, window, stride, padding, ceil_mode, relu,
+def test_pool_then_relu_equals_relu_then_pool_bit_for_bit(window, stride, padding, ceil_mode, relu,
                                                            store_input):
     """Row 38: relu_max_pool pools first; values and gradients equal torch's order (ReLU first), including
     windows whose maximum is negative or zero and windows with ties."""
-    from architectures import fusion_barrier
+    from architectures.ops import fusion_barrier
 
-    act = jax.nn.relu if relu == "jax" else fusion_barrier.relu
+    act = None if relu == "jax" else fusion_barrier.relu
     rng = np.random.default_rng(window * 100 + stride * 10 + padding)
     x = rng.standard_normal((2, 9, 10, 4)).astype(np.float32)
     x[0, :4, :4, 0] = -1.0  # windows whose maximum is negative
@@ -145,10 +138,9 @@ def test_pool_then_relu_equals_relu_then_pool_bit_for_bit(pool_order, window, st
     w = jnp.asarray(rng.standard_normal(layers.max_pool(x, window, stride, padding, ceil_mode).shape, np.float32))
 
     def value_and_grad(before):
-        layers.POOL_BEFORE_RELU = before
-
         def pool(v):
-            return layers.relu_max_pool(v, window, stride, padding, ceil_mode, relu=act, store_input=store_input)
+            return layers.relu_max_pool(v, window, stride, padding, ceil_mode, relu=act, store_input=store_input,
+                                        impl=Impl("cpu", pool_before_relu=before))
 
         return jax.jit(jax.value_and_grad(_loss(pool, w)))(x), jax.jit(pool)(x)
 
@@ -162,19 +154,18 @@ def test_pool_then_relu_equals_relu_then_pool_bit_for_bit(pool_order, window, st
 
 @pytest.mark.parametrize("arch, size", [("googlenet", 33), ("resnet50", 32), ("shufflenet_v2_x1_0", 32),
                                         ("alexnet", 63), ("squeezenet1_1", 35)])
-def test_networks_pooling_first_equal_relu_first(pool_order, arch, size):
+def test_networks_pooling_first_equal_relu_first(arch, size):
     """Row 38 in the networks: logits, sown stages, BatchNorm statistics and gradients of a training step equal
     torch's order (ReLU first), within float32 reordering by XLA."""
     import architectures
 
-    model = architectures.create(arch, num_classes=3)
     rng = np.random.default_rng(5)
     x = jnp.asarray(rng.standard_normal((4, size, size, 3)), jnp.float32)
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    variables = architectures.create(arch, num_classes=3).init(jax.random.PRNGKey(0), x, train=False)
     mutable = ["batch_stats", "intermediates"] if "batch_stats" in variables else ["intermediates"]
 
     def run(before):
-        layers.POOL_BEFORE_RELU = before
+        model = architectures.create(arch, num_classes=3, impl=Impl("cpu", pool_before_relu=before))
 
         def loss(params):
             y, state = model.apply({**variables, "params": params}, x, train=True, mutable=mutable,
@@ -192,22 +183,12 @@ def test_networks_pooling_first_equal_relu_first(pool_order, arch, size):
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
 
 
-@pytest.fixture
-def bias_order():
-    """Restore conv.BIAS_AFTER_POOL after a test changes it."""
-    from architectures import conv
-
-    saved = conv.BIAS_AFTER_POOL
-    yield conv
-    conv.BIAS_AFTER_POOL = saved
-
-
 @pytest.mark.parametrize("window,stride,padding,ceil_mode", [(3, 2, 0, True), (3, 2, 0, False), (3, 2, 1, False)])
 @pytest.mark.parametrize("kernel", [1, 3])
-def test_conv_bias_added_after_the_pool(bias_order, window, stride, padding, ceil_mode, kernel):
+def test_conv_bias_added_after_the_pool(window, stride, padding, ceil_mode, kernel):
     """Row 43: conv_relu_max_pool pools the bias-free convolution and adds bias and ReLU to the pooled map;
     values equal torch's order (bias, ReLU, pool) bit for bit, gradients (kernel, bias, input) to rounding."""
-    from architectures.conv import Conv, conv_relu_max_pool
+    from architectures.ops.conv import Conv, conv_relu_max_pool
 
     rng = np.random.default_rng(kernel * 10 + padding)
     x = jnp.asarray(rng.standard_normal((2, 11, 9, 5)), jnp.float32)
@@ -219,7 +200,7 @@ def test_conv_bias_added_after_the_pool(bias_order, window, stride, padding, cei
     w = jnp.asarray(rng.standard_normal(out_shape), jnp.float32)
 
     def run(after):
-        bias_order.BIAS_AFTER_POOL = after
+        conv = Conv(6, (kernel, kernel), padding=layers.torch_padding(kernel // 2), impl=Impl("cpu", bias_after_pool=after))
 
         def loss(p, x):
             y = conv.apply({"params": p}, x, method=lambda m, x: conv_relu_max_pool(m, x, window, stride, padding,
@@ -237,9 +218,9 @@ def test_conv_bias_added_after_the_pool(bias_order, window, stride, padding, cei
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5 * float(jnp.abs(r).max()))
 
 
-def test_conv_bias_after_pool_leaves_no_full_size_bias_add(bias_order):
+def test_conv_bias_after_pool_leaves_no_full_size_bias_add():
     """Row 43's point: with the bias after the pool, the compiled forward pass has no add of the full-size map."""
-    from architectures.conv import Conv, conv_relu_max_pool
+    from architectures.ops.conv import Conv, conv_relu_max_pool
 
     x = jnp.ones((2, 32, 32, 3), jnp.float32)
     conv = Conv(8, (3, 3), strides=(2, 2))
@@ -247,7 +228,7 @@ def test_conv_bias_after_pool_leaves_no_full_size_bias_add(bias_order):
     full_size = "tensor<2x15x15x8xf32>"  # the convolution's output; the pooled map is 2x7x7x8
 
     def full_size_adds(after):
-        bias_order.BIAS_AFTER_POOL = after
+        conv = Conv(8, (3, 3), strides=(2, 2), impl=Impl("cpu", bias_after_pool=after))
         f = jax.jit(lambda v, x: conv.apply(v, x, method=lambda m, x: conv_relu_max_pool(m, x, 3, 2, ceil_mode=True)))
         return sum("stablehlo.add" in line and full_size in line for line in f.lower(variables, x).as_text().splitlines())
 

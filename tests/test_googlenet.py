@@ -9,7 +9,7 @@ import pytest
 
 import architectures
 import weights_convert
-from architectures.conv import Conv
+from architectures.ops.conv import Conv
 from architectures.googlenet import TORCH_STAGES
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
@@ -235,35 +235,3 @@ def test_aux_logits_parity_in_training():
         compare("googlenet train 57x41 aux1", aux["aux1"]["logits"][0], out.aux_logits1.numpy()),
         compare("googlenet train 57x41 aux2", aux["aux2"]["logits"][0], out.aux_logits2.numpy()),
     ])
-
-
-def test_fused_1x1_branches_equal_separate_convolutions(monkeypatch):
-    """An Inception block's three 1x1 convs as one product: same variables, outputs, BN statistics and
-    gradients as three separate convolutions (the switch only changes how they are computed)."""
-    from architectures import googlenet
-
-    block = googlenet.Inception(*googlenet._INCEPTION["inception4b"])
-    x = jnp.asarray(np.random.default_rng(3).normal(size=(3, 5, 4, 512)), jnp.float32)
-    w = jnp.asarray(np.random.default_rng(4).normal(size=(3, 5, 4, 512)), jnp.float32)
-
-    def run(fuse: bool):
-        monkeypatch.setattr(googlenet, "FUSE_1X1", fuse)
-        v = block.init(jax.random.PRNGKey(0), x, train=False)
-
-        def loss(params, x):
-            y, new = block.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
-                                 mutable=["batch_stats"])
-            return jnp.sum(y * w), (y, new)
-
-        (_, (y, new)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(v["params"], x)
-        return v, y, new, grads, block.apply(v, x, train=False)
-
-    fused, separate = run(True), run(False)
-    assert jax.tree_util.tree_structure(fused[0]) == jax.tree_util.tree_structure(separate[0])
-    for a, b in zip(jax.tree.leaves(fused[0]), jax.tree.leaves(separate[0])):
-        np.testing.assert_array_equal(a, b)
-    for part in (1, 2, 3, 4):
-        for a, b in zip(jax.tree.leaves(fused[part]), jax.tree.leaves(separate[part])):
-            # float32 sums in another order: within 1e-4 of each array's largest entry
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(float(np.abs(b).max()), 1e-3))
-    assert float(jnp.abs(fused[3][0]["branch2_0"]["conv"]["kernel"]).max()) > 0

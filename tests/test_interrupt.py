@@ -32,7 +32,7 @@ if __name__ == "__main__":
     import sys
     sys.path.insert(0, {str(TESTS)!r})
     from hotspot_jax.cli import run_script
-    run_script("hotspot_jax.train.cli:main", hugepages=True, preload=("numpy", "jax", "test_train_tiny"))
+    run_script("hotspot_jax.train.cli:main", runtime=True, preload=("numpy", "jax", "test_train_tiny"))
 """
 COUNTS = {"Hot-Spot": 10, "Hot-Spot-Multi": 10, "No-Anomaly": 100}
 

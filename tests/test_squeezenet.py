@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import architectures
-from architectures import layers
 from architectures.squeezenet import TORCH_STAGES
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
@@ -169,10 +168,12 @@ def assert_logits_relative(diffs, rtol=1e-4):
 
 
 @pytest.mark.needs_torch
-def test_squeezenet1_1_eval_parity():
+@pytest.mark.parametrize("impl", ["reference", "cpu"])
+def test_squeezenet1_1_eval_parity(impl):
     # 227: the study's size; 40x24: the dataset's native (height, width); 12 classes as in the dataset
     model = torch_model_for("squeezenet1_1", num_classes=12)
-    assert_logits_relative(assert_eval_parity("squeezenet1_1", model, TORCH_STAGES, sizes=[(227, 227), (40, 24)]))
+    assert_logits_relative(assert_eval_parity("squeezenet1_1", model, TORCH_STAGES, sizes=[(227, 227), (40, 24)],
+                                              impl=impl))
 
 
 @pytest.mark.needs_torch
@@ -209,100 +210,3 @@ def assert_gradients_close(grads, ref_grads):
         assert scale > 0, jax.tree_util.keystr(path)
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4 * scale,
                                    err_msg=jax.tree_util.keystr(path))
-
-
-@pytest.fixture
-def fire_output_parts():
-    """Restore squeezenet.FIRE_OUTPUT_PARTS after a test changes it."""
-    from architectures import squeezenet
-
-    saved = squeezenet.FIRE_OUTPUT_PARTS
-    yield squeezenet
-    squeezenet.FIRE_OUTPUT_PARTS = saved
-
-
-def test_fire_outputs_as_parts_compute_what_the_concatenation_computes(fire_output_parts):
-    """Row 40: Fire outputs kept as two channel parts (products summed in the next squeeze, pools per part,
-    one dropout mask split) give the logits and gradients of the concatenated version, dropout on."""
-    model = architectures.create("squeezenet1_1", num_classes=5)
-    x = jax.random.normal(jax.random.PRNGKey(4), (2, 35, 29, 3))
-    variables = numpy_variables(model, x, seed=3)
-
-    def loss(v):
-        logits = model.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(5)})
-        return jnp.sum(jnp.sin(3.0 * logits)), logits
-
-    results = {}
-    for parts in (True, False):
-        fire_output_parts.FIRE_OUTPUT_PARTS = parts
-        results[parts] = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables)
-    ((_, logits), grads), ((_, ref_logits), ref_grads) = results[True], results[False]
-    assert float(jnp.abs(ref_logits).max()) > 1e-3
-    np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), rtol=1e-5, atol=1e-6)
-    assert_gradients_close(grads, ref_grads)
-
-
-@pytest.fixture
-def pool_switches():
-    """Restore the switches of row 43 (and row 38's pool order) after a test changes them."""
-    from architectures import conv, squeezenet
-
-    saved = squeezenet.POOL_IN_FIRE, squeezenet.POOL_IN_FIRE_MIN_PIXELS, conv.BIAS_AFTER_POOL, layers.POOL_BEFORE_RELU
-    yield
-    (squeezenet.POOL_IN_FIRE, squeezenet.POOL_IN_FIRE_MIN_PIXELS, conv.BIAS_AFTER_POOL,
-     layers.POOL_BEFORE_RELU) = saved
-
-
-@pytest.fixture
-def fused_calls(monkeypatch):
-    """A list that grows by one each time SqueezeNet calls conv.conv_relu_max_pool (while tracing)."""
-    from architectures import squeezenet
-
-    calls = []
-    fused = squeezenet.conv_relu_max_pool
-    monkeypatch.setattr(squeezenet, "conv_relu_max_pool", lambda *a, **k: calls.append(1) or fused(*a, **k))
-    return calls
-
-
-def test_pools_inside_fire_and_stem_compute_torchs_order(pool_switches, fused_calls):
-    """Row 43: the stem and the Fire modules before a pool pool their bias-free convolutions and add bias and
-    ReLU to the pooled maps; logits equal torch's order (bias, ReLU, pool), gradients to rounding, dropout on."""
-    from architectures import conv, squeezenet
-
-    squeezenet.POOL_IN_FIRE_MIN_PIXELS = 0  # the test's maps are small (11x9 after the stem)
-    model = architectures.create("squeezenet1_1", num_classes=5)
-    x = jax.random.normal(jax.random.PRNGKey(6), (2, 47, 39, 3))
-    variables = numpy_variables(model, x, seed=8)
-    params = jax.tree.map(lambda p: p + 0.05 * jnp.cos(jnp.arange(p.size, dtype=p.dtype).reshape(p.shape)),
-                          variables["params"])  # nonzero biases, so their order matters
-
-    def loss(p):
-        logits = model.apply({"params": p}, x, train=True, rngs={"dropout": jax.random.PRNGKey(9)})
-        return jnp.sum(jnp.sin(3.0 * logits)), logits
-
-    def run(fast):
-        squeezenet.POOL_IN_FIRE = conv.BIAS_AFTER_POOL = layers.POOL_BEFORE_RELU = fast
-        return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-
-    fused_calls.clear()  # initialising the variables traced the model too
-    (_, logits), grads = run(True)
-    assert len(fused_calls) == 5  # the stem, and both expand convolutions of the two Fire modules before a pool
-    (_, ref_logits), ref_grads = run(False)
-    assert float(jnp.abs(ref_logits).max()) > 1e-3
-    np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), rtol=1e-6, atol=1e-6)
-    assert_gradients_close(grads, ref_grads)
-
-
-@pytest.mark.parametrize("size, fused", [(224, 5), (64, 1)])
-def test_pools_inside_fire_only_on_large_maps(fused_calls, size, fused):
-    """Row 43's rule: the stem always pools inside; Fire modules only on maps of POOL_IN_FIRE_MIN_PIXELS (224 px:
-    55x55 and 27x27; 64 px: 15x15 and 7x7, where it measured slower in training); never while sowing stages."""
-    model = architectures.create("squeezenet1_1", num_classes=2)
-    x = jnp.zeros((1, size, size, 3))
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
-    fused_calls.clear()
-    jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
-    assert len(fused_calls) == fused
-    fused_calls.clear()
-    jax.eval_shape(lambda v: model.apply(v, x, train=False, mutable=["intermediates"]), variables)
-    assert len(fused_calls) == 1

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import architectures
-from architectures import layers
+from architectures.ops import layers
 from hotspot_jax.errors import ConfigError
 from hotspot_jax.train import batching
 from hotspot_jax.train.loop import is_better

@@ -1,15 +1,18 @@
-"""Winograd's F(2x2, 3x3) convolution (architectures.winograd) against ``lax.conv``: the same outputs and
+"""Winograd's F(2x2, 3x3) convolution (architectures.ops.winograd) against ``lax.conv``: the same outputs and
 gradients to float32 rounding for the shapes and paddings the networks use, odd and even maps, and the rule
-in architectures.conv that picks it."""
+in architectures.ops.conv that picks it."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from architectures import conv, winograd
+from architectures.ops import conv, winograd
+from architectures.ops.impl import Impl
 
 SHAPES = [  # (h, w, cin, cout, pads)
     (14, 14, 8, 16, ((1, 1), (1, 1))),  # even map, ResNet's "same" padding
@@ -64,40 +67,37 @@ def test_transformed_kernel_is_g_times_kernel_times_g_transposed():
     np.testing.assert_allclose(winograd.transformed_kernel(jnp.asarray(kernel)), expected, rtol=1e-6, atol=1e-6)
 
 
-def test_the_rule_that_picks_winograd(monkeypatch):
-    monkeypatch.setattr(conv, "IMPL", "auto")
-    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 112)
-    monkeypatch.setattr(conv, "WINOGRAD_MIN_OUTPUT_PIXELS", 100)
-    monkeypatch.setattr(conv, "KERNEL_GRAD", "xla")
+def test_the_rule_that_picks_winograd():
+    cpu = Impl("cpu", kernel_grad="xla", winograd_min_channels=112, winograd_min_output_pixels=100)
     same = ((1, 1), (1, 1))
-    assert conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), same)  # ResNet-50 layer3 at 224 px
-    assert conv.uses_winograd((28, 28), (3, 3, 128, 128), (1, 1), same)  # layer2
-    assert conv.uses_winograd((13, 13), (3, 3, 192, 384), (1, 1), same)  # AlexNet conv3
-    assert conv.uses_winograd((14, 14), (3, 3, 112, 224), (1, 1), same)  # GoogLeNet inception4b
-    assert conv.uses_winograd((10, 10), (3, 3, 256, 256), (1, 1), same)  # 100 output pixels
-    assert not conv.uses_winograd((7, 7), (3, 3, 512, 512), (1, 1), same)  # layer4: slower input gradient
-    assert not conv.uses_winograd((8, 8), (3, 3, 128, 128), (1, 1), same)  # ResNet-50 layer2 at 64 px
-    assert not conv.uses_winograd((56, 56), (3, 3, 64, 64), (1, 1), same)  # ResNet-50 layer1: slower there
-    assert not conv.uses_winograd((28, 28), (3, 3, 96, 128), (1, 1), same)
-    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (2, 2), same)  # strided
-    assert not conv.uses_winograd((14, 14), (5, 5, 256, 256), (1, 1), ((2, 2), (2, 2)))
-    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), ((3, 3), (3, 3)))
-    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), same, impl="xla")
-    monkeypatch.setattr(conv, "KERNEL_GRAD", "shifts")  # convolutions on YNNPACK: XLA's kernel gradient is slow
-    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), same)
-    monkeypatch.setattr(conv, "KERNEL_GRAD", "xla")
-    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", None)  # the A/B switch
-    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), same)
-    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 112)
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # cuDNN picks its own algorithms there
-    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), same)
+    assert conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), same, cpu)  # ResNet-50 layer3 at 224 px
+    assert conv.uses_winograd((28, 28), (3, 3, 128, 128), (1, 1), same, cpu)  # layer2
+    assert conv.uses_winograd((13, 13), (3, 3, 192, 384), (1, 1), same, cpu)  # AlexNet conv3
+    assert conv.uses_winograd((14, 14), (3, 3, 112, 224), (1, 1), same, cpu)  # GoogLeNet inception4b
+    assert conv.uses_winograd((10, 10), (3, 3, 256, 256), (1, 1), same, cpu)  # 100 output pixels
+    assert not conv.uses_winograd((7, 7), (3, 3, 512, 512), (1, 1), same, cpu)  # layer4: slower input gradient
+    assert not conv.uses_winograd((8, 8), (3, 3, 128, 128), (1, 1), same, cpu)  # ResNet-50 layer2 at 64 px
+    assert not conv.uses_winograd((56, 56), (3, 3, 64, 64), (1, 1), same, cpu)  # ResNet-50 layer1: slower there
+    assert not conv.uses_winograd((28, 28), (3, 3, 96, 128), (1, 1), same, cpu)
+    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (2, 2), same, cpu)  # strided
+    assert not conv.uses_winograd((14, 14), (5, 5, 256, 256), (1, 1), ((2, 2), (2, 2)), cpu)
+    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), ((3, 3), (3, 3)), cpu)
+    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), same, dataclasses.replace(cpu, conv="xla"))
+    # convolutions on YNNPACK: XLA's kernel gradient is slow there
+    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), same, dataclasses.replace(cpu, kernel_grad="shifts"))
+    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), same,
+                                  dataclasses.replace(cpu, winograd_min_channels=None))  # the A/B choice
+    # the reference path (GPUs: cuDNN picks its own algorithms)
+    assert not conv.uses_winograd((14, 14), (3, 3, 256, 256), (1, 1), same, dataclasses.replace(cpu, name="reference"))
 
 
 def test_conv_module_through_winograd_equals_lax_conv(monkeypatch):
     """conv.Conv on a map large enough for lax.conv takes the Winograd path when the channels allow, with the
     same outputs and parameter gradients as the lax.conv path."""
     x = jax.random.normal(jax.random.PRNGKey(3), (2, 9, 12, 8))
-    module = conv.Conv(features=12, kernel_size=(3, 3), padding=((1, 1), (1, 1)))
+    kwargs = dict(features=12, kernel_size=(3, 3), padding=((1, 1), (1, 1)))
+    cpu = Impl("cpu", kernel_grad="xla", winograd_min_channels=8, winograd_min_output_pixels=100)
+    module = conv.Conv(**kwargs, impl=cpu)
     params = module.init(jax.random.PRNGKey(0), x)
     calls = []
     real = winograd.conv3x3
@@ -106,17 +106,14 @@ def test_conv_module_through_winograd_equals_lax_conv(monkeypatch):
         calls.append(args[2])
         return real(*args)
 
-    def loss(prm):
-        return jnp.sum(jnp.sin(module.apply(prm, x)))
+    def loss(module):
+        return lambda prm: jnp.sum(jnp.sin(module.apply(prm, x)))
 
     monkeypatch.setattr(winograd, "conv3x3", recording)
-    monkeypatch.setattr(conv, "KERNEL_GRAD", "xla")
-    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 8)
-    monkeypatch.setattr(conv, "WINOGRAD_MIN_OUTPUT_PIXELS", 100)
-    y, g = module.apply(params, x), jax.grad(loss)(params)
+    y, g = module.apply(params, x), jax.grad(loss(module))(params)
     assert calls == [((1, 1), (1, 1))] * 2, "the Winograd path was not taken"
-    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", None)
+    module = conv.Conv(**kwargs, impl=dataclasses.replace(cpu, winograd_min_channels=None))
     np.testing.assert_allclose(y, module.apply(params, x), rtol=1e-5, atol=2e-5)
-    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(jax.grad(loss)(params))):
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(jax.grad(loss(module))(params))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     assert len(calls) == 2  # the reference did not go through Winograd

@@ -1,4 +1,5 @@
-"""The default XLA flags (hotspot_jax.xla_flags): added at import, never over a user's own value."""
+"""The default XLA flags (hotspot_jax.xla_flags): added by the entry points' one call, never at import, never
+over a user's own value."""
 
 from __future__ import annotations
 
@@ -39,11 +40,23 @@ def test_only_for_the_measured_jaxlib_and_not_when_switched_off():
     assert not xla_flags.wanted({xla_flags.SWITCH_ENV: "0"}, "0.10.2")
 
 
-def test_importing_the_package_sets_them_before_jax_starts_and_jax_accepts_them():
-    code = ("import os, hotspot_jax, jax, jax.numpy as jnp; print(float(jnp.ones((4, 4)) @ jnp.ones(4) @ jnp.ones(4)));"
-            " print(os.environ['XLA_FLAGS'])")
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_flags.SWITCH_ENV)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_flags.SWITCH_ENV, "PYTHONSTARTUP")}
+
+
+def test_importing_the_packages_changes_no_environment_variable_and_architectures_import_no_hotspot_jax():
+    code = ("import os, sys; before = dict(os.environ); import architectures, architectures.ops;"
+            " print(sorted(m for m in sys.modules if m.split('.')[0] == 'hotspot_jax'));"
+            " import hotspot_jax, hotspot_jax.errors; print(os.environ.get('XLA_FLAGS')); print(dict(os.environ) == before)")
+    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:3] == ["[]", "None", "True"]
+
+
+def test_the_entry_points_call_sets_them_before_jax_starts_and_jax_accepts_them():
+    code = ("import os, hotspot_jax.runtime, jax, jax.numpy as jnp; hotspot_jax.xla_flags.apply();"
+            " print(float(jnp.ones((4, 4)) @ jnp.ones(4) @ jnp.ones(4))); print(os.environ.get('XLA_FLAGS', ''))")
+    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     value, flags = out.stdout.split("\n")[:2]
     assert float(value) == 16.0

@@ -32,12 +32,12 @@ KINDS = ("train", "infer")
 
 
 # ----------------------------------------------------------------------------------------- code patches
-def _reference_max_pool(x, window, stride, padding=0, ceil_mode=False):
+def _reference_max_pool(x, window, stride, padding=0, ceil_mode=False, store_gradient=False, impl=None):
     """The max pool as first written: ``reduce_window`` differentiated by JAX (select_and_scatter)."""
     import jax
     import jax.numpy as jnp
 
-    from architectures import layers
+    from architectures.ops import layers
 
     pads = [layers._pool_padding(x.shape[ax], window, stride, padding, ceil_mode) for ax in (1, 2)]
     return jax.lax.reduce_window(
@@ -45,48 +45,35 @@ def _reference_max_pool(x, window, stride, padding=0, ceil_mode=False):
     )
 
 
-def _fast_max_pool(x, window, stride, padding=0, ceil_mode=False):
-    """The max pool with the dense first-maximum gradient of :mod:`architectures.pooling`."""
-    from architectures import layers
-    from architectures.pooling import max_pool_nhwc
+def _fast_max_pool(x, window, stride, padding=0, ceil_mode=False, store_gradient=False, impl=None):
+    """The max pool with the dense first-maximum gradient of :mod:`architectures.ops.pooling`."""
+    from architectures.ops import layers
+    from architectures.ops.pooling import max_pool_nhwc
 
     pads = tuple(layers._pool_padding(x.shape[ax], window, stride, padding, ceil_mode) for ax in (1, 2))
-    return max_pool_nhwc(x, window, stride, pads)
+    return max_pool_nhwc(x, window, stride, pads, impl="cpu")
 
 
 def _patch_max_pool(impl: Callable) -> Callable[[], None]:
     def apply() -> None:
-        from architectures import layers
+        from architectures import ops
+        from architectures.ops import layers
 
-        layers.max_pool = impl  # every architecture calls layers.max_pool through the module
+        layers.max_pool = ops.max_pool = impl  # the architectures call it through either module
 
     return apply
 
 
-def _fusion_barrier_off() -> None:
-    """Tensors marked ``stored`` recomputed by each consumer again, as XLA fuses them (before row 34)."""
-    from architectures import fusion_barrier
-
-    fusion_barrier.ENABLED = False
-
-
-def _fusion_barrier_input_masks() -> None:
-    """Stored activations differentiated by JAX (mask from the input) instead of from their output."""
-    from architectures import fusion_barrier
-
-    fusion_barrier.MASK_FROM_OUTPUT = False
-
-
 def _reference_depthwise() -> None:
     """Depthwise convs differentiated by JAX (grouped-conv autodiff) instead of the dense custom VJP."""
-    from architectures import depthwise
+    from architectures.ops import depthwise
 
     depthwise.depthwise_conv_nhwc = depthwise._conv  # looked up at call time by DepthwiseConv
 
 
 def _grouped_forward_depthwise() -> None:
     """Depthwise forward as XLA's grouped convolution (``lax.conv``), the backward still the custom VJP."""
-    from architectures import depthwise
+    from architectures.ops import depthwise
 
     depthwise._shifted_sum = depthwise._conv  # looked up at call time by the forward and its VJP
 
@@ -95,7 +82,7 @@ def _separate_filter_sums() -> None:
     """Depthwise filter gradient as k*k separate reductions (before the one variadic reduction)."""
     import jax.numpy as jnp
 
-    from architectures import depthwise
+    from architectures.ops import depthwise
 
     def filter_grad(xp, g, kernel_hw, stride):
         acc = jnp.promote_types(g.dtype, jnp.float32)
@@ -116,7 +103,7 @@ def _batch_filter_sums() -> None:
     import jax
     import jax.numpy as jnp
 
-    from architectures import depthwise
+    from architectures.ops import depthwise
 
     def filter_grad(xp, g, kernel_hw, stride):
         kh, kw = kernel_hw
@@ -131,80 +118,6 @@ def _batch_filter_sums() -> None:
     depthwise._filter_grad = filter_grad  # looked up when the backward pass is traced
 
 
-def _batchnorm_centred() -> None:
-    """BatchNorm as (x - mean) * a + bias (before row 17's folded multiply-add)."""
-    from architectures import layers
-
-    layers.BATCHNORM_FORM = "centred"  # read when the model is traced
-
-
-def _max_pool_gradient_not_stored() -> None:
-    """The max-pool input gradient left for XLA to fuse into its readers (before row 37)."""
-    from architectures import pooling
-
-    pooling.STORE_GRADIENT = False  # read when the model is traced
-
-
-def _max_pool_after_relu() -> None:
-    """The ReLU before a max pool applied at full size, as torch orders them (before row 38)."""
-    from architectures import layers
-
-    layers.POOL_BEFORE_RELU = False  # read when the model is traced
-
-
-def _max_pool_input_not_stored() -> None:
-    """relu_max_pool's input left for XLA to fuse into the pool (``store_input`` ignored; before row 38's)."""
-    from architectures import layers
-
-    layers.STORE_POOL_INPUT = False  # read when the model is traced
-
-
-def _batchnorm_variance_autodiff() -> None:
-    """The batch variance differentiated by JAX (before row 35's closed-form gradient)."""
-    from architectures import layers
-
-    layers.BATCHNORM_VARIANCE_GRAD = "autodiff"  # read when the model is traced
-
-
-def _relu6_clip() -> None:
-    """MobileNetV2's ReLU6 as jnp.clip (before row 19's jax.nn.relu6)."""
-    from architectures import mobilenet_v2
-
-    mobilenet_v2.RELU6 = "clip"  # read when the model is traced
-
-
-def _alexnet_pool_then_multiply() -> None:
-    """AlexNet's classifier_1 on the pooled 6x6 map, as torch computes it (before row 21's folding)."""
-    from architectures import alexnet
-
-    alexnet.FOLD_POOLING = False  # read when the model is traced
-
-
-def _fire_concatenated() -> None:
-    """SqueezeNet's Fire modules concatenate their expand outputs, as torchvision does (before row 40)."""
-    from architectures import squeezenet
-
-    squeezenet.FIRE_OUTPUT_PARTS = False  # read when the model is traced
-
-
-def _fire_then_pool() -> None:
-    """SqueezeNet's pools after Fire modules take the Fire output (biases and ReLUs at full size; before row 43)."""
-    from architectures import squeezenet
-
-    squeezenet.POOL_IN_FIRE = False  # read when the model is traced
-
-
-def _conv_setting(name: str, value: Any) -> Callable[[], None]:
-    """Set one of architectures.conv's module-level switches (read at trace time by every Conv)."""
-
-    def apply() -> None:
-        from architectures import conv
-
-        setattr(conv, name, value)
-
-    return apply
-
-
 def _always_pmean() -> None:
     """The train step's device mean as a pmean even on one device (before it was skipped there)."""
     import jax
@@ -212,13 +125,6 @@ def _always_pmean() -> None:
     from hotspot_jax.train import step
 
     step.device_mean = lambda tree: jax.lax.pmean(tree, step.AXIS)  # looked up when the step is traced
-
-
-def _googlenet_separate_1x1() -> None:
-    """GoogLeNet's three 1x1 convolutions of an Inception input as three products (before the fusion)."""
-    from architectures import googlenet
-
-    googlenet.FUSE_1X1 = False  # read when the model is traced
 
 
 def _update_per_device() -> None:
@@ -238,36 +144,47 @@ def _update_unordered() -> None:
 PATCHES: dict[str, Callable[[], None]] = {
     "max_pool=reference": _patch_max_pool(_reference_max_pool),
     "max_pool=fast": _patch_max_pool(_fast_max_pool),
-    "max_pool=gradient-not-stored": _max_pool_gradient_not_stored,
-    "max_pool=after-relu": _max_pool_after_relu,
-    "max_pool=input-not-stored": _max_pool_input_not_stored,
     "depthwise=reference": _reference_depthwise,
     "depthwise=grouped-forward": _grouped_forward_depthwise,
     "depthwise=separate-filter-sums": _separate_filter_sums,
     "depthwise=batch-filter-sums": _batch_filter_sums,
-    "batchnorm=centred": _batchnorm_centred,
-    "batchnorm=variance-autodiff": _batchnorm_variance_autodiff,
-    "relu6=clip": _relu6_clip,
-    "alexnet=pool-then-multiply": _alexnet_pool_then_multiply,
     "step=always-pmean": _always_pmean,
-    "squeezenet=fire-concatenated": _fire_concatenated,
-    "squeezenet=fire-then-pool": _fire_then_pool,
-    "conv=xla": _conv_setting("IMPL", "xla"),
-    "conv=patches": _conv_setting("IMPL", "patches"),
-    "conv=no-strided-patches": _conv_setting("PATCHES_FOR_STRIDED", False),
-    "conv=patches-up-to-64px": _conv_setting("PATCHES_MAX_OUTPUT_PIXELS", 64),
-    "conv=xla-kernel-grad": _conv_setting("KERNEL_GRAD", "xla"),
-    "conv=shift-kernel-grad": _conv_setting("KERNEL_GRAD", "shifts"),
-    "conv=first-layer-patches": _conv_setting("FIRST_LAYER_MAX_CHANNELS", 0),
-    "conv=no-winograd": _conv_setting("WINOGRAD_MIN_CHANNELS", None),
-    "conv=bias-before-pool": _conv_setting("BIAS_AFTER_POOL", False),
-    "conv=first-layer-3x3-lax-conv": _conv_setting("FIRST_LAYER_MIN_KERNEL_PIXELS", 9),
-    "googlenet=separate-1x1": _googlenet_separate_1x1,
-    "fusion-barrier=off": _fusion_barrier_off,
-    "fusion-barrier=input-masks": _fusion_barrier_input_masks,
     "update=per-device": _update_per_device,
     "update=unordered": _update_unordered,
 }
+
+#: patches that are a choice of the model's implementation (architectures.ops.impl.Impl): the worker builds the
+#: model with ``impl`` replaced by these fields, never by changing a module's globals
+IMPL_PATCHES: dict[str, dict[str, Any]] = {
+    "impl=reference": {"name": "reference"},
+    "max_pool=gradient-not-stored": {"store_pool_gradient": False},
+    "max_pool=after-relu": {"pool_before_relu": False},
+    "max_pool=input-not-stored": {"store_pool_input": False},
+    "batchnorm=centred": {"batchnorm_form": "centred"},
+    "batchnorm=variance-autodiff": {"batchnorm_variance_grad": "autodiff"},
+    "relu6=clip": {"relu6": "clip"},
+    "alexnet=pool-then-multiply": {"fold_pooling": False},
+    "conv=xla": {"conv": "xla"},
+    "conv=patches": {"conv": "patches"},
+    "conv=no-strided-patches": {"patches_for_strided": False},
+    "conv=patches-up-to-64px": {"patches_max_output_pixels": 64},
+    "conv=xla-kernel-grad": {"kernel_grad": "xla"},
+    "conv=shift-kernel-grad": {"kernel_grad": "shifts"},
+    "conv=first-layer-patches": {"first_layer_max_channels": 0},
+    "conv=no-winograd": {"winograd_min_channels": None},
+    "conv=bias-before-pool": {"bias_after_pool": False},
+    "conv=first-layer-3x3-lax-conv": {"first_layer_min_kernel_pixels": 9},
+    "fusion-barrier=off": {"fusion_barrier": False},
+    "fusion-barrier=input-masks": {"mask_from_output": False},
+}
+
+
+def variant_impl(patches: Sequence[str]):
+    """The backend's default implementation with every implementation patch in ``patches`` applied."""
+    from architectures.ops.impl import resolve
+
+    fields = {k: v for p in patches if p in IMPL_PATCHES for k, v in IMPL_PATCHES[p].items()}
+    return dataclasses.replace(resolve(None), **fields)
 
 
 # ------------------------------------------------------------------------------------------- variants
@@ -300,8 +217,9 @@ class Variant:
                     raise ConfigError(f"--variant {text!r}: env={value!r} is not VAR=VALUE")
                 v.env[var] = val
             elif key == "patch":
-                if value not in PATCHES:
-                    raise ConfigError(f"--variant {text!r}: unknown patch {value!r}; known: {', '.join(PATCHES)}")
+                if value not in PATCHES and value not in IMPL_PATCHES:
+                    known = ", ".join([*PATCHES, *IMPL_PATCHES])
+                    raise ConfigError(f"--variant {text!r}: unknown patch {value!r}; known: {known}")
                 v.patches.append(value)
             elif key == "framework":
                 if value not in ("jax", "torch"):
@@ -322,7 +240,8 @@ class Variant:
 def worker(arch: str, image_size: int, batch_size: int, steps: int, variant: Variant) -> None:
     """Build the variant's workload, say ``ready``, then time one repetition per stdin command."""
     for patch in variant.patches:
-        PATCHES[patch]()
+        if patch in PATCHES:
+            PATCHES[patch]()
     from hotspot_jax.bench.batch import SyntheticBatch
     from hotspot_jax.bench.machine import cpu_cores
 
@@ -338,7 +257,7 @@ def worker(arch: str, image_size: int, batch_size: int, steps: int, variant: Var
     else:
         from hotspot_jax.bench.jax_steps import JaxWorkload
 
-        wl = JaxWorkload(arch, image_size, batch)
+        wl = JaxWorkload(arch, image_size, batch, impl=variant_impl(variant.patches))
     warm = wl.warm_up()
     print(json.dumps({"ready": time.perf_counter() - t0, "warmup_seconds": warm}), flush=True)
     for line in sys.stdin:
@@ -500,8 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from hotspot_jax.cli import run_cli
-    from hotspot_jax.hugepages import restart_with_hugepages
+    from hotspot_jax.runtime import configure
 
-    restart_with_hugepages()  # as scripts/benchmark.py: the workers inherit it, so A/Bs see the same memory
+    configure()  # XLA flags too; as scripts/benchmark.py: the workers inherit it, so A/Bs see the same memory
 
     sys.exit(run_cli(main))

@@ -1,7 +1,7 @@
 """``python -m hotspot_jax.bench.depthwise_forms``: the depthwise convolution's two forms timed layer by layer.
 
 The two forms: the shifted multiply-adds with written-out gradients that the CPU takes
-(``architectures.depthwise.depthwise_conv_nhwc``) and XLA's grouped convolution (``lax.conv`` with
+(``architectures.ops.depthwise.depthwise_conv_nhwc``) and XLA's grouped convolution (``lax.conv`` with
 ``feature_group_count == C``), which every other backend takes. Each is timed forward and backward
 (input and kernel gradients) at MobileNetV2's depthwise layers (torchvision's inverted-residual table),
 on whatever device JAX's default backend is, so the choice per backend rests on a measurement.
@@ -28,7 +28,7 @@ MOBILENET_V2_LAYERS = ((112, 32, 1, 1), (112, 96, 2, 1), (56, 144, 1, 1), (56, 1
 
 def forms():
     """name -> f(x, kernel, stride, pads), the two computations of one depthwise convolution."""
-    from architectures import depthwise
+    from architectures.ops import depthwise
 
     return {"shifted": depthwise.depthwise_conv_nhwc, "lax.conv": depthwise._conv}
 
@@ -111,4 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from hotspot_jax import xla_flags
+
+    xla_flags.apply()  # the flags the networks are measured with
     sys.exit(run_cli(main))

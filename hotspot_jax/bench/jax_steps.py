@@ -35,7 +35,7 @@ class JaxWorkload:
     framework = "jax"
 
     def __init__(self, arch: str, image_size: int, batch: SyntheticBatch, *, dtype: str = "float32",
-                 lr: float = 1e-3, seed: int = 0):
+                 lr: float = 1e-3, seed: int = 0, impl=None):
         from hotspot_jax.train import batching
         from hotspot_jax.train.loop import replicate
         from hotspot_jax.train.optimizer import sgd_momentum
@@ -48,7 +48,7 @@ class JaxWorkload:
         batching.check_divisible(batch.size, n_dev, "--batch-size")
         self.image_size = image_size
         self.batch_size = batch.size
-        self.model = build_model({"run": {"arch": arch, "dtype": dtype}}, bn_axis_name=AXIS)
+        self.model = build_model({"run": {"arch": arch, "dtype": dtype}}, bn_axis_name=AXIS, impl=impl)
         tx = sgd_momentum(lr)
         state = create_state(init_variables(self.model, jax.random.PRNGKey(seed), image_size), tx)
         self.state = replicate(state, self.devices)

@@ -1,9 +1,9 @@
 """Per-layer timing of a convolution's kernel gradient: row 13's shifted products against XLA's own.
 
 ``python -m hotspot_jax.bench.kernel_grad`` times, for convolution shapes the six networks use (batch 32,
-float32), the forward ``lax.conv``, XLA's kernel gradient and :func:`architectures.conv.kernel_grad_by_shifts`,
+float32), the forward ``lax.conv``, XLA's kernel gradient and :func:`architectures.ops.conv.kernel_grad_by_shifts`,
 each jit-compiled alone, median of a few calls. Which of the two gradients is faster depends on where XLA:CPU
-runs convolutions (YNNPACK or its own path, ``XLA_FLAGS``), which is why ``architectures.conv.KERNEL_GRAD``
+runs convolutions (YNNPACK or its own path, ``XLA_FLAGS``), which is why ``architectures.ops.conv.KERNEL_GRAD``
 defaults to ``auto``; this is the measurement behind that rule (docs/performance.md, row 26).
 """
 
@@ -67,7 +67,7 @@ def time_layer(shape: tuple[int, int, int, int, int, int], batch: int = 32, reps
     import jax.numpy as jnp
     import numpy as np
 
-    from architectures import conv
+    from architectures.ops import conv
 
     h, cin, cout, k, s, p = shape
     pads, strides = ((p, p), (p, p)), (s, s)
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from hotspot_jax.hugepages import restart_with_hugepages
+    from hotspot_jax.runtime import configure
 
-    restart_with_hugepages()  # the memory setting scripts/benchmark.py measures in
+    configure()  # XLA flags too; the memory setting scripts/benchmark.py measures in
     sys.exit(main())

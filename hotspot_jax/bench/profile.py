@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from hotspot_jax.hugepages import restart_with_hugepages
+    from hotspot_jax.runtime import configure
 
-    restart_with_hugepages()  # as scripts/benchmark.py: profiles of the memory setting the benchmark uses
+    configure()  # XLA flags too; as scripts/benchmark.py: profiles of the memory setting the benchmark uses
     sys.exit(main())

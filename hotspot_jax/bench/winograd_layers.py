@@ -2,8 +2,8 @@
 
 ``python -m hotspot_jax.bench.winograd_layers`` times, for 3x3 layer shapes of the six networks (batch 32,
 float32), the forward pass and the forward pass with both gradients, each jit-compiled alone, median of a few
-calls: XLA's ``lax.conv``, :func:`architectures.winograd.conv3x3` with its Winograd input gradient, and with
-XLA's. These are the measurements behind ``architectures.conv.WINOGRAD_MIN_CHANNELS`` and its map-size
+calls: XLA's ``lax.conv``, :func:`architectures.ops.winograd.conv3x3` with its Winograd input gradient, and with
+XLA's. These are the measurements behind ``architectures.ops.conv.WINOGRAD_MIN_CHANNELS`` and its map-size
 thresholds (docs/performance.md, row 42). It restarts itself with the benchmark's memory settings: without
 them, fresh intermediate buffers are page-faulted every call and Winograd read 1.3x slower than XLA.
 """
@@ -55,7 +55,7 @@ def time_layer(shape: tuple[int, int, int], batch: int = 32, reps: int = 5) -> d
     import jax.numpy as jnp
     import numpy as np
 
-    from architectures import conv, winograd
+    from architectures.ops import conv, winograd
 
     h, cin, cout = shape
     pads = ((1, 1), (1, 1))
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from hotspot_jax.hugepages import restart_with_hugepages
+    from hotspot_jax.runtime import configure
 
-    restart_with_hugepages()  # the memory setting scripts/benchmark.py measures in
+    configure()  # XLA flags too; the memory setting scripts/benchmark.py measures in
     sys.exit(main())

@@ -45,9 +45,9 @@ def collect() -> dict:
         out["torch_cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
         out["torch_cuda"] = None
-    from architectures import backend
+    from architectures.ops import impl
 
-    out["architectures_cpu_fast_path"] = backend.cpu_fast_path()
+    out["architectures_impl"] = impl.default_name()  # "reference" off the CPU
     return out
 
 

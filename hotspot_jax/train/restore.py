@@ -124,9 +124,9 @@ def read_config(workdir: Path) -> dict[str, Any]:
     return config
 
 
-def build_model(config: dict[str, Any], bn_axis_name: str | None = None) -> nn.Module:
+def build_model(config: dict[str, Any], bn_axis_name: str | None = None, impl: Any = None) -> nn.Module:
     """The run's architecture with its task's head (2 classes, 12, or an own-data run's ``classes``), in the
-    run's compute dtype."""
+    run's compute dtype (``impl``: architectures.ops.impl; None: the backend's default)."""
     import architectures
 
     from hotspot_jax.data.tasks import task_of_config
@@ -134,7 +134,7 @@ def build_model(config: dict[str, Any], bn_axis_name: str | None = None) -> nn.M
     run = config["run"]
     dtype = jnp.bfloat16 if run.get("dtype") == "bfloat16" else jnp.float32
     classes = task_of_config(config).num_classes
-    return architectures.create(run["arch"], num_classes=classes, bn_axis_name=bn_axis_name, dtype=dtype)
+    return architectures.create(run["arch"], num_classes=classes, bn_axis_name=bn_axis_name, dtype=dtype, impl=impl)
 
 
 def abstract_variables(model: nn.Module, image_size: int | tuple[int, int]) -> dict[str, Any]:

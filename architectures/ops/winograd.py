@@ -4,7 +4,7 @@ multiplications per channel pair instead of 36, so the matrix products do 2.25x 
 convolution, at the cost of transforming the input and output tiles (memory-bound elementwise passes).
 
 On the CPU, XLA's own convolution reaches about the matrix-product rate, so from 112 channels on maps of
-13x13 to 28x28 this is faster (row 42 of docs/performance.md); :mod:`architectures.conv` decides where.
+13x13 to 28x28 this is faster (row 42 of docs/performance.md); :mod:`architectures.ops.conv` decides where.
 The input gradient of a stride-1 convolution is itself a stride-1 convolution (of the output gradient with
 the kernel rotated and its channels swapped), so it is computed the same way; the kernel gradient is XLA's
 (differentiating through the transforms was slower, measured). Float32 rounding differs from a direct

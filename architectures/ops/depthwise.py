@@ -7,7 +7,7 @@ kept (C times the work: 576x for MobileNetV2's widest layers), and the input gra
 layer, an input-dilated convolution on a slow generic path. Here all three are k*k shifted, strided
 multiply-adds that XLA fuses into single loops: the forward sum, the filter gradient as one variadic
 reduction of k*k per-channel sums per image, the input gradient placed back with
-:func:`architectures.pooling.place_window_parts`. Sums are accumulated in at least float32.
+:func:`architectures.ops.pooling.place_window_parts`. Sums are accumulated in at least float32.
 
 :class:`DepthwiseConv` is a drop-in for ``nn.Conv(features=C, feature_group_count=C)`` on C input
 channels: same parameter names and shapes (``kernel`` (kh, kw, 1, C), optional ``bias``), same init.
@@ -21,9 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from architectures import backend
-from architectures.conv import ConvAttributes
-from architectures.pooling import place_window_parts, window_slice
+from architectures.ops.conv import ConvAttributes
+from architectures.ops.impl import resolve
+from architectures.ops.pooling import place_window_parts, window_slice
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -117,6 +117,6 @@ class DepthwiseConv(ConvAttributes):
         kh, kw = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, self.features), self.param_dtype)
         dtype = self.dtype or jnp.result_type(x, kernel)
-        conv = depthwise_conv_nhwc if backend.cpu_fast_path() else _conv  # lax's grouped conv off the CPU
+        conv = depthwise_conv_nhwc if resolve(self.impl).cpu else _conv  # reference: lax's grouped conv
         y = conv(x.astype(dtype), kernel.astype(dtype), self.strides[0], tuple(self.padding))
         return self.add_bias(y, dtype)

@@ -16,13 +16,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from architectures import backend, fusion_barrier
+from architectures.ops import fusion_barrier
+from architectures.ops.impl import Impl, resolve
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
-
-# The A/B switch for ``max_pool_nhwc(..., store_gradient=True)`` (``patch=max_pool=gradient-not-stored``); read
-# when the model is traced.
-STORE_GRADIENT = True
 
 
 def _window_max(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.Array:
@@ -31,18 +28,21 @@ def _window_max(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.Array
     )
 
 
-def max_pool_nhwc(x: jax.Array, window: int, stride: int, pads: Pads, store_gradient: bool = False) -> jax.Array:
+def max_pool_nhwc(x: jax.Array, window: int, stride: int, pads: Pads, store_gradient: bool = False,
+                  impl: Impl | str | None = None) -> jax.Array:
     """Square max pool of NHWC ``x`` with explicit ``((top, bottom), (left, right))`` -inf padding.
 
-    With ``store_gradient`` (and :data:`STORE_GRADIENT`, on the CPU backend) the input gradient is divided by
-    a 1 from :mod:`architectures.fusion_barrier`, so XLA:CPU computes it once and stores it instead of fusing
+    The reference path is ``reduce_window`` with JAX's gradient (select-and-scatter); the CPU path has the
+    dense gradient of the module doc. With ``store_gradient`` (and ``impl.store_pool_gradient``) the input gradient is divided by
+    a 1 from :mod:`architectures.ops.fusion_barrier`, so XLA:CPU computes it once and stores it instead of fusing
     its k*k window parts into every reader (optimisation row 37: GoogLeNet's Inception input gradient was
     recomputed in each branch's backward pass). The same 1 divides the output, a second use that keeps XLA
     from turning the division into a multiplication; values and gradients are unchanged.
     """
-    if not backend.cpu_fast_path():  # reduce_window and its own gradient (select-and-scatter)
+    impl = resolve(impl)
+    if not impl.cpu:  # reduce_window and its own gradient (select-and-scatter)
         return _window_max(x, window, stride, pads)
-    if store_gradient and STORE_GRADIENT and fusion_barrier.active():
+    if store_gradient and impl.store_pool_gradient and fusion_barrier.active(impl):
         return _max_pool_stored(x, fusion_barrier.barrier_one(x.dtype), window, stride, pads)
     return _max_pool(x, window, stride, pads)
 

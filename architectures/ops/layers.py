@@ -7,6 +7,7 @@ momentum and epsilon. Inputs are NHWC.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -15,8 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from architectures import backend, fusion_barrier
-from architectures.pooling import max_pool_nhwc
+from architectures.errors import ConfigError
+from architectures.ops import fusion_barrier
+from architectures.ops.impl import Impl, resolve
+from architectures.ops.pooling import max_pool_nhwc
 
 Dtype = Any
 
@@ -24,26 +27,6 @@ Dtype = Any
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 # torch's default Conv2d/Linear init: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-# How BatchNorm applies its statistics: "folded", x * a + (bias - mean * a) with a = scale / sqrt(var + eps),
-# one multiply-add per element (its autodiff trained 1.05-1.21x faster on XLA:CPU,
-# optimisation row 17), or "centred", (x - mean) * a + bias (the form before; kept for the A/B tool and tests).
-# Read when a model is traced.
-BATCHNORM_FORM = "folded"
-
-# How the batch variance is differentiated: "closed-form", the custom VJP of :func:`centred_variance`
-# (optimisation row 35: JAX's autodiff made XLA:CPU store x - mean, a full-size tensor, for every BatchNorm in
-# training, and reduce a second one for the mean's gradient), or "autodiff" (before; kept for the A/B tool).
-# Read when a model is traced.
-BATCHNORM_VARIANCE_GRAD = "closed-form"
-
-# Whether :func:`relu_max_pool` pools first and applies the ReLU to the pooled map (optimisation row 38), or
-# applies the ReLU at full size first, as torch does (kept for the A/B tool, ``patch=max_pool=after-relu``, and
-# tests). Read when a model is traced.
-POOL_BEFORE_RELU = True
-# Whether :func:`relu_max_pool` honours ``store_input`` (the A/B switch ``patch=max_pool=input-not-stored``).
-STORE_POOL_INPUT = True
 
 
 def torch_default_bias_init(fan_in: int) -> Callable:
@@ -85,9 +68,11 @@ class TorchBatchNorm(nn.Module):
     axis_name: str | None = None
     dtype: Dtype = jnp.float32
     scale_init: Callable = nn.initializers.ones
+    impl: Impl | str | None = None  # architectures.ops.impl: the form of the normalisation and its gradient
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        impl = resolve(self.impl)
         c = x.shape[-1]
         scale = self.param("scale", self.scale_init, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
@@ -98,7 +83,7 @@ class TorchBatchNorm(nn.Module):
             mean, var = ra_mean.value, ra_var.value
         else:
             axis_name = None if self.is_initializing() else self.axis_name
-            mean, var = batch_statistics(xf, axis_name)
+            mean, var = batch_statistics(xf, axis_name, impl)
             if not self.is_initializing():
                 n = math.prod(x.shape[:-1])
                 if axis_name is not None:
@@ -106,17 +91,18 @@ class TorchBatchNorm(nn.Module):
                 unbiased = var * (n / jnp.maximum(n - 1, 1))
                 ra_mean.value = ((1.0 - self.momentum) * ra_mean.value + self.momentum * mean).astype(jnp.float32)
                 ra_var.value = ((1.0 - self.momentum) * ra_var.value + self.momentum * unbiased).astype(jnp.float32)
-        return normalize(xf, mean, var, scale, bias, self.epsilon).astype(self.dtype)
+        return normalize(xf, mean, var, scale, bias, self.epsilon, impl).astype(self.dtype)
 
 
-def batch_statistics(xf: jax.Array, axis_name: str | None) -> tuple[jax.Array, jax.Array]:
+def batch_statistics(xf: jax.Array, axis_name: str | None, impl: Impl | str | None = None) -> tuple[jax.Array, jax.Array]:
     """Per-channel mean and biased variance over all but the last axis (and over ``axis_name``'s devices)."""
     axes = tuple(range(xf.ndim - 1))
     mean = jnp.mean(xf, axes)
     if axis_name is not None:
         mean = jax.lax.pmean(mean, axis_name)
     # two-pass variance: accurate where E[x^2] - E[x]^2 cancels
-    if BATCHNORM_VARIANCE_GRAD == "closed-form" and backend.cpu_fast_path():
+    impl = resolve(impl)
+    if impl.cpu and impl.batchnorm_variance_grad == "closed-form":
         var = centred_variance(xf, mean)
     else:
         var = jnp.mean(jnp.square(xf - mean), axes)
@@ -156,10 +142,12 @@ def _centred_variance_backward(residuals, g):
 centred_variance.defvjp(_centred_variance_forward, _centred_variance_backward)
 
 
-def normalize(xf, mean, var, scale, bias, epsilon: float) -> jax.Array:
-    """``(x - mean) / sqrt(var + eps) * scale + bias``; one multiply-add per element in the folded form."""
+def normalize(xf, mean, var, scale, bias, epsilon: float, impl: Impl | str | None = None) -> jax.Array:
+    """``(x - mean) / sqrt(var + eps) * scale + bias``; one multiply-add per element in the folded form (the
+    CPU path's, ``Impl.batchnorm_form``: its autodiff trained 1.05-1.21x faster on XLA:CPU, row 17)."""
     a = jax.lax.rsqrt(var + epsilon) * scale
-    if BATCHNORM_FORM == "centred":
+    impl = resolve(impl)
+    if not impl.cpu or impl.batchnorm_form == "centred":
         return (xf - mean) * a + bias
     return xf * a + (bias - mean * a)
 
@@ -172,6 +160,7 @@ def batch_norm(
     dtype: Dtype = jnp.float32,
     name: str | None = None,
     scale_init: Callable = nn.initializers.ones,
+    impl: Impl | str | None = None,
 ) -> nn.Module:
     """torch's BatchNorm2d (momentum 0.1, running variance unbiased) in batch mode when ``train``.
 
@@ -185,6 +174,7 @@ def batch_norm(
         axis_name=axis_name,
         dtype=dtype,
         scale_init=scale_init,
+        impl=impl,
         name=name,
     )
 
@@ -204,37 +194,41 @@ def _pool_padding(size: int, window: int, stride: int, pad: int, ceil_mode: bool
 
 def max_pool(
     x: jax.Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False,
-    store_gradient: bool = False,
+    store_gradient: bool = False, impl: Impl | str | None = None,
 ) -> jax.Array:
     """torch.nn.MaxPool2d on NHWC (padding counts as -inf, as in torch).
 
     The gradient goes to each window's first maximum, as in torch, through the dense backward pass of
-    :mod:`architectures.pooling` (JAX's own select_and_scatter is about half a CPU training step).
+    :mod:`architectures.ops.pooling` on the CPU path (JAX's own select_and_scatter is about half a CPU
+    training step); the reference path differentiates ``reduce_window``.
     ``store_gradient``: have XLA:CPU store the input gradient once (see :func:`max_pool_nhwc`).
     """
     pads = tuple(_pool_padding(x.shape[ax], window, stride, padding, ceil_mode) for ax in (1, 2))
-    return max_pool_nhwc(x, window, stride, pads, store_gradient)
+    return max_pool_nhwc(x, window, stride, pads, store_gradient, impl)
 
 
 def relu_max_pool(
     x: jax.Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False,
-    store_gradient: bool = False, relu: Callable[[jax.Array], jax.Array] = jax.nn.relu, store_input: bool = False,
+    store_gradient: bool = False, relu: Callable[..., jax.Array] | None = None, store_input: bool = False,
+    impl: Impl | str | None = None,
 ) -> jax.Array:
     """torch's ReLU followed by its MaxPool2d, computed as the pool followed by the ReLU.
 
     The maximum is monotone, so ``max_pool(relu(x)) == relu(max_pool(x))`` exactly, and the gradient reaches
     the same element: each window's first maximum when that maximum is positive, nothing otherwise (tested).
     Pooled first, the ReLU and its backward mask run on the pooled map (a quarter of the size, for stride 2)
-    instead of the full-size one (row 38 of docs/performance.md). ``relu``: ``jax.nn.relu`` or one with the
-    same values and gradients (``fusion_barrier.relu``). ``store_input``: have XLA:CPU compute the pool's input
-    once and store it (:func:`fusion_barrier.stored`) instead of recomputing it, a BatchNorm output, inside the
-    pool's forward and backward fusions (measured per network, row 38).
+    instead of the full-size one (row 38 of docs/performance.md), on the CPU path. ``relu``: ``jax.nn.relu``
+    (default) or one with the same values and gradients taking ``impl`` (``fusion_barrier.relu``).
+    ``store_input``: have XLA:CPU compute the pool's input once and store it (:func:`fusion_barrier.stored`)
+    instead of recomputing it, a BatchNorm output, inside the pool's forward and backward fusions (row 38).
     """
-    if POOL_BEFORE_RELU and backend.cpu_fast_path():
-        if store_input and STORE_POOL_INPUT:
-            x = fusion_barrier.stored(x)
-        return relu(max_pool(x, window, stride, padding, ceil_mode, store_gradient))
-    return max_pool(relu(x), window, stride, padding, ceil_mode, store_gradient)
+    impl = resolve(impl)
+    act = jax.nn.relu if relu is None else functools.partial(relu, impl=impl)
+    if impl.cpu and impl.pool_before_relu:
+        if store_input and impl.store_pool_input:
+            x = fusion_barrier.stored(x, impl)
+        return act(max_pool(x, window, stride, padding, ceil_mode, store_gradient, impl))
+    return max_pool(act(x), window, stride, padding, ceil_mode, store_gradient, impl)
 
 
 def avg_pool(
@@ -284,23 +278,6 @@ def flatten_nchw(x: jax.Array) -> jax.Array:
     return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
 
 
-#: feature maps standing for their concatenation on the channel axis: SqueezeNet's Fire outputs are passed on as
-#: their two branches' outputs, which 1x1 convolutions (``architectures.conv.Conv``: one product per part, summed),
-#: max pools (per channel) and dropout take as they are (row 40 of docs/performance.md)
-Parts = tuple[jax.Array, ...]
-
-
-def as_parts(x: jax.Array | Parts) -> Parts:
-    """``x`` as channel parts (a single feature map is one part)."""
-    return x if isinstance(x, tuple) else (x,)
-
-
-def concat_parts(x: jax.Array | Parts) -> jax.Array:
-    """The feature map that channel parts stand for."""
-    parts = as_parts(x)
-    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
-
-
 def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
     """ShuffleNet's channel shuffle on NHWC, equal to torchvision's NCHW reshape/transpose."""
     n, h, w, c = x.shape
@@ -311,8 +288,6 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
 
 def check_input_size(x: jax.Array, min_size: int, arch: str) -> None:
     """Raise a clear error when the spatial input is smaller than the network can take."""
-    from hotspot_jax.errors import ConfigError
-
     if x.ndim != 4:
         raise ConfigError(f"{arch} expects NHWC input (batch, height, width, 3), got shape {tuple(x.shape)}")
     h, w = x.shape[1], x.shape[2]

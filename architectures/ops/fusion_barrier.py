@@ -13,8 +13,8 @@ use into a multiplication (which it duplicates again); in a training step the 1 
 gradient, so it has two uses and the division stays (checked by tests/test_fusion_barrier.py); in an
 inference step it becomes a multiplication by 1, fused, and changes nothing. Used where it measured
 faster: ResNet (row 34) and GoogLeNet's max-pool input gradients (row 37, through
-``architectures.pooling``); MobileNetV2 trained 0.83x with it, and the other networks' memory traffic
-moved by under 1%. Only on the CPU backend and only while :data:`ENABLED`.
+``architectures.ops.pooling``); MobileNetV2 trained 0.83x with it, and the other networks' memory traffic
+moved by under 1%. Only on the CPU path, with ``Impl.fusion_barrier`` (:mod:`architectures.ops.impl`).
 """
 
 from __future__ import annotations
@@ -22,18 +22,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from architectures import backend
-
-#: the A/B switch (``patch=fusion-barrier=off``); read when a model is traced
-ENABLED = True
-#: whether :func:`relu` and :func:`relu6` take their gradient's mask from the stored output (True) or
-#: leave the gradient to JAX, which reads the input (``patch=fusion-barrier=input-masks``)
-MASK_FROM_OUTPUT = True
+from architectures.ops.impl import Impl, resolve
 
 
-def active() -> bool:
-    """Whether :func:`stored` inserts its division now (CPU backend and :data:`ENABLED`)."""
-    return ENABLED and backend.cpu_fast_path()
+def active(impl: Impl | str | None = None) -> bool:
+    """Whether :func:`stored` inserts its division (the CPU path, with ``impl.fusion_barrier``)."""
+    impl = resolve(impl)
+    return impl.cpu and impl.fusion_barrier
 
 
 def barrier_one(dtype) -> jax.Array:
@@ -41,9 +36,9 @@ def barrier_one(dtype) -> jax.Array:
     return jax.lax.optimization_barrier(jnp.ones((), dtype))
 
 
-def stored(x: jax.Array) -> jax.Array:
+def stored(x: jax.Array, impl: Impl | str | None = None) -> jax.Array:
     """``x`` unchanged in value, computed once and kept in memory by XLA:CPU (module doc)."""
-    if not active() or not jnp.issubdtype(x.dtype, jnp.floating):
+    if not active(impl) or not jnp.issubdtype(x.dtype, jnp.floating):
         return x
     return x / barrier_one(x.dtype)
 
@@ -68,10 +63,11 @@ def _stored_activation(act, inside):
 
     apply.defvjp(forward, backward)
 
-    def call(x: jax.Array) -> jax.Array:
-        if not active():
+    def call(x: jax.Array, impl: Impl | str | None = None) -> jax.Array:
+        impl = resolve(impl)
+        if not active(impl):
             return act(x)
-        return apply(x, barrier_one(x.dtype)) if MASK_FROM_OUTPUT else stored(act(x))
+        return apply(x, barrier_one(x.dtype)) if impl.mask_from_output else stored(act(x), impl)
 
     return call
 
