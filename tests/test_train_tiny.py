@@ -24,6 +24,7 @@ class TinyNet(nn.Module):
     """conv(stride 2) -> synced BatchNorm -> ReLU -> global mean -> dropout -> dense; optional aux head."""
 
     num_classes: int = 1000
+    impl: Any = None  # the architecture contract's op implementation (architectures.ops.impl); unused here
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
     dropout_rate: float = 0.5
