@@ -13,6 +13,7 @@ import pytest
 import architectures
 from hotspot_jax.explain import gradcam_layer, head_of, make_gradcam, spatial_children
 from hotspot_jax.train.restore import abstract_variables
+from test_train_tiny import fast_compile  # noqa: F401  (fixture)
 
 # the last convolutional stage of each architecture (what the report's heat maps show)
 EXPECTED_LAYER = {
@@ -71,15 +72,6 @@ def test_map_equals_hand_computation():
     np.testing.assert_allclose(maps, cam, atol=1e-5)  # same size as the input: the resize is the identity
     logits = np.asarray(model.apply(variables, x, train=False))
     np.testing.assert_allclose(probs, jax.nn.softmax(logits)[:, 1], rtol=1e-6)
-
-
-@pytest.fixture
-def fast_compile():
-    """Most XLA optimisations off while the tiny networks compile (compile time dominates); restored after."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
 
 
 # narrow variants of the registered architectures, so a few training steps take seconds on a CPU, and the

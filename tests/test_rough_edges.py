@@ -12,6 +12,7 @@ import test_train_tiny  # noqa: F401  (registers tiny_cnn_test)
 from fixtures_data import make_synthetic_release, metadata_sha256
 from hotspot_jax.cli import run_cli
 from hotspot_jax.train.cli import main
+from test_train_cli import _fails as fails
 from test_train_tiny import fast_compile  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
@@ -33,14 +34,7 @@ def data_env(release, monkeypatch, tmp_path):
 
 
 def _fails(capsys, argv, *needles) -> str:
-    code = run_cli(main, [str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]) and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
+    return fails(capsys, [str(a) for a in argv], *needles)
 
 
 def test_bad_data_is_found_before_the_weights_and_leaves_no_workdir(capsys, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from hotspot_jax.data import CLASS_NAMES, ModuleImages, ProtocolConfig, SplitManifest, make_binary_split, materialize
+from hotspot_jax.data import CLASS_NAMES, ProtocolConfig, SplitManifest, make_binary_split, materialize
 from hotspot_jax.data.tasks import (
     HELD_OUT,
     RARE_TRAIN_IMAGES,
@@ -20,22 +20,15 @@ from hotspot_jax.data.tasks import (
     positive_scores,
 )
 from hotspot_jax.errors import ConfigError, DataError
+from test_reproduce_levers import fake_dataset
 from test_train_tiny import fast_compile  # noqa: F401  (fixture)
 
 SIZES = {"Hot-Spot": 40, "Hot-Spot-Multi": 40, "No-Anomaly": 600, "Cell": 600, "Soiling": 60, "Diode": 330}
 
 
-def fake_dataset(sizes=SIZES, seed=0) -> ModuleImages:
-    rng = np.random.default_rng(seed)
-    labels = np.concatenate([np.full(n, CLASS_NAMES.index(c), np.int32) for c, n in sizes.items()])
-    labels = labels[rng.permutation(len(labels))]
-    images = rng.integers(0, 256, size=(len(labels), 40, 24, 1), dtype=np.uint8)
-    return ModuleImages(images=images, labels=labels, ids=np.arange(len(labels)).astype(str), metadata_sha256="f" * 64)
-
-
 @pytest.fixture(scope="module")
 def dataset():
-    return fake_dataset()
+    return fake_dataset(SIZES)
 
 
 def test_task_names_and_errors():
