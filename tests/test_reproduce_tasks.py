@@ -30,7 +30,7 @@ def test_task_is_a_recipe_setting_that_leaves_hotspot_fingerprints_alone():
     assert C12.fingerprint() != with_overrides(C12, ["task=hotspot"]).fingerprint()
     cfg = C12.train_config("shufflenet", 1, "/tmp/x").resolve()
     assert (cfg.task, cfg.image_size, cfg.epochs, cfg.lr, cfg.lr_schedule, cfg.online_augment, cfg.init_from) == \
-        ("classes12", 48, 15, 0.01, "cosine", "flip-shift", None)
+        ("classes12", 48, 40, 0.01, "cosine", "flip-shift", None)
     assert C12.train_config("alexnet", 0, "/tmp/x").resolve().image_size == 63
     assert "task" not in RECIPES["best"].lever_options()
     variant = with_overrides(RECIPES["paper-cpu"], ["task=anomaly"])
@@ -221,7 +221,7 @@ def test_lever_tables_of_classes12_runs(tmp_path):
     theirs = {i for i, y, p in zip(*(base["test_predictions"][k] for k in ("ids", "labels", "pred"))) if y == p}
     row = [line for line in table.splitlines() if "image_size=64" in line][0]
     assert f"| {lever['test']['accuracy']:.4f} | {lever['test']['macro_f1']:.4f} |" in row
-    assert f"{len(mine - theirs)} / {len(theirs - mine)}, p = " in row and "task classes12, 64 px, 15 ep" in row
+    assert f"{len(mine - theirs)} / {len(theirs - mine)}, p = " in row and f"task classes12, 64 px, {C12.epochs} ep" in row
     assert "Macro-F1" in table and "False alarms" not in table
     assert "| 0.8125 |" in validation_lever_table(tmp_path, ["classes12+image_size=64"])
     _write(tmp_path, [fake_run("alexnet", 0, 10, 0, 1, 9, recipe=RECIPES["paper-cpu"])])
