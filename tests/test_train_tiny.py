@@ -33,7 +33,7 @@ class TinyNet(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         x = nn.Conv(8, (3, 3), strides=(2, 2), padding=layers.torch_padding(1), dtype=self.dtype, name="conv1")(x)
-        x = layers.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, name="bn1")(x)
+        x = layers.batch_norm(train, axis_name=self.bn_axis_name, dtype=self.dtype, impl=self.impl, name="bn1")(x)
         x = jnp.mean(nn.relu(x), axis=(1, 2))
         if self.aux_logits and (train or self.is_initializing()):  # params exist from init, as GoogLeNet's
             aux = nn.Dense(self.num_classes, name="aux_fc")(x).astype(jnp.float32)

@@ -35,7 +35,8 @@ BUILDER_NAME = "own_module_images"
 
 
 def is_own_data(path: str | os.PathLike) -> bool:
-    """True for a CSV file, or a folder of class folders that is not an InfraredSolarModules release."""
+    """True for a CSV file, or a folder of class folders (one with an image at least) that is not an
+    InfraredSolarModules release."""
     p = Path(path).expanduser()
     if p.is_file():
         return p.suffix.lower() == ".csv"
@@ -45,7 +46,8 @@ def is_own_data(path: str | os.PathLike) -> bool:
 
     if (p / METADATA_NAME).is_file() or any((c / METADATA_NAME).is_file() for c in p.iterdir() if c.is_dir()):
         return False
-    return any(c.is_dir() and not c.name.startswith(".") for c in p.iterdir())
+    return any(f.suffix.lower() in IMAGE_SUFFIXES for c in p.iterdir() if c.is_dir() and not c.name.startswith(".")
+               for f in c.rglob("*"))  # a class folder with an image in it (else: reported as a release)
 
 
 def list_images(path: str | os.PathLike) -> tuple[list[tuple[Path, str]], str]:
