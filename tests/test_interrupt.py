@@ -8,12 +8,9 @@ from the first line, the huge-pages restart), with the test-only tiny CNN regist
 from __future__ import annotations
 
 import os
-import queue
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pytest
 
 import test_train_tiny  # noqa: F401  (registers tiny_cnn_test)
 from fixtures_data import make_synthetic_release
+from subprocess_lines import LineReader
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -67,40 +65,8 @@ def finished(tmp_path_factory):
     return run, [sys.executable, str(runner), *args], env
 
 
-class Script:
+class Script(LineReader):
     """A script run whose output lines are read by a thread, so the test can wait for one."""
-
-    def __init__(self, command: list[str], env: dict):
-        self.start = time.monotonic()
-        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._q: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            self._q.put(line)
-
-    def wait_for(self, text: str, timeout: float = 120) -> float:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                if text in self._q.get(timeout=0.1):
-                    return time.monotonic()
-            except queue.Empty:
-                if self.proc.poll() is not None and self._q.empty():
-                    break
-        raise AssertionError(f"never saw {text!r}; output:\n{self.output}")
-
-    def finish(self) -> int:
-        rc = self.proc.wait(timeout=120)
-        time.sleep(0.1)
-        return rc
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
 
 
 def _interrupted_cleanly(script: Script) -> None:

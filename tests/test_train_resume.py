@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import numpy as np
 import pytest
 
 import test_train_tiny  # noqa: F401  (registers tiny_cnn_test for load_trained)
+from subprocess_lines import LineReader
 
 TESTS = Path(__file__).resolve().parent
 RUNNER = (
@@ -30,41 +28,18 @@ ARGS = ["--arch", "tiny_cnn_test", "--image-size", "16", "--limit-train", "64", 
 TIMING_KEYS = ("train_seconds", "images_per_second")
 
 
-class Run:
-    """A training subprocess whose stderr lines are collected by a thread (so we can wait for one)."""
+class Run(LineReader):
+    """A training subprocess whose output lines are collected by a thread (so we can wait for one)."""
 
     def __init__(self, workdir: Path, env: dict, delay: float = 0.0):
         env = dict(env, HOTSPOT_TRAIN_STEP_DELAY=str(delay))
-        self.proc = subprocess.Popen([sys.executable, "-c", RUNNER, *ARGS, "--workdir", str(workdir)], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._q: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__([sys.executable, "-c", RUNNER, *ARGS, "--workdir", str(workdir)], env)
 
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            self._q.put(line)
-
-    def wait_for(self, text: str, timeout: float = 180) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                if text in self._q.get(timeout=0.2):
-                    return
-            except queue.Empty:
-                if self.proc.poll() is not None and self._q.empty():
-                    break
-        raise AssertionError(f"never saw {text!r}; output:\n{self.output}")
+    def wait_for(self, text: str, timeout: float = 180) -> float:
+        return super().wait_for(text, timeout)
 
     def finish(self, timeout: float = 300) -> int:
-        rc = self.proc.wait(timeout=timeout)
-        time.sleep(0.2)  # let the reader drain
-        return rc
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
+        return super().finish(timeout)
 
 
 def _meta(workdir: Path, step: int) -> dict:
