@@ -61,24 +61,32 @@ def hotspot_vs_rest(y_true: Sequence[int], probs: np.ndarray, class_names: Seque
     return binary_metrics(y, np.asarray(probs)[:, cols].sum(-1), 0.5)
 
 
-def confusion_matrix_figure(cm: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> Figure:
-    """A K x K confusion matrix with class names, counts, and rows shaded by recall."""
+def draw_confusion(ax, cm: Sequence[Sequence[int]], class_names: Sequence[str], title: str, *,
+                   count_size: float = 8, label_size: float = 8, axis_size: float | None = None,
+                   title_size: float = 10, count_format: str = "{}") -> None:
+    """Draw a K x K confusion matrix (rows true class) on ``ax``: rows shaded by their share (recall on the
+    diagonal), counts in the cells, class names on both axes."""
     cm = np.asarray(cm)
     k = len(class_names)
-    rows = np.maximum(cm.sum(1, keepdims=True), 1)
-    fig = Figure(figsize=(1.0 + 0.62 * k, 0.8 + 0.55 * k), dpi=110, layout="constrained")
-    ax = fig.add_subplot()
-    ax.imshow(cm / rows, cmap="Blues", vmin=0, vmax=1)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
             if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if cm[i, j] / rows[i, 0] > 0.6 else "black")
-    ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(k), class_names, fontsize=8)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=10)
+                ax.text(j, i, count_format.format(cm[i, j]), ha="center", va="center", fontsize=count_size,
+                        color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=label_size)
+    ax.set_yticks(range(k), class_names, fontsize=label_size)
+    ax.set_xlabel("predicted class", fontsize=axis_size)
+    ax.set_ylabel("true class", fontsize=axis_size)
+    ax.set_title(title, fontsize=title_size)
+
+
+def confusion_matrix_figure(cm: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> Figure:
+    """A K x K confusion matrix with class names, counts, and rows shaded by recall."""
+    k = len(class_names)
+    fig = Figure(figsize=(1.0 + 0.62 * k, 0.8 + 0.55 * k), dpi=110, layout="constrained")
+    draw_confusion(fig.add_subplot(), cm, class_names, title)
     return fig
 
 

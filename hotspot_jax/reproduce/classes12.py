@@ -131,20 +131,10 @@ def hotspot_vs_rest_table(groups: dict[str, list[dict]], summaries: dict[str, di
 
 # ------------------------------------------------------------------------------------------------ figures
 def _plot_confusion(ax, cm: np.ndarray, names: Sequence[str], title: str) -> None:
-    rows = np.maximum(cm.sum(1, keepdims=True), 1)
-    share = cm / rows
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    k = len(names)
-    for i in range(k):
-        for j in range(k):
-            if cm[i, j]:
-                ax.text(j, i, f"{cm[i, j]:,}", ha="center", va="center", fontsize=5.5,
-                        color="white" if share[i, j] > 0.6 else "black")
-    ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=6.5)
-    ax.set_yticks(range(k), names, fontsize=6.5)
-    ax.set_xlabel("predicted class", fontsize=8)
-    ax.set_ylabel("true class", fontsize=8)
-    ax.set_title(title, fontsize=9)
+    from hotspot_jax.evaluate.multiclass import draw_confusion
+
+    draw_confusion(ax, cm, names, title, count_size=5.5, label_size=6.5, axis_size=8, title_size=9,
+                   count_format="{:,}")
 
 
 def confusion_grid(groups: dict[str, list[dict]], summaries: dict[str, dict], title: str) -> Figure:
