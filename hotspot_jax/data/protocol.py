@@ -6,7 +6,11 @@ are split 70/15/15 -> 347/74/74 (``test = round(0.15 n)``, ``val = round(0.15 n)
 rounding half up); training hotspots are augmented offline x4 (original, rot180, gauss, sharpen) ->
 1,388; No-Anomaly is undersampled without replacement to the same counts (1,388/74/74), disjoint
 across splits. ``test_realistic`` = the test hotspots + every No-Anomaly image not used by train or
-val (realistic prevalence). Multiclass task: the same 70/15/15 rounding within each of the 12 classes.
+val (realistic prevalence). With ``no_anomaly_pools="fixed"`` (issue 23) the No-Anomaly images are first
+partitioned once, independently of the seed (:func:`no_anomaly_pools`): a realistic-test pool (40%) that
+is the healthy part of every seed's realistic test set, a pretraining pool (30%) that no hotspot split
+ever uses, so one pretraining can start the hotspot runs of every seed, and a draw pool (30%) from which
+each seed draws its 1,388/74/74. Multiclass task: the same 70/15/15 rounding within each of the 12 classes.
 Anomaly task: the multiclass split with binary labels (1 = any of the 11 anomaly classes). Both may be
 drawn from the images a binary split leaves for training (``exclude``), so that a run on them can start
 a binary run (``hotspot_jax.data.tasks``).
@@ -32,6 +36,10 @@ from hotspot_jax.errors import ConfigError, DataError
 
 MANIFEST_FORMAT = "hotspot_jax.split_manifest/1"
 TASKS = ("binary", "multiclass", "anomaly", "own")
+NO_ANOMALY_POOL_LAYOUTS = ("study", "fixed")
+# the "fixed" layout: shares of the No-Anomaly images (4,000 / 3,000 / 3,000 of 10,000), drawn once with this seed
+FIXED_POOL_SHARES = {"realistic": 0.4, "pretrain": 0.3}
+FIXED_POOL_SEED = 2022
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class ProtocolConfig:
     no_anomaly_per_hotspot: float = 1.0
     augment_classes: tuple[str, ...] = HOTSPOT_CLASSES
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    no_anomaly_pools: str = "study"  # study | fixed (see the module docstring and no_anomaly_pools())
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
@@ -61,6 +70,9 @@ class ProtocolConfig:
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError(f"val_fraction + test_fraction must be < 1, got "
                               f"{self.val_fraction} + {self.test_fraction}")
+        if self.no_anomaly_pools not in NO_ANOMALY_POOL_LAYOUTS:
+            raise ConfigError(f"unknown No-Anomaly pool layout {self.no_anomaly_pools!r}; use one of "
+                              f"{', '.join(NO_ANOMALY_POOL_LAYOUTS)}")
         if not self.no_anomaly_per_hotspot > 0:
             raise ConfigError(f"no_anomaly_per_hotspot must be > 0, got {self.no_anomaly_per_hotspot!r}")
         object.__setattr__(self, "augment_classes", tuple(self.augment_classes))
@@ -74,7 +86,9 @@ class ProtocolConfig:
         """JSON-serialisable form (``from_dict`` inverts it)."""
         return {"seed": int(self.seed), "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
                 "no_anomaly_per_hotspot": self.no_anomaly_per_hotspot,
-                "augment_classes": list(self.augment_classes), "augment": self.augment.to_dict()}
+                "augment_classes": list(self.augment_classes), "augment": self.augment.to_dict(),
+                # only when not the study's, so manifests written before the option existed stay byte-identical
+                **({"no_anomaly_pools": self.no_anomaly_pools} if self.no_anomaly_pools != "study" else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ProtocolConfig":
@@ -241,6 +255,21 @@ def _train_augmented_labels(dataset: ModuleImages, ids, config: ProtocolConfig, 
     return np.concatenate([labels] + [labels[aug]] * len(config.augment.ops))
 
 
+def no_anomaly_pools(dataset: ModuleImages, layout: str) -> dict[str, np.ndarray]:
+    """The No-Anomaly ids by use: ``draw`` (what a seed's split draws from), and for the ``fixed`` layout
+    ``realistic`` and ``pretrain``, disjoint, each sorted, the same for every seed (tests/test_pools.py)."""
+    na = dataset.ids_of_class(NO_ANOMALY)
+    if layout == "study":
+        return {"draw": na}
+    if layout != "fixed":
+        raise ConfigError(f"unknown No-Anomaly pool layout {layout!r}; use one of {', '.join(NO_ANOMALY_POOL_LAYOUTS)}")
+    perm = na[np.random.default_rng(FIXED_POOL_SEED).permutation(len(na))]
+    n_real = math.floor(FIXED_POOL_SHARES["realistic"] * len(na) + 0.5)
+    n_pre = math.floor(FIXED_POOL_SHARES["pretrain"] * len(na) + 0.5)
+    return {"realistic": _sorted_ids(perm[:n_real]), "pretrain": _sorted_ids(perm[n_real:n_real + n_pre]),
+            "draw": _sorted_ids(perm[n_real + n_pre:])}
+
+
 def make_binary_split(dataset: ModuleImages, config: ProtocolConfig = ProtocolConfig()) -> SplitManifest:
     """The study's hotspot-vs-No-Anomaly split: splits ``train``, ``val``, ``test``, ``test_realistic``.
 
@@ -248,7 +277,8 @@ def make_binary_split(dataset: ModuleImages, config: ProtocolConfig = ProtocolCo
     hotspot ids, then the No-Anomaly ids (both in dataset id order).
     """
     hot = dataset.ids_of_class(*HOTSPOT_CLASSES)
-    na = dataset.ids_of_class(NO_ANOMALY)
+    pools = no_anomaly_pools(dataset, config.no_anomaly_pools)
+    na = np.asarray(pools["draw"], dtype=dataset.ids.dtype)
     if not len(hot) or not len(na):
         raise DataError(f"the dataset has {len(hot)} hotspot and {len(na)} No-Anomaly images; the binary "
                         f"task needs both")
@@ -259,8 +289,9 @@ def make_binary_split(dataset: ModuleImages, config: ProtocolConfig = ProtocolCo
     ratio = config.no_anomaly_per_hotspot
     want = [math.floor(ratio * n + 0.5) for n in (n_test, n_val, _augmented_count(dataset, hot_train, config))]
     if sum(want) > len(na):
+        where = "the dataset has" if config.no_anomaly_pools == "study" else "the fixed layout's draw pool has"
         raise ConfigError(f"no_anomaly_per_hotspot={ratio} needs {sum(want)} No-Anomaly images "
-                          f"(test {want[0]}, val {want[1]}, train {want[2]}); the dataset has {len(na)}")
+                          f"(test {want[0]}, val {want[1]}, train {want[2]}); {where} {len(na)}")
     na_perm = na[rng.permutation(len(na))]
     na_test = na_perm[:want[0]]
     na_val = na_perm[want[0]:want[0] + want[1]]
@@ -269,8 +300,11 @@ def make_binary_split(dataset: ModuleImages, config: ProtocolConfig = ProtocolCo
         "train": _sorted_ids(np.concatenate([hot_train, na_train])),
         "val": _sorted_ids(np.concatenate([hot_val, na_val])),
         "test": _sorted_ids(np.concatenate([hot_test, na_test])),
-        # every No-Anomaly image that train and val do not use: the test ones and all never drawn
-        "test_realistic": _sorted_ids(np.concatenate([hot_test, na_test, na_perm[sum(want):]])),
+        # study: every No-Anomaly image that train and val do not use (the test ones and all never drawn);
+        # fixed: the test ones and the realistic pool, the same healthy modules for every seed
+        "test_realistic": _sorted_ids(np.concatenate([
+            hot_test, na_test, np.asarray(pools["realistic"], dtype=na.dtype) if "realistic" in pools
+            else na_perm[sum(want):]])),
     }
     counts = {name: _count(_binary_labels(dataset, ids), 2, BINARY_CLASS_NAMES) for name, ids in splits.items()}
     counts["train_augmented"] = _count(_train_augmented_labels(dataset, splits["train"], config, "binary"), 2,

@@ -17,7 +17,10 @@
 split of the same seed uses for training or not at all (never its validation, test or realistic test
 images), with 85/15/0: such a run (its checkpoint chosen on its own validation images) can start a
 hotspot run with ``--init-from`` without leaking (checked by :func:`check_no_leak`,
-tests/test_tasks.py).
+tests/test_tasks.py). ``leave_out="hotspot-any-seed"`` (with the ``fixed`` No-Anomaly pools,
+:func:`~hotspot_jax.data.protocol.no_anomaly_pools`) draws it only from the ten other anomaly classes and
+the pretraining pool of No-Anomaly images, which no hotspot split of any seed validates or tests on: one
+such run can start the hotspot runs of every seed (tests/test_pools.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ TASK_NAMES = ("hotspot", "anomaly", "classes12", "own")
 NEGATIVE_NAMES = ("no-anomaly", "no_anomaly", "noanomaly", "healthy", "normal", "ok")  # own data's negative class
 RARE_TRAIN_IMAGES = 300  # classes12: classes with fewer training originals are augmented offline x4
 HELD_OUT = ("val", "test", "test_realistic")  # splits no image of which may reach another run's training
+LEAVE_OUTS = ("hotspot", "hotspot-any-seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +101,20 @@ def task_of_manifest(manifest: SplitManifest) -> Task:
     return _BY_MANIFEST[manifest.task]
 
 
-def held_out_ids(dataset, seed: int) -> set[str]:
+def held_out_ids(dataset, seed: int, pools: str = "study") -> set[str]:
     """Ids of every validation, test and realistic-test image of the hotspot split of ``seed``."""
-    manifest = make_binary_split(dataset, ProtocolConfig(seed=seed))
+    manifest = make_binary_split(dataset, ProtocolConfig(seed=seed, no_anomaly_pools=pools))
     return {i for name in HELD_OUT for i in manifest.splits.get(name, ())}
+
+
+def held_out_any_seed(dataset) -> set[str]:
+    """Ids a hotspot split of some seed may validate or test on, with the ``fixed`` pools: every hotspot and
+    every No-Anomaly image outside the pretraining pool."""
+    from hotspot_jax.data.protocol import no_anomaly_pools
+
+    pools = no_anomaly_pools(dataset, "fixed")
+    return ({str(i) for i in dataset.ids_of_class(*HOTSPOT_CLASSES)}
+            | {str(i) for i in pools["realistic"]} | {str(i) for i in pools["draw"]})
 
 
 def rare_classes(dataset, config: ProtocolConfig, exclude: set[str]) -> tuple[str, ...]:
@@ -110,8 +124,9 @@ def rare_classes(dataset, config: ProtocolConfig, exclude: set[str]) -> tuple[st
     return tuple(c for c in CLASS_NAMES if 0 < counts.get(c, 0) < RARE_TRAIN_IMAGES)
 
 
-def make_split(task: Task, dataset, seed: int, leave_out: str | None = None) -> SplitManifest:
-    """The seeded split of ``task`` (see the module docstring); deterministic in (dataset, seed, leave_out)."""
+def make_split(task: Task, dataset, seed: int, leave_out: str | None = None, pools: str = "study") -> SplitManifest:
+    """The seeded split of ``task`` (see the module docstring); deterministic in (dataset, seed, leave_out,
+    pools); ``pools`` is the No-Anomaly pool layout of the hotspot split (its own, or the one left out)."""
     if dataset.own != (task.name == "own"):
         raise ConfigError("own images (an image folder or CSV given as --data) train the 'own' task, and only "
                           f"they do; got task {task.name} with {'own images' if dataset.own else 'InfraredSolarModules'}")
@@ -125,16 +140,30 @@ def make_split(task: Task, dataset, seed: int, leave_out: str | None = None) -> 
         if leave_out:
             raise ConfigError("--leave-out applies to the anomaly and classes12 tasks (a hotspot run leaves "
                               "nothing out of itself)")
-        return make_binary_split(dataset, ProtocolConfig(seed=seed))
+        return make_binary_split(dataset, ProtocolConfig(seed=seed, no_anomaly_pools=pools))
+    if pools != "study" and not leave_out:
+        raise ConfigError(f"the No-Anomaly pool layout {pools!r} belongs to the hotspot split; an {task.name} run "
+                          "uses it only to leave that split out (--leave-out)")
     exclude: set[str] = set()
     config = ProtocolConfig(seed=seed, augment_classes=())
     left_out = ""
     if leave_out:
-        if leave_out != "hotspot":
-            raise ConfigError(f"--leave-out {leave_out!r}: only 'hotspot' can be left out")
-        exclude = held_out_ids(dataset, seed)
-        config = dataclasses.replace(config, val_fraction=0.15, test_fraction=0.0)
-        left_out = f"hotspot split of seed {seed}: its validation, test and realistic-test images"
+        if leave_out not in LEAVE_OUTS:
+            raise ConfigError(f"--leave-out {leave_out!r}: use one of {', '.join(LEAVE_OUTS)}")
+        if leave_out == "hotspot":
+            exclude = held_out_ids(dataset, seed, pools)
+            left_out = f"hotspot split of seed {seed}: its validation, test and realistic-test images"
+            if pools != "study":
+                left_out += f" ({pools} No-Anomaly pools)"
+        else:
+            if pools != "fixed":
+                raise ConfigError("--leave-out hotspot-any-seed needs the fixed No-Anomaly pools "
+                                  "(--no-anomaly-pools fixed): only they keep images out of every seed's split")
+            exclude = held_out_any_seed(dataset)
+            left_out = ("hotspot splits of every seed (fixed No-Anomaly pools): every hotspot, the realistic-test "
+                        "and draw pools of No-Anomaly")
+        # recorded in the manifest: the pools of the hotspot split this one leaves out
+        config = dataclasses.replace(config, val_fraction=0.15, test_fraction=0.0, no_anomaly_pools=pools)
     if task.name == "classes12":
         config = dataclasses.replace(config, augment_classes=rare_classes(dataset, config, exclude))
     manifest = make_multiclass_split(dataset, config, exclude=exclude, left_out=left_out,

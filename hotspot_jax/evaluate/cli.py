@@ -128,8 +128,9 @@ def load_split_arrays(tm: Any, data: str | None, splits: Sequence[str], progress
     dataset = load_dataset(data, download=False, progress=progress)
     manifest = tm.manifest
     if manifest is None:
-        seed = int((tm.config.get("run") or {}).get("seed", 0))
-        manifest = make_binary_split(dataset, ProtocolConfig(seed=seed))
+        run = tm.config.get("run") or {}
+        seed = int(run.get("seed", 0))
+        manifest = make_binary_split(dataset, ProtocolConfig(seed=seed, no_anomaly_pools=run.get("no_anomaly_pools", "study")))
         origin = f"rebuilt from seed {seed} (the run has no manifest.json)"
     else:
         origin = "the run's manifest.json"

@@ -34,7 +34,9 @@ RECIPE_TASKS = ("hotspot", "anomaly", "classes12")
 
 # settings added after results were committed: left out of the fingerprint at these (default) values, so
 # the committed runs of a recipe stay its finished runs
-ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none", "aspect": "square", "task": "hotspot"}
+ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none", "aspect": "square", "task": "hotspot",
+               "no_anomaly_pools": "study", "pretrain_pool": "seed"}
+PRETRAIN_POOLS = ("seed", "shared")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,10 @@ class Recipe:
     pretrain_epochs: int = 0  # in-domain 12-class pretraining epochs (0: none); hotspot task only
     pretrain_lr: float = 0.01
     task: str = "hotspot"  # hotspot | anomaly | classes12 (hotspot_jax.data.tasks)
+    no_anomaly_pools: str = "study"  # study | fixed: the hotspot split's No-Anomaly pools (hotspot_jax.data.protocol)
+    # seed: each seed pretrains on what its hotspot split trains on or leaves unused; shared (fixed pools only):
+    # one pretraining per network, on what no seed validates or tests on, starts every seed's run
+    pretrain_pool: str = "seed"
 
     def __post_init__(self):
         """ConfigError for a task that does not exist or cannot take the recipe's settings: the in-domain
@@ -77,6 +83,13 @@ class Recipe:
                 f"recipe {self.name!r} pretrains in-domain ({self.pretrain_epochs} epochs of classes12 leaving out the "
                 f"hotspot split's held-out images), which can only start a hotspot run: for --task {self.task} use "
                 f"--recipe classes12 or add --set pretrain_epochs=0")
+        if self.pretrain_pool not in PRETRAIN_POOLS:
+            raise ConfigError(f"unknown pretrain_pool {self.pretrain_pool!r}; use one of {', '.join(PRETRAIN_POOLS)}")
+        if self.pretrain_pool == "shared" and self.no_anomaly_pools != "fixed":
+            raise ConfigError("pretrain_pool=shared needs no_anomaly_pools=fixed: only the fixed pools keep images "
+                              "out of every seed's hotspot split")
+        if self.task != "hotspot" and self.no_anomaly_pools != "study":
+            raise ConfigError(f"recipe {self.name!r}: no_anomaly_pools applies to the hotspot task, not {self.task}")
         if self.task != "hotspot" and self.no_anomaly_ratio != 1.0:
             raise ConfigError(f"recipe {self.name!r}: no_anomaly_ratio applies to the hotspot task, not {self.task}")
 
@@ -91,15 +104,16 @@ class Recipe:
         defaults = Recipe(name="", description="")
         out = {}
         for key in ("lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "label_smoothing",
-                    "mixup_alpha", "tta", "aspect", "task"):
+                    "mixup_alpha", "tta", "aspect", "task", "no_anomaly_pools"):
             if getattr(self, key) != getattr(defaults, key):
                 out[key] = getattr(self, key)
         return out
 
     def pretrain_config(self, arch: str, seed: int, workdir: str, data: str | None = None):
         """The TrainConfig of a run's in-domain pretraining: an ordinary classes12 run on the images the hotspot
-        split of ``seed`` trains on or leaves unused (``leave_out="hotspot"``), cosine schedule with one
-        warmup epoch, the recipe's input, batch and online augmentation."""
+        split of ``seed`` trains on or leaves unused (``leave_out="hotspot"``), or with ``pretrain_pool="shared"``
+        on the images no seed's split validates or tests on (``leave_out="hotspot-any-seed"``, seed 0 for every
+        seed); cosine schedule with one warmup epoch, the recipe's input, batch and online augmentation."""
         from hotspot_jax.train.config import TrainConfig
 
         import architectures
@@ -109,8 +123,10 @@ class Recipe:
             size = max(size, architectures.get(arch).min_input_size)
         return TrainConfig(
             arch=arch, data=data, epochs=self.pretrain_epochs, batch_size=self.batch_size, lr=self.pretrain_lr,
-            momentum=self.momentum, weight_decay=self.weight_decay, image_size=size, profile="paper", seed=seed,
-            workdir=workdir, task="classes12", leave_out="hotspot", lr_schedule="cosine",
+            momentum=self.momentum, weight_decay=self.weight_decay, image_size=size, profile="paper",
+            seed=0 if self.pretrain_pool == "shared" else seed, workdir=workdir, task="classes12",
+            leave_out="hotspot-any-seed" if self.pretrain_pool == "shared" else "hotspot",
+            no_anomaly_pools=self.no_anomaly_pools, lr_schedule="cosine",
             warmup_epochs=1 if self.pretrain_epochs > 1 else 0, online_augment=self.online_augment,
             aspect=self.aspect, keep=1,
         )

@@ -65,10 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="hotspot: Hot-Spot(-Multi) vs No-Anomaly, the study's split; anomaly: any anomaly vs No-Anomaly; "
         "classes12: all 12 classes; own: the classes of one's own images, given as --data DIR/<class>/*.png|jpg|tif "
         "or a CSV of path,label (splits: docs/tasks.md) (default: own for one's own images, else hotspot)")
-    arg("--leave-out", choices=("hotspot",),
-        help="anomaly/classes12 only: draw the split from the images the hotspot split of the same --seed trains "
-        "on or leaves unused (85%% train, 15%% validation, no test), so that this run can start a hotspot run with "
-        "--init-from without leaking (default: none)")
+    from hotspot_jax.data.protocol import NO_ANOMALY_POOL_LAYOUTS
+    from hotspot_jax.data.tasks import LEAVE_OUTS
+
+    arg("--leave-out", choices=LEAVE_OUTS,
+        help="anomaly/classes12 only: hotspot = draw the split from the images the hotspot split of the same --seed "
+        "trains on or leaves unused (85%% train, 15%% validation, no test), so that this run can start a hotspot run "
+        "with --init-from without leaking; hotspot-any-seed (with --no-anomaly-pools fixed) = only from images no "
+        "hotspot split of any seed validates or tests on (no hotspots), so one run can start every seed's (default: none)")
+    arg("--no-anomaly-pools", choices=NO_ANOMALY_POOL_LAYOUTS,
+        help="the hotspot split's No-Anomaly images: study = each seed draws from all 10,000 and the realistic test "
+        "set is every one left unused; fixed = a seed-independent partition: 4,000 realistic-test, 3,000 for "
+        "pretraining only, 3,000 to draw from (docs/tasks.md) (default: study)")
     arg("--init-from", metavar="RUN_DIR|CHECKPOINT",
         help="start from another run's weights (its best checkpoint, or the checkpoint directory given), BatchNorm "
         "statistics included; a new head when its task has another class count. No image that trained that run may "

@@ -24,7 +24,7 @@ IDENTITY_FIELDS = (
     "epochs_schedule", "lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio",
     "label_smoothing", "mixup_alpha", "aspect",
     # tasks and starting points (hotspot_jax.data.tasks); a stored config without them is a hotspot run from its init
-    "task", "leave_out", "init_from_checkpoint",
+    "task", "leave_out", "init_from_checkpoint", "no_anomaly_pools",
 )
 
 
@@ -65,7 +65,9 @@ class TrainConfig:
     target_sensitivity: float = 0.95
     task: str | None = None  # hotspot | anomaly | classes12 | own (hotspot_jax.data.tasks); None: own for one's
     # own images (--data a folder of class folders or a CSV), else hotspot
-    leave_out: str | None = None  # "hotspot": split only images the hotspot split of this seed trains on or leaves unused
+    leave_out: str | None = None  # "hotspot": split only images the hotspot split of this seed trains on or leaves unused;
+    # "hotspot-any-seed": only images no hotspot split of any seed validates or tests on (fixed pools)
+    no_anomaly_pools: str = "study"  # the hotspot split's No-Anomaly pools: study | fixed (hotspot_jax.data.protocol)
 
     @property
     def epochs_schedule(self) -> int | None:
@@ -133,10 +135,25 @@ class TrainConfig:
         if own and task_name != "own":
             raise ConfigError(f"--data {self.data or '$HOTSPOT_DATA'} holds one's own labelled images: their task is "
                               f"their own classes (--task own, the default for them), not {task_name}")
-        if self.leave_out is not None and self.leave_out != "hotspot":
-            raise ConfigError(f"--leave-out {self.leave_out!r}: only 'hotspot' can be left out")
+        from hotspot_jax.data.protocol import NO_ANOMALY_POOL_LAYOUTS
+        from hotspot_jax.data.tasks import LEAVE_OUTS
+
+        if self.leave_out is not None and self.leave_out not in LEAVE_OUTS:
+            raise ConfigError(f"--leave-out {self.leave_out!r}: use one of {', '.join(LEAVE_OUTS)}")
         if self.leave_out and task_name not in ("anomaly", "classes12"):
-            raise ConfigError("--leave-out hotspot is for an anomaly or classes12 run that will start a hotspot run")
+            raise ConfigError(f"--leave-out {self.leave_out} is for an anomaly or classes12 run that will start a "
+                              "hotspot run")
+        if self.no_anomaly_pools not in NO_ANOMALY_POOL_LAYOUTS:
+            raise ConfigError(f"unknown --no-anomaly-pools {self.no_anomaly_pools!r}; use one of "
+                              f"{', '.join(NO_ANOMALY_POOL_LAYOUTS)}")
+        if self.no_anomaly_pools != "study" and not (task_name == "hotspot" or self.leave_out):
+            raise ConfigError(f"--no-anomaly-pools {self.no_anomaly_pools} applies to the hotspot task or to a run "
+                              "that leaves the hotspot split out (--leave-out)")
+        if self.leave_out == "hotspot-any-seed" and self.no_anomaly_pools != "fixed":
+            raise ConfigError("--leave-out hotspot-any-seed needs --no-anomaly-pools fixed")
+        if self.no_anomaly_pools != "study" and self.no_anomaly_ratio != 1.0:
+            raise ConfigError("--no-anomaly-ratio above 1 takes its images from the realistic test set of the study's "
+                              "layout; it is not available with --no-anomaly-pools fixed")
         if pretrained and self.init_from:
             raise ConfigError("--pretrained and --init-from both give initial weights; use one")
         init_from, init_checkpoint = None, None
@@ -178,7 +195,8 @@ class TrainConfig:
 
 
 _LEVER_DEFAULTS = {"epochs_schedule": None, "lr_schedule": "constant", "warmup_epochs": 0, "online_augment": "none",
-                   "no_anomaly_ratio": 1.0, "task": "hotspot", "leave_out": None, "init_from_checkpoint": None}
+                   "no_anomaly_ratio": 1.0, "task": "hotspot", "leave_out": None, "init_from_checkpoint": None,
+                   "no_anomaly_pools": "study"}
 
 
 def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:
