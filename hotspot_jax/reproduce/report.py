@@ -21,6 +21,7 @@ from hotspot_jax.reproduce.aggregate import (
     shared_errors,
     summarize,
 )
+from hotspot_jax.reproduce.ensemble import operating_points
 from hotspot_jax.reproduce.figures import write_figures
 from hotspot_jax.reproduce.recipes import RECIPES
 from hotspot_jax.reproduce.runner import load_results, run_task, write_json
@@ -93,10 +94,16 @@ def _binary_body(recipe: str, desc: str, runs: list[dict[str, Any]], groups: dic
         tables.pooled_table(groups, balanced),
     ]
     if study:
+        points = operating_points(groups)
+        aggregate["operating_points"] = points
         parts += [
             "Realistic prevalence (test hotspots among every No-Anomaly image not used for training or validation):",
             tables.realistic_table(groups, realistic),
         ]
+        if points["rows"]:
+            parts += ["At the operating point a crew acts on (each run's threshold chosen on its validation split for "
+                      "sensitivity >= 0.95; the ensemble's chosen on the mean of its networks' validation scores), "
+                      "means over seeds:", tables.operating_point_table(points)]
     parts += [
         "Paired comparisons of test accuracy:",
         tables.comparisons_table(pairs) if pairs else "(fewer than two architectures)",

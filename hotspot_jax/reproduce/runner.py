@@ -39,10 +39,14 @@ def run_dir(runs_dir: str | Path, recipe: str, arch: str, seed: int) -> Path:
 
 
 def pretrain_dir(runs_dir: str | Path, recipe: Recipe, arch: str, seed: int) -> Path:
-    """Where a run's in-domain pretraining lives: shared by every recipe with the same pretraining settings."""
-    key = f"{arch}-s{seed}-classes12-{recipe.image_size or 'native'}px-e{recipe.pretrain_epochs}-lr{recipe.pretrain_lr:g}-{recipe.online_augment}"
+    """Where a run's in-domain pretraining lives: shared by every recipe with the same pretraining settings (and,
+    with ``pretrain_pool="shared"``, by every seed)."""
+    who = "shared" if recipe.pretrain_pool == "shared" else f"s{seed}"
+    key = f"{arch}-{who}-classes12-{recipe.image_size or 'native'}px-e{recipe.pretrain_epochs}-lr{recipe.pretrain_lr:g}-{recipe.online_augment}"
     if recipe.aspect != "square":
         key += f"-{recipe.aspect}"
+    if recipe.no_anomaly_pools != "study":
+        key += f"-{recipe.no_anomaly_pools}pools"
     return Path(runs_dir) / "pretrain" / key
 
 
@@ -151,7 +155,17 @@ def _test_metrics(tm: dict[str, Any], task: str, workdir: Path) -> dict[str, Any
                                            if k in tm[f"{split}_at_operating_point"]}
            for split in splits if f"{split}_at_operating_point" in tm},
         "test_predictions": read_predictions(predictions),
+        # validation and realistic-test scores: an ensemble chooses its own threshold on the former
+        # (hotspot_jax.reproduce.ensemble); runs made before they were kept have neither
+        **{f"{split}_predictions": _scores(workdir / "evaluation" / f"{split}_predictions.csv")
+           for split in ("val", "test_realistic") if (workdir / "evaluation" / f"{split}_predictions.csv").is_file()},
     }
+
+
+def _scores(path: Path) -> dict[str, list]:
+    """ids, labels and positive-class probabilities (4 decimals: 8,600 realistic-test images stay ~100 KB)."""
+    p = read_predictions(path)
+    return {"ids": p["ids"], "labels": p["labels"], "probs": [round(x, 4) for x in p["probs"]]}
 
 
 def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: dict[str, Any] | None = None
@@ -285,8 +299,10 @@ def run_grid(
             pre_cfg = recipe.pretrain_config(arch, seed, str(pre_dir), data)
             set_aside_stale_workdir(pre_dir, pre_cfg, log)
             finished = (pre_dir / "test_metrics.json").is_file()  # a run writes it last; shared, not redone
+            what = ("every seed's hotspot split" if recipe.pretrain_pool == "shared"
+                    else "the hotspot split's held-out images")
             log(f"in-domain pretraining: reusing {pre_dir}" if finished else
-                f"in-domain pretraining (classes12, leaving out the hotspot split's held-out images) -> {pre_dir}")
+                f"in-domain pretraining (classes12, leaving out {what}) -> {pre_dir}")
             if not finished and train_fn(pre_cfg, progress=progress, log=log, dataset=dataset).interrupted:
                 report["interrupted"].append(f"{arch}-s{seed}")
                 log(f"interrupted {recipe.name}/{arch}-s{seed} in pretraining; rerun the same command to continue")
@@ -294,6 +310,8 @@ def run_grid(
             init_from = str(pre_dir)
             extra["pretraining"] = pretraining_summary(pre_dir)
             extra["timing"]["pretrain_seconds"] = extra["pretraining"]["train_seconds"]
+            if recipe.pretrain_pool == "shared":  # one pretraining serves every seed: count it once, not per seed
+                extra["timing"]["pretrain_shared_across_seeds"] = True
         cfg = recipe.train_config(arch, seed, str(workdir), data, pretrained=weights, init_from=init_from)
         set_aside_stale_workdir(workdir, cfg, log)
         result = train_fn(cfg, progress=progress, log=log, dataset=dataset)

@@ -129,3 +129,19 @@ def shared_errors_table(rows: list[dict[str, Any]]) -> str:
                     + [f"{r['wrong_by_majority']} ({r['wrong_by_majority_hotspots']})", fmt(r["ensemble_accuracy"]),
                        fmt(r["best_single_accuracy"]), fmt(r["right_by_any"])])
     return _table(header, body)
+
+
+def operating_point_table(points: dict[str, Any]) -> str:
+    """Each network, and the seeds' ensembles, at 0.5 and at the validation-chosen threshold (means over seeds)."""
+    target = points["target_sensitivity"]
+    header = ["Network", "Seeds", "Balanced test accuracy (0.5)", "Realistic sensitivity (0.5)",
+              "False alarms / 1000 (0.5)", f"Threshold (val sensitivity >= {target:g})", "Realistic sensitivity (threshold)",
+              "False alarms / 1000 (threshold)"]
+    rows = []
+    for r in points["rows"]:
+        name = (f"ensemble (mean probability of {len(points['ensembles'][0]['archs'])} networks)"
+                if r["name"] == "ensemble" else display_name(r["name"]))
+        rows.append([name, str(len(r["seeds"])), fmt(r["test_accuracy"]), fmt(r["realistic_sensitivity_at_0.5"], 3),
+                     fmt(r["realistic_false_alarms_at_0.5"], 1), fmt(r["threshold"], 3),
+                     fmt(r["realistic_sensitivity_at_point"], 3), fmt(r["realistic_false_alarms_at_point"], 1)])
+    return _table(header, rows)

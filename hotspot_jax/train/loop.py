@@ -180,7 +180,7 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progre
 
     ds = dataset if dataset is not None else load_dataset(cfg.data, progress=progress)
     task = get_task(cfg.task, ds.class_names if ds.own else None)
-    manifest = make_split(task, ds, cfg.seed, cfg.leave_out)
+    manifest = make_split(task, ds, cfg.seed, cfg.leave_out, cfg.no_anomaly_pools)
     arrays = dict(materialize(ds, manifest))
     if task.name == "hotspot":
         manifest, arrays = levers.add_no_anomaly(ds, manifest, arrays, cfg.no_anomaly_ratio, cfg.seed)
@@ -270,7 +270,8 @@ def describe_initialisation(cfg: TrainConfig, num_classes: int) -> str:
     run = source["run"]
     task = task_of_config(source)
     head = "its head kept" if task.num_classes == num_classes else "new head"
-    left = ", leaving out the hotspot split's held-out images" if run.get("leave_out") else ""
+    left = {"hotspot": ", leaving out the hotspot split's held-out images",
+            "hotspot-any-seed": ", leaving out every seed's hotspot split"}.get(run.get("leave_out"), "")
     return (f"in-domain: {task.name} run {checkpoint.parent.parent.name} ({run['arch']}, {run['epochs']} epochs{left}; "
             f"{source.get('initialisation', 'scratch')}), checkpoint {checkpoint.parent.name}/{checkpoint.name}, {head}")
 
@@ -615,6 +616,11 @@ def _choose_operating_point(cfg, val_split, eval_step, rep, n_dev, checkpoint, r
         return None
     point["validation_at_0.5"] = binary_metrics(val_split.labels, res["probs"], 0.5)
     decision_threshold.write(cfg.workdir, point, checkpoint, run_created)
+    from hotspot_jax.evaluate.report import write_predictions_csv
+
+    # the scores the threshold was chosen on: what an ensemble's own operating point is chosen on later
+    write_predictions_csv(Path(cfg.workdir) / "evaluation" / "val_predictions.csv", val_split.ids, val_split.labels,
+                          res["probs"], point["threshold"], val_split.class_names)
     log(f"operating point: threshold {point['threshold']:.4g} for validation sensitivity >= "
         f"{point['target_sensitivity']:g} (validation: sensitivity {point['validation_sensitivity']:.3f}, "
         f"specificity {point['validation_specificity']:.3f})"
