@@ -42,6 +42,9 @@ def require_torch() -> None:
         pytest.skip("needs torch and torchvision: pip install 'hotspot_jax[torch]'")
 
 RTOL = 1e-4
+#: every torch-parity test runs on both implementations of architectures/ops/impl.py: "reference" (the plain
+#: lax ops, the default on a GPU) and "cpu" (the CPU rewrites, the default here); pass as ``impl=``
+IMPLS = ("reference", "cpu")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ from architectures.ops.avgpool_linear import AvgPoolLinear
 from architectures.ops.conv import Conv
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
+    IMPLS,
     assert_eval_parity,
     assert_param_count,
     check,
@@ -162,23 +163,25 @@ def test_min_input_size_is_torchvisions():
 
 
 @pytest.mark.needs_torch
-def test_eval_parity_227_and_small_non_square():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_eval_parity_227_and_small_non_square(impl):
     # 227: the study's size; 100x67: adaptive pooling from 2x1 up to 6x6 (overlapping, repeated bins)
     model = torch_model_for("alexnet", num_classes=12)
-    diffs = assert_eval_parity("alexnet", model, TORCH_STAGES, sizes=[(227, 227), (100, 67)])
+    diffs = assert_eval_parity("alexnet", model, TORCH_STAGES, sizes=[(227, 227), (100, 67)], impl=impl)
     # randomly initialised logits are far below 1: also hold them to 1e-4 of their own scale
     assert all(d.max_abs_diff <= 1e-4 * d.scale for d in diffs if d.what.endswith("logits"))
 
 
 @pytest.mark.needs_torch
-def test_train_mode_parity_without_dropout():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_train_mode_parity_without_dropout(impl):
     # no BatchNorm: with dropout off, train mode must compute what torch's train mode computes
     require_torch()
     import torch
 
     torch_model = disable_dropout(torch_model_for("alexnet", seed=2, num_classes=5)).train()
     variables = weights_convert.convert("alexnet", torch_model)
-    model = architectures.create("alexnet", num_classes=5, dropout_rate=0.0)
+    model = architectures.create("alexnet", num_classes=5, dropout_rate=0.0, impl=impl)
     x = random_input(3, 96, 64, seed=7)
     with torch.no_grad():
         ref = torch_model(torch.from_numpy(x)).numpy()

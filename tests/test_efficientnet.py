@@ -9,7 +9,7 @@ import pytest
 import architectures
 from architectures.efficientnet import TORCH_STAGES
 from architectures.ops.regularisation import StochasticDepth
-from parity_utils import assert_eval_parity, assert_param_count, assert_train_parity, torch_model_for
+from parity_utils import IMPLS, assert_eval_parity, assert_param_count, assert_train_parity, torch_model_for
 
 
 def test_param_count_matches_torchvisions():
@@ -19,7 +19,7 @@ def test_param_count_matches_torchvisions():
 
 
 @pytest.mark.needs_torch
-@pytest.mark.parametrize("impl", ["reference", "cpu"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_eval_parity_with_randomised_batchnorm(impl):
     """Logits and every stage within 1e-4 x max(1, max |value|) of torchvision's, module-sized and odd inputs."""
     model = torch_model_for("efficientnet_b0", seed=2, num_classes=7)
@@ -27,7 +27,8 @@ def test_eval_parity_with_randomised_batchnorm(impl):
 
 
 @pytest.mark.needs_torch
-def test_train_parity_batch_statistics():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_train_parity_batch_statistics(impl):
     """Train mode with dropout and stochastic depth off on both sides: logits and new running statistics."""
     from torchvision.ops import StochasticDepth as TorchStochasticDepth
 
@@ -35,7 +36,8 @@ def test_train_parity_batch_statistics():
     for module in model.modules():
         if isinstance(module, TorchStochasticDepth):
             module.p = 0.0
-    assert_train_parity("efficientnet_b0", model, size=(40, 24), batch=4, dropout_rate=0.0, stochastic_depth_prob=0.0)
+    assert_train_parity("efficientnet_b0", model, size=(40, 24), batch=4, dropout_rate=0.0, stochastic_depth_prob=0.0,
+                        impl=impl)
 
 
 def test_stochastic_depth_drops_whole_samples_and_rescales():

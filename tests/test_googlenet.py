@@ -13,6 +13,7 @@ from architectures.ops.conv import Conv
 from architectures.googlenet import TORCH_STAGES
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
+    IMPLS,
     assert_eval_parity,
     assert_param_count,
     assert_train_parity,
@@ -186,31 +187,36 @@ def test_min_input_size_is_torchvisions():
 
 
 @pytest.mark.needs_torch
-def test_eval_parity_224():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_eval_parity_224(impl):
     # torch's model has aux heads (constructor default); ours (aux_logits=False) converts without them
     model = torch_model_for("googlenet", **TORCH_KWARGS)
-    assert_eval_parity("googlenet", model, TORCH_STAGES, sizes=[(224, 224)])
+    assert_eval_parity("googlenet", model, TORCH_STAGES, sizes=[(224, 224)], impl=impl)
 
 
 @pytest.mark.needs_torch
-def test_eval_parity_dataset_size_with_transform_input():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_eval_parity_dataset_size_with_transform_input(impl):
     # 40x24: the dataset's native (height, width), 12 classes; transform_input=True as torchvision sets it
     # for its ImageNet weights (one compile for both checks: XLA's CPU compile of GoogLeNet is slow)
     model = torch_model_for("googlenet", seed=3, num_classes=12, transform_input=True, **TORCH_KWARGS)
-    assert_eval_parity("googlenet", model, TORCH_STAGES, sizes=[(40, 24)], batch=3, transform_input=True)
+    assert_eval_parity("googlenet", model, TORCH_STAGES, sizes=[(40, 24)], batch=3, transform_input=True, impl=impl)
 
 
 @pytest.mark.needs_torch
-def test_train_parity_with_aux_heads():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_train_parity_with_aux_heads(impl):
     # BN on batch statistics (incl. the aux heads' BN, which torch runs in training), dropout off
     model = torch_model_for("googlenet", seed=1, **TORCH_KWARGS)
     assert_train_parity(
-        "googlenet", model, size=(64, 48), batch=4, aux_logits=True, dropout_rate=0.0, aux_dropout_rate=0.0
+        "googlenet", model, size=(64, 48), batch=4, aux_logits=True, dropout_rate=0.0, aux_dropout_rate=0.0,
+        impl=impl,
     )
 
 
 @pytest.mark.needs_torch
-def test_aux_logits_parity_in_training():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_aux_logits_parity_in_training(impl):
     # torch's train-mode GoogLeNetOutputs(logits, aux_logits2, aux_logits1) vs our sown aux logits
     require_torch()
     import torch
@@ -221,7 +227,7 @@ def test_aux_logits_parity_in_training():
             m.p = 0.0
     options = dict(aux_logits=True, dropout_rate=0.0, aux_dropout_rate=0.0)
     variables = weights_convert.convert("googlenet", torch_model, **options)
-    model = architectures.create("googlenet", num_classes=7, **options)
+    model = architectures.create("googlenet", num_classes=7, impl=impl, **options)
     x = random_input(4, 57, 41, seed=5)  # 4x3 maps into the aux heads: adaptive pooling up to 4x4
     with torch.no_grad():
         out = torch_model.train()(torch.from_numpy(x))

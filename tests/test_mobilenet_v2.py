@@ -9,6 +9,7 @@ import architectures
 from architectures.mobilenet_v2 import TORCH_STAGES, make_divisible
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
+    IMPLS,
     assert_eval_parity,
     assert_param_count,
     assert_train_parity,
@@ -190,23 +191,27 @@ def test_bad_input_is_a_clear_error():
 
 
 @pytest.mark.needs_torch
-def test_eval_parity_224_and_dataset_size():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_eval_parity_224_and_dataset_size(impl):
     model = torch_model_for("mobilenet_v2")
-    assert_eval_parity("mobilenet_v2", model, TORCH_STAGES, sizes=[(224, 224), (40, 24)])
+    assert_eval_parity("mobilenet_v2", model, TORCH_STAGES, sizes=[(224, 224), (40, 24)], impl=impl)
 
 
 @pytest.mark.needs_torch
-def test_eval_parity_other_width_tiny_input():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_eval_parity_other_width_tiny_input(impl):
     model = torch_model_for("mobilenet_v2", seed=3, num_classes=12, width_mult=0.75)
     assert_eval_parity(
-        "mobilenet_v2", model, TORCH_STAGES, sizes=[(1, 1), (57, 33)], batch=3, width_mult=0.75
+        "mobilenet_v2", model, TORCH_STAGES, sizes=[(1, 1), (57, 33)], batch=3, width_mult=0.75, impl=impl
     )
 
 
 @pytest.mark.needs_torch
-def test_train_parity():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_train_parity(impl):
     assert_train_parity(
-        "mobilenet_v2", torch_model_for("mobilenet_v2", seed=1), size=(40, 24), batch=8, dropout_rate=0.0
+        "mobilenet_v2", torch_model_for("mobilenet_v2", seed=1), size=(40, 24), batch=8, dropout_rate=0.0,
+        impl=impl,
     )
 
 

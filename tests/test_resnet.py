@@ -9,6 +9,7 @@ import architectures
 from architectures.resnet import ResNet
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
+    IMPLS,
     assert_eval_parity,
     assert_param_count,
     assert_train_parity,
@@ -68,17 +69,20 @@ def test_wrong_rank_input_is_a_clear_error():
 
 
 @pytest.mark.needs_torch
-def test_resnet50_eval_parity():
-    assert_eval_parity("resnet50", torch_model_for("resnet50"), STAGES, sizes=[(224, 224), (96, 128)])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_resnet50_eval_parity(impl):
+    assert_eval_parity("resnet50", torch_model_for("resnet50"), STAGES, sizes=[(224, 224), (96, 128)], impl=impl)
 
 
 @pytest.mark.needs_torch
-def test_resnet50_train_parity():
-    assert_train_parity("resnet50", torch_model_for("resnet50", seed=1), size=(64, 64), batch=4)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_resnet50_train_parity(impl):
+    assert_train_parity("resnet50", torch_model_for("resnet50", seed=1), size=(64, 64), batch=4, impl=impl)
 
 
 @pytest.mark.needs_torch
-def test_resnet18_eval_and_train_parity():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_resnet18_eval_and_train_parity(impl):
     # the "new variant" proof: BasicBlock network through the same helpers, odd non-square size
-    assert_eval_parity("resnet18", torch_model_for("resnet18", num_classes=7), STAGES, sizes=[(224, 224), (75, 61)])
-    assert_train_parity("resnet18", torch_model_for("resnet18", seed=2, num_classes=7), size=(48, 40), batch=3)
+    assert_eval_parity("resnet18", torch_model_for("resnet18", num_classes=7), STAGES, sizes=[(224, 224), (75, 61)], impl=impl)
+    assert_train_parity("resnet18", torch_model_for("resnet18", seed=2, num_classes=7), size=(48, 40), batch=3, impl=impl)

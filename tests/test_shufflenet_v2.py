@@ -9,6 +9,7 @@ import architectures
 from architectures.shufflenet_v2 import TORCH_STAGES
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
+    IMPLS,
     assert_eval_parity,
     assert_param_count,
     assert_train_parity,
@@ -146,22 +147,25 @@ def test_bad_input_is_a_clear_error():
 
 
 @pytest.mark.needs_torch
-def test_x1_0_eval_parity_224_and_dataset_size():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_x1_0_eval_parity_224_and_dataset_size(impl):
     # x1_0 is the study's ShuffleNet; 40x24 is the dataset's native (height, width)
     assert_eval_parity(
         "shufflenet_v2_x1_0", torch_model_for("shufflenet_v2_x1_0"), TORCH_STAGES,
-        sizes=[(224, 224), (40, 24)],
+        sizes=[(224, 224), (40, 24)], impl=impl,
     )
 
 
 @pytest.mark.needs_torch
-def test_x0_5_eval_parity_tiny_input_and_new_head():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_x0_5_eval_parity_tiny_input_and_new_head(impl):
     # 1x1 is torchvision's min_size; 12 classes as in the dataset
     model = torch_model_for("shufflenet_v2_x0_5", seed=3, num_classes=12)
-    assert_eval_parity("shufflenet_v2_x0_5", model, TORCH_STAGES, sizes=[(1, 1), (57, 33)], batch=3)
+    assert_eval_parity("shufflenet_v2_x0_5", model, TORCH_STAGES, sizes=[(1, 1), (57, 33)], batch=3, impl=impl)
 
 
 @pytest.mark.needs_torch
-def test_train_parity():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_train_parity(impl):
     model = torch_model_for("shufflenet_v2_x1_0", seed=1)
-    assert_train_parity("shufflenet_v2_x1_0", model, size=(64, 48), batch=4)
+    assert_train_parity("shufflenet_v2_x1_0", model, size=(64, 48), batch=4, impl=impl)

@@ -9,6 +9,7 @@ import architectures
 from architectures.squeezenet import TORCH_STAGES
 from hotspot_jax.errors import ConfigError
 from parity_utils import (
+    IMPLS,
     assert_eval_parity,
     assert_param_count,
     check,
@@ -168,7 +169,7 @@ def assert_logits_relative(diffs, rtol=1e-4):
 
 
 @pytest.mark.needs_torch
-@pytest.mark.parametrize("impl", ["reference", "cpu"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_squeezenet1_1_eval_parity(impl):
     # 227: the study's size; 40x24: the dataset's native (height, width); 12 classes as in the dataset
     model = torch_model_for("squeezenet1_1", num_classes=12)
@@ -177,23 +178,25 @@ def test_squeezenet1_1_eval_parity(impl):
 
 
 @pytest.mark.needs_torch
-def test_squeezenet1_0_eval_parity():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_squeezenet1_0_eval_parity(impl):
     model = torch_model_for("squeezenet1_0", seed=1)
     assert_logits_relative(
-        assert_eval_parity("squeezenet1_0", model, TORCH_STAGES, sizes=[(227, 227), (61, 75)], batch=3)
+        assert_eval_parity("squeezenet1_0", model, TORCH_STAGES, sizes=[(227, 227), (61, 75)], batch=3, impl=impl)
     )
 
 
 @pytest.mark.needs_torch
 @pytest.mark.parametrize("arch", ["squeezenet1_0", "squeezenet1_1"])
-def test_train_mode_parity_without_dropout(arch):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_train_mode_parity_without_dropout(arch, impl):
     # no BatchNorm: with dropout off, train mode must compute what torch's train mode computes
     require_torch()
     import torch
 
     torch_model = disable_dropout(torch_model_for(arch, seed=2, num_classes=5)).train()
     variables = weights_convert.convert(arch, torch_model)
-    model = architectures.create(arch, num_classes=5, dropout_rate=0.0)
+    model = architectures.create(arch, num_classes=5, dropout_rate=0.0, impl=impl)
     x = random_input(3, 48, 36, seed=7)
     with torch.no_grad():
         ref = torch_model(torch.from_numpy(x)).numpy()
