@@ -134,8 +134,12 @@ class RunCheckpoints:
         while target.exists():
             n += 1
             target = target.with_name(f"{path.parent.name}-{path.name}.{n}")
-        target.parent.mkdir(exist_ok=True)
-        os.replace(path, target)
+        from hotspot_jax.train import distributed
+
+        if distributed.is_primary():  # every process found it damaged (the same files); one moves it
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+        distributed.barrier("set-aside")
         self.latest.reload()
         self.best.reload()
         return target
