@@ -157,18 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = _workdir_of(cfg)
     made = _first_missing(workdir) if workdir is not None and primary else None  # what train() will create
     try:
-        result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, log=log)
-    except BaseException as err:
+        with distributed.failing_together(launch):
+            result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, log=log)
+    except BaseException:
         if made is not None and made.is_dir() and not (workdir / "config.json").exists():
             shutil.rmtree(made, ignore_errors=True)  # made by this call, which failed before the run began
-        if launch is None:
-            raise
-        if isinstance(err, HotspotError) and not isinstance(err, distributed.PeerError):
-            distributed.shutdown()  # every process raised it (shared by process 0, or computed alike)
-            raise
-        peer = distributed.peer_failure(err) if isinstance(err, Exception) else None
-        if peer is not None:
-            raise peer from None
         raise
     if launch is not None:
         distributed.shutdown()  # every process got here (an agreed interruption too): leave together

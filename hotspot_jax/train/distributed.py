@@ -15,6 +15,7 @@ without exiting, the coordination service stops every process once it has sent n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -278,6 +279,24 @@ def peer_failure(err: BaseException) -> PeerError | None:
         return None
     return PeerError(f"process {process_index()} of {process_count()}: another process of this run failed or "
                      f"stopped ({_first_line(err)}); rerun every process with the same command to resume")
+
+
+@contextlib.contextmanager
+def failing_together(launch: Launch | None):
+    """Around a multi-process script's work: an error every process raised alike (a HotspotError) leaves the
+    run together; an exception that says a peer failed becomes one :class:`PeerError` line."""
+    try:
+        yield
+    except BaseException as err:
+        if launch is None:
+            raise
+        if isinstance(err, HotspotError) and not isinstance(err, PeerError):
+            shutdown()
+            raise
+        peer = peer_failure(err) if isinstance(err, Exception) and not isinstance(err, HotspotError) else None
+        if peer is not None:
+            raise peer from None
+        raise
 
 
 class StopVote:
