@@ -1,7 +1,7 @@
 """Multi-process training (hotspot_jax.train.distributed): two CPU processes joined by jax.distributed (gloo over
 loopback) train to the weights and metrics of one process with two devices (through a Ctrl-C in one process only,
 a peer killed mid-run, and a resume with another process count), and, for a network without dropout (whose masks
-are drawn per device), of one process with one device.
+are drawn per device), of one process with one device (through scripts/reproduce.py).
 
 Every run goes through :func:`hotspot_jax.cli.run_script` as ``scripts/train.py`` does; the test starts and
 stops its own processes and kills whatever is left in a ``finally``.
@@ -35,8 +35,9 @@ if __name__ == "__main__":
     import sys
     sys.path.insert(0, {str(TESTS)!r})
     from hotspot_jax.cli import run_script
-    run_script("hotspot_jax.train.cli:main", runtime=True, preload=("numpy", "jax", "test_train_tiny"))
+    run_script(sys.argv.pop(1), runtime=True, preload=("numpy", "jax", "test_train_tiny"))
 """
+TRAIN, REPRODUCE = "hotspot_jax.train.cli:main", "hotspot_jax.reproduce.cli:main"
 COUNTS = {"Hot-Spot": 20, "Hot-Spot-Multi": 20, "No-Anomaly": 200}
 TINY, TINY_NO_DROPOUT = test_train_tiny.TINY, test_train_tiny.TINY_NO_DROPOUT
 ARGS = ["--image-size", "16", "--limit-train", "64", "--limit-eval", "32",
@@ -68,18 +69,21 @@ class Launcher:
                         JAX_DISABLE_MOST_OPTIMIZATIONS="true", HOTSPOT_DATA=str(zpath))
         self.started: list[LineReader] = []
 
-    def one(self, workdir: Path, devices: int, delay: float = 0.0, extra=(), arch: str = TINY) -> LineReader:
+    def one(self, workdir: Path, devices: int, delay: float = 0.0, extra=(), arch: str = TINY,
+            script: str = TRAIN) -> LineReader:
+        """A ``scripts/train.py`` run (or ``scripts/reproduce.py`` with ``extra`` as its options)."""
         flags = xla_flags.with_defaults(f"--xla_force_host_platform_device_count={devices}")
         env = dict(self.env, XLA_FLAGS=flags, HOTSPOT_TRAIN_STEP_DELAY=str(delay))
-        proc = LineReader([sys.executable, str(self.runner), *ARGS, "--arch", arch, "--workdir", str(workdir),
-                           *extra], env)
+        args = [*ARGS, "--arch", arch, "--workdir", str(workdir)] if script == TRAIN else []
+        proc = LineReader([sys.executable, str(self.runner), script, *args, *extra], env)
         self.started.append(proc)
         return proc
 
-    def group(self, workdir: Path, n: int = 2, delay: float = 0.0, arch: str = TINY) -> list[LineReader]:
+    def group(self, workdir: Path, n: int = 2, delay: float = 0.0, arch: str = TINY, script: str = TRAIN,
+              extra=()) -> list[LineReader]:
         port = _free_port()
-        return [self.one(workdir, 1, delay, ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
-                                             "--process-id", str(i), "--peer-timeout", "20"], arch)
+        return [self.one(workdir, 1, delay, [*extra, "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
+                                             "--process-id", str(i), "--peer-timeout", "20"], arch, script)
                 for i in range(n)]
 
     def kill_all(self) -> None:
@@ -123,8 +127,11 @@ def _assert_close(a, b, where: str) -> None:
 
 
 def _assert_same_run(x: Path, y: Path) -> None:
+    """The same metrics per epoch, weights of every kept checkpoint and of the chosen one, test metrics."""
     _assert_close(_rows(x), _rows(y), "metrics.jsonl")
-    for step in ("checkpoints/8", "checkpoints/16", ""):  # epoch 1, epoch 2, the chosen (best) checkpoint
+    kept = sorted(p.name for p in (y / "checkpoints").iterdir())  # x may keep a mid-epoch one besides
+    assert kept and set(kept) <= {p.name for p in (x / "checkpoints").iterdir()}, kept
+    for step in [f"checkpoints/{k}" for k in kept] + [""]:
         for a, b in zip(_leaves(x / step), _leaves(y / step)):
             np.testing.assert_allclose(a, b, rtol=0, atol=TOL, err_msg=f"{x.name} vs {y.name}: {step or 'best'}")
     ta, tb = (json.loads((d / "test_metrics.json").read_text()) for d in (x, y))
@@ -179,18 +186,53 @@ def test_two_processes_train_like_one_process_through_an_interruption_a_dead_pee
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_process_with_one_device_without_dropout(tmp_path):
+def test_reproduce_runs_its_grid_with_two_processes(tmp_path):
+    """scripts/reproduce.py with two processes: one summary and one report, written by process 0; the run has
+    the weights and metrics of the same grid run by one process with one device (a network without dropout,
+    whose numbers do not depend on the device count)."""
     runs = Launcher(tmp_path)
-    one_by_one, two_by_one = tmp_path / "1x1", tmp_path / "2x1"
+    recipe = ["--recipe", "paper-cpu", "--archs", TINY_NO_DROPOUT, "--seeds", "0", "--set", "image_size=16",
+              "epochs=1", "batch_size=8", "--docs", "none", "--no-progress"]
+    out = {n: ["--runs-dir", str(tmp_path / f"runs{n}"), "--results-dir", str(tmp_path / f"results{n}")] for n in (1, 2)}
     try:
-        started = [runs.one(one_by_one, 1, arch=TINY_NO_DROPOUT), *runs.group(two_by_one, arch=TINY_NO_DROPOUT)]
-        for proc in started:
+        procs = [runs.one(tmp_path, 1, extra=[*recipe, *out[1]], script=REPRODUCE),
+                 *runs.group(tmp_path, script=REPRODUCE, extra=[*recipe, *out[2]])]
+        for proc in procs:
             assert _finish(proc) == 0, proc.output
     finally:
         runs.kill_all()
-    _assert_same_run(two_by_one, one_by_one)
-    env = json.loads((one_by_one / "config.json").read_text())["environment"]
-    assert (env["process_count"], env["device_count"]) == (1, 1)
+    assert "wrote" in procs[1].output and "report.md" in procs[1].output
+    assert [line for line in procs[2].output.splitlines() if not line.startswith(("[Gloo]", "I1", "W1"))] == []
+    (run1,), (run2,) = (list((tmp_path / f"runs{n}").glob(f"*/{TINY_NO_DROPOUT}-s0")) for n in (1, 2))
+    _assert_same_run(run2, run1)
+    env = json.loads((run2 / "config.json").read_text())["environment"]
+    assert (env["process_count"], env["device_count"], env["local_device_count"]) == (2, 2, 1)
+    (one,), (two,) = (list((tmp_path / f"results{n}").glob(f"*/{TINY_NO_DROPOUT}-s0.json")) for n in (1, 2))
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert (a["machine"]["process_count"], b["machine"]["process_count"], b["machine"]["device_count"]) == (1, 2, 2)
+    for key in ("test", "test_realistic", "operating_point", "history"):
+        if key == "operating_point":
+            a[key].pop("checkpoint", None), b[key].pop("checkpoint", None)
+        if key == "history":
+            a[key], b[key] = ([{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in x[key]] for x in (a, b))
+        _assert_close(a[key], b[key], key)
+
+
+def test_an_error_found_by_process_0_is_each_process_s_one_line(tmp_path):
+    """A work directory holding another run: process 0 finds it and shares the error; both leave at once."""
+    workdir = tmp_path / "other"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(json.dumps({"run": {"arch": "resnet50", "image_size": 224, "seed": 0}}))
+    runs = Launcher(tmp_path)
+    try:
+        procs = runs.group(workdir)
+        codes = [_finish(p, timeout=120) for p in procs]
+    finally:
+        runs.kill_all()
+    for proc, code in zip(procs, codes):
+        errors = [line for line in proc.output.splitlines() if line.startswith("error: ")]
+        assert code == 2 and len(errors) == 1 and "holds another run's configuration" in errors[0], proc.output
+        assert "Traceback" not in proc.output and "Terminating process" not in proc.output, proc.output
 
 
 def _fails(capsys, argv, *needles):

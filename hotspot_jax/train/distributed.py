@@ -258,9 +258,13 @@ def primary_first(fn: Callable[[], Any], name: str) -> Any:
     a HotspotError in process 0 is raised in every process without the others calling ``fn``."""
     if process_count() == 1:
         return fn()
-    result = fn() if is_primary() else None
-    on_primary(lambda: None, name)  # the others wait here until process 0 is done (or failed)
-    return result if is_primary() else fn()
+    box = {}
+
+    def first() -> None:
+        box["result"] = fn()
+
+    on_primary(first, name)  # the others wait here until process 0 is done, or raise its error
+    return box["result"] if is_primary() else fn()
 
 
 def _error_type(name: str) -> type:
