@@ -143,7 +143,7 @@ def _assert_same_run(x: Path, y: Path) -> None:
 @pytest.mark.slow
 def test_two_processes_train_like_one_process_through_an_interruption_a_dead_peer_and_a_resume(tmp_path):
     runs = Launcher(tmp_path)
-    one_by_two, one_by_one, two_by_one = tmp_path / "1x2", tmp_path / "1x1", tmp_path / "2x1"
+    one_by_two, two_by_one = tmp_path / "1x2", tmp_path / "2x1"
     try:
         a = runs.one(one_by_two, 2)
         assert _finish(a) == 0, a.output

@@ -290,7 +290,7 @@ def run_grid(
         if recipe.pretrain_epochs and not weights:
             pre_dir = pretrain_dir(runs_dir, recipe, arch, seed)
             pre_cfg = recipe.pretrain_config(arch, seed, str(pre_dir), data)
-            distributed.on_primary(lambda: set_aside_stale_workdir(pre_dir, pre_cfg, log), "stale-pretraining")
+            distributed.on_primary(lambda: bool(set_aside_stale_workdir(pre_dir, pre_cfg, log)), "stale-pretraining")
             # a run writes it last; shared, not redone
             finished = distributed.on_primary(lambda: (pre_dir / "test_metrics.json").is_file(), "pretrained")
             log(f"in-domain pretraining: reusing {pre_dir}" if finished else
@@ -304,7 +304,7 @@ def run_grid(
                 extra["pretraining"] = pretraining_summary(pre_dir)
                 extra["timing"]["pretrain_seconds"] = extra["pretraining"]["train_seconds"]
         cfg = recipe.train_config(arch, seed, str(workdir), data, pretrained=weights, init_from=init_from)
-        distributed.on_primary(lambda: set_aside_stale_workdir(workdir, cfg, log), "stale-run")
+        distributed.on_primary(lambda: bool(set_aside_stale_workdir(workdir, cfg, log)), "stale-run")
         result = train_fn(cfg, progress=progress, log=log, dataset=dataset)
         if result.interrupted:
             report["interrupted"].append(f"{arch}-s{seed}")

@@ -204,8 +204,8 @@ def barrier(name: str, timeout_ms: int = WAIT_TIMEOUT_MS) -> None:
 
 
 def on_primary(fn: Callable[[], Any], name: str) -> Any:
-    """``fn()`` run by process 0 only, its (JSON-able) result returned in every process; a HotspotError it
-    raises is raised, with the same message, in every process."""
+    """``fn()`` run by process 0 only, its result (JSON: dicts, lists, strings, numbers, None) returned in every
+    process; a HotspotError it raises is raised, with the same message, in every process."""
     if process_count() == 1:
         return fn()
     key = f"hotspot/{next(_COUNTER)}/{name}"

@@ -500,7 +500,9 @@ def train(
             if fresh is None:  # a config without checkpoints (killed before the first save)
                 fresh = initial_variables(cfg, model, jax.random.fold_in(root, 1), task)
             state = create_state(fresh, tx)
-            log(f"{cfg.arch} at {cfg.image_size}px, initialisation: {cfg.initialisation}, {n_dev} device(s)")
+            processes = distributed.process_count()
+            log(f"{cfg.arch} at {cfg.image_size}px, initialisation: {cfg.initialisation}, {n_dev} device(s)"
+                + (f" in {processes} processes" if processes > 1 else ""))
         if primary:
             _write_history(workdir, meta["history"])
         result = _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key, steps, progress, log)
@@ -531,8 +533,7 @@ def _write_history(workdir: Path, history: list[dict[str, Any]]) -> None:
 
 def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key, steps, progress, log) -> RunResult:
     """The epoch loop from the position in ``meta``; saves a checkpoint every epoch and on Ctrl-C."""
-    n_dev = len(devices)
-    n_local = len(distributed.local_devices(devices))
+    n_local = len(distributed.local_devices(devices))  # all of them in a single-process run
     primary = distributed.is_primary()
     workdir = Path(cfg.workdir)
     train_split, val_split = arrays["train"], arrays["val"]
@@ -544,7 +545,7 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
     delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
     compiled = False
     with InterruptFlag() as stop:
-        # one process's Ctrl-C stops all after the same step; one process reads its own flag
+        # one process's Ctrl-C stops all after the same step (a single process reads its own flag)
         vote = distributed.StopVote(stop, devices, AXIS) if distributed.process_count() > 1 else None
         for epoch in range(meta["epochs_done"], cfg.epochs):
             first = meta["batch_in_epoch"] if epoch == meta["epochs_done"] else 0
@@ -662,6 +663,8 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
 
     Two-class tasks get the operating point and the binary metrics at 0.5 and at it; classes12 the
     many-class metrics, a confusion matrix PNG and the hotspot-vs-rest view (hotspot_jax.evaluate.multiclass).
+    In a multi-process run every process evaluates (its devices' rows); process 0 writes the files and
+    returns every metric, the others only loss and accuracy.
     """
     from hotspot_jax.evaluate.metrics import binary_metrics, format_value
     from hotspot_jax.train.restore import load_trained
