@@ -671,6 +671,7 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
 
     workdir = Path(cfg.workdir)
     tm = load_trained(workdir)
+    distributed.barrier("loaded")  # every process has read the run's files before process 0 rewrites them
     eval_step = make_eval_step(tm.model, tm.input_hw, devices, tta=cfg.tta)
     rep = replicate({"params": tm.variables["params"], "batch_stats": tm.variables["batch_stats"]}, devices)
     out: dict[str, Any] = {
