@@ -60,9 +60,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--process-id", type=int, metavar="I", help="this process's index 0..N-1, with --coordinator; "
                    "process 0 writes every file and prints every line")
     g.add_argument("--distributed", action="store_true",
-                   help="join a multi-process run described by the environment (SLURM, Open MPI, or JAX's own "
-                   "JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID), as jax.distributed.initialize() "
-                   "detects it (default: one process)")
+                   help="join a multi-process run described by the environment (SLURM, Open MPI's mpirun, "
+                   "Kubernetes), as jax.distributed.initialize() detects it (default: one process)")
     g.add_argument("--join-timeout", type=int, metavar="S",
                    help=f"seconds to wait for every process to join (default: {JOIN_TIMEOUT})")
     g.add_argument("--peer-timeout", type=int, metavar="S",
@@ -122,7 +121,7 @@ def initialize(launch: Launch | None) -> None:
             jax.distributed.initialize(coordinator_address=launch.coordinator, num_processes=launch.num_processes,
                                        process_id=launch.process_id, **kw)
     except (RuntimeError, ValueError) as err:
-        what = ("--distributed: no cluster found in the environment (SLURM, Open MPI, JAX_COORDINATOR_ADDRESS...); "
+        what = ("--distributed: no cluster found in the environment (SLURM, Open MPI's mpirun, Kubernetes); "
                 "give --coordinator, --num-processes and --process-id instead" if launch.auto and
                 "coordinator_address" in str(err) else f"could not join the multi-process run ({_first_line(err)})")
         raise PeerError(what) from None
