@@ -52,6 +52,26 @@ if TINY not in architectures.names():
     )
 
 
+TINY_NO_DROPOUT = "tiny_cnn_test_nodropout"
+
+
+class TinyNetNoDropout(TinyNet):
+    """TinyNet without dropout: no per-device randomness, so any device count gives the same numbers
+    (tests/test_distributed.py compares 2 processes with 1 device)."""
+
+    dropout_rate: float = 0.0
+
+
+if TINY_NO_DROPOUT not in architectures.names():
+    architectures.register(
+        architectures.ArchSpec(
+            name=TINY_NO_DROPOUT, constructor=TinyNetNoDropout, input_size=16, min_input_size=4,
+            torchvision_builder="", num_params=0, classifier=("fc",), first_conv="conv1",
+            description="test-only tiny CNN without dropout",
+        )
+    )
+
+
 @pytest.fixture
 def fast_compile():
     """Compile with most XLA optimisations off (tiny models: compile time dominates); restored afterwards."""

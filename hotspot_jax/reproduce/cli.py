@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="--lever-table on the test sets (final runs; McNemar against the baseline) or on the validation split "
         "(what settings are chosen on; refreshes the 'levers-val' block of --docs) (default: test)")
     arg("--lever-baseline", metavar="FOLDER", help="results folder the lever rows are compared with (default: the first row of each network and seed)")
+    from hotspot_jax.train import distributed
+
+    distributed.add_options(p)
     return p
 
 
@@ -86,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.recipe:
         parser.error("--recipe is required (unless --lever-table is given)")
+    from hotspot_jax.train import distributed
+
+    launch = distributed.launch_from_args(args)
     from hotspot_jax.reproduce import report
     from hotspot_jax.reproduce.runner import check_archs, run_grid
 
@@ -101,17 +107,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(s < 0 for s in args.seeds):
         raise ConfigError(f"--seeds must be non-negative, got {args.seeds}")
 
+    distributed.initialize(launch)  # before JAX computes anything; nothing without the multi-process options
+    primary = distributed.is_primary()
+
     def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+        if primary:  # in a multi-process run, process 0 prints; the others only their errors
+            print(msg, file=sys.stderr, flush=True)
 
     if not args.report_only:
-        res = run_grid(recipe, archs, args.seeds, data=args.data, runs_dir=args.runs_dir,
-                       results_dir=args.results_dir, pretrained=parse_pretrained(args.pretrained),
-                       progress=not args.no_progress, log=log)
+        with distributed.failing_together(launch):
+            res = run_grid(recipe, archs, args.seeds, data=args.data, runs_dir=args.runs_dir,
+                           results_dir=args.results_dir, pretrained=parse_pretrained(args.pretrained),
+                           progress=not args.no_progress, log=log)
         log(f"{recipe.name}: {len(res['done'])} run(s) done, {len(res['skipped'])} skipped"
             + (f", interrupted at {res['interrupted'][0]}" if res["interrupted"] else ""))
+        if launch is not None:
+            distributed.shutdown()  # every process got here: leave together
         if res["interrupted"]:
             return 130
+    if not primary:
+        return 0  # process 0 writes the report
     agg = report.build(args.results_dir, recipe.name, docs=docs)
     log(f"wrote {Path(args.results_dir) / recipe.name / 'report.md'} and figures ({len(agg['runs'])} runs)"
         + (f"; refreshed {docs}" if docs else ""))

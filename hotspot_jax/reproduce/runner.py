@@ -73,7 +73,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    dev = jax.local_devices()
+    dev = jax.devices()  # every process's, in a multi-process run (docs/scaling.md)
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -85,6 +85,7 @@ def machine() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "device_kind": dev[0].device_kind,
         "device_count": len(dev),
+        "process_count": jax.process_count(),
         "load_average": load,
     }
 
@@ -279,14 +280,20 @@ def run_grid(
     archs = [architectures.get(a).name for a in archs]
     seeds = list(seeds)
     report: dict[str, list[str]] = {"done": [], "skipped": [], "interrupted": []}
-    todo = [(a, s) for s in seeds for a in archs if not is_finished(result_path(results_dir, recipe.name, a, s), recipe)]
+    from hotspot_jax.train import distributed
+
+    # multi-process: process 0 reads and writes the shared folders, the others follow its decisions
+    primary = distributed.is_primary()
+    todo = [tuple(x) for x in distributed.on_primary(
+        lambda: [(a, s) for s in seeds for a in archs if not is_finished(result_path(results_dir, recipe.name, a, s), recipe)],
+        "todo")]
     for a, s in [(a, s) for s in seeds for a in archs if (a, s) not in todo]:
         report["skipped"].append(f"{a}-s{s}")
         log(f"skip {recipe.name}/{a}-s{s}: finished ({result_path(results_dir, recipe.name, a, s)})")
     if todo and dataset is None:
         from hotspot_jax.data import load_dataset
 
-        dataset = load_dataset(data, progress=progress)
+        dataset = distributed.primary_first(lambda: load_dataset(data, progress=progress and primary), "dataset")
     for k, (arch, seed) in enumerate(todo):
         workdir = run_dir(runs_dir, recipe.name, arch, seed)
         log(f"[{k + 1}/{len(todo)}] {recipe.name}/{arch}-s{seed} -> {workdir}")
@@ -297,8 +304,9 @@ def run_grid(
         if recipe.pretrain_epochs and not weights:
             pre_dir = pretrain_dir(runs_dir, recipe, arch, seed)
             pre_cfg = recipe.pretrain_config(arch, seed, str(pre_dir), data)
-            set_aside_stale_workdir(pre_dir, pre_cfg, log)
-            finished = (pre_dir / "test_metrics.json").is_file()  # a run writes it last; shared, not redone
+            distributed.on_primary(lambda: bool(set_aside_stale_workdir(pre_dir, pre_cfg, log)), "stale-pretraining")
+            # a run writes it last; shared, not redone
+            finished = distributed.on_primary(lambda: (pre_dir / "test_metrics.json").is_file(), "pretrained")
             what = ("every seed's hotspot split" if recipe.pretrain_pool == "shared"
                     else "the hotspot split's held-out images")
             log(f"in-domain pretraining: reusing {pre_dir}" if finished else
@@ -308,17 +316,21 @@ def run_grid(
                 log(f"interrupted {recipe.name}/{arch}-s{seed} in pretraining; rerun the same command to continue")
                 break
             init_from = str(pre_dir)
-            extra["pretraining"] = pretraining_summary(pre_dir)
-            extra["timing"]["pretrain_seconds"] = extra["pretraining"]["train_seconds"]
-            if recipe.pretrain_pool == "shared":  # one pretraining serves every seed: count it once, not per seed
-                extra["timing"]["pretrain_shared_across_seeds"] = True
+            if primary:
+                extra["pretraining"] = pretraining_summary(pre_dir)
+                extra["timing"]["pretrain_seconds"] = extra["pretraining"]["train_seconds"]
+                if recipe.pretrain_pool == "shared":  # one pretraining serves every seed: count it once, not per seed
+                    extra["timing"]["pretrain_shared_across_seeds"] = True
         cfg = recipe.train_config(arch, seed, str(workdir), data, pretrained=weights, init_from=init_from)
-        set_aside_stale_workdir(workdir, cfg, log)
+        distributed.on_primary(lambda: bool(set_aside_stale_workdir(workdir, cfg, log)), "stale-run")
         result = train_fn(cfg, progress=progress, log=log, dataset=dataset)
         if result.interrupted:
             report["interrupted"].append(f"{arch}-s{seed}")
             log(f"interrupted {recipe.name}/{arch}-s{seed}; rerun the same command to continue")
             break
+        if not primary:
+            report["done"].append(f"{arch}-s{seed}")
+            continue
         extra["timing"]["wall_seconds_last_session"] = round(time.perf_counter() - start, 1)
         summary = summarize_run(workdir, recipe, arch, seed, extra)
         out = result_path(results_dir, recipe.name, arch, seed)

@@ -103,6 +103,7 @@ class RunCheckpoints:
             self.latest.delete(step)
         self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
         self.latest.wait_until_finished()
+        _all_saved()
 
     def save_best(self, step: int, variables: dict[str, Any], meta: dict[str, Any]) -> None:
         """Save ``{"params", "batch_stats"}`` as ``best/<step>`` (replacing the previous best)."""
@@ -112,6 +113,7 @@ class RunCheckpoints:
             step, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables), meta=ocp.args.JsonSave(meta))
         )
         self.best.wait_until_finished()
+        _all_saved()
 
     def restore(self, step: int, target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The state saved at ``step`` shaped like ``target``, and its meta; CheckpointError when unreadable."""
@@ -134,8 +136,12 @@ class RunCheckpoints:
         while target.exists():
             n += 1
             target = target.with_name(f"{path.parent.name}-{path.name}.{n}")
-        target.parent.mkdir(exist_ok=True)
-        os.replace(path, target)
+        from hotspot_jax.train import distributed
+
+        if distributed.is_primary():  # every process found it damaged (the same files); one moves it
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+        distributed.barrier("set-aside")
         self.latest.reload()
         self.best.reload()
         return target
@@ -196,6 +202,13 @@ class RunCheckpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+def _all_saved() -> None:
+    """In a multi-process run, no process goes on (and may read the checkpoint) before it is complete for all."""
+    from hotspot_jax.train import distributed
+
+    distributed.barrier("saved")
 
 
 def _read(manager, path: Path, step: int, args) -> dict[str, Any]:

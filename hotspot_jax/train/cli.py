@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the operating point: after training, the threshold is chosen on the validation split as the highest "
         f"one with sensitivity >= S, stored beside the best checkpoint (default: {_D['target_sensitivity']})")
     arg("--no-progress", action="store_true", help="no progress bars (default: show them)")
+    from hotspot_jax.train import distributed
+
+    distributed.add_options(p)
     return p
 
 
@@ -146,20 +149,30 @@ def _first_missing(path: Path) -> Path | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse options, run the training, report where everything was written."""
     args = build_parser().parse_args(argv)
+    from hotspot_jax.train import distributed
+
+    launch = distributed.launch_from_args(args)
     cfg = config_from_args(args)
+    distributed.initialize(launch)  # before JAX computes anything; nothing without the multi-process options
     from hotspot_jax.train.loop import train
 
+    primary = distributed.is_primary()  # process 0 prints; the others only their errors
+
     def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+        if primary:
+            print(msg, file=sys.stderr, flush=True)
 
     workdir = _workdir_of(cfg)
-    made = _first_missing(workdir) if workdir is not None else None  # what train() will create
+    made = _first_missing(workdir) if workdir is not None and primary else None  # what train() will create
     try:
-        result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, log=log)
+        with distributed.failing_together(launch):
+            result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, log=log)
     except BaseException:
         if made is not None and made.is_dir() and not (workdir / "config.json").exists():
             shutil.rmtree(made, ignore_errors=True)  # made by this call, which failed before the run began
         raise
+    if launch is not None:
+        distributed.shutdown()  # every process got here (an agreed interruption too): leave together
     if result.interrupted:
         log(f"interrupted: saved {result.checkpoint}; rerun the same command to resume")
         return 130

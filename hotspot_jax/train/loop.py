@@ -21,7 +21,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from hotspot_jax.errors import ConfigError, DataError, HotspotError
 from hotspot_jax.evaluate import decision_threshold
-from hotspot_jax.train import batching, levers
+from hotspot_jax.train import batching, distributed, levers
 from hotspot_jax.train.checkpoint import BEST_DIR, LATEST_DIR, RunCheckpoints
 from hotspot_jax.train.config import TrainConfig, identity_differences
 from hotspot_jax.train.files import write_json_atomic, write_jsonl_atomic
@@ -81,13 +81,15 @@ def environment() -> dict[str, Any]:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             versions[pkg] = None
-    devices = jax.local_devices()
+    devices = jax.devices()  # every process's: the batch is split over all of them
     return {
         "versions": versions,
         "git_commit": _git_commit(),
         "platform": platform.platform(),
         "backend": jax.default_backend(),
+        "process_count": jax.process_count(),  # > 1: a multi-process run (docs/scaling.md)
         "device_count": len(devices),
+        "local_device_count": jax.local_device_count(),
         "device_kind": devices[0].device_kind,
         "devices": [str(d) for d in devices],
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # huge pages or not: hotspot_jax/hugepages.py
@@ -301,8 +303,10 @@ def replicate(tree: Any, devices) -> Any:
     """Copy a host pytree onto every device along a leading axis (the pmap layout).
 
     The mesh axis is named like the steps' pmap axis, so the copy has the very sharding the train
-    step returns: another layout would make the first two train steps compile once each.
+    step returns: another layout would make the first two train steps compile once each. Of a
+    multi-process pmap's devices, only this process's own get a copy (what the step takes and returns).
     """
+    devices = distributed.local_devices(devices)
     mesh = jax.sharding.Mesh(np.array(devices), (AXIS,))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
     return jax.tree.map(lambda x: jax.device_put(np.stack([np.asarray(x)] * len(devices)), sharding), tree)
@@ -353,9 +357,16 @@ class EpochSums:
         self.steps += 1
 
 
-def evaluate_split(eval_step, rep_state, split, batch_size: int, n_devices: int, desc: str, progress: bool):
+def evaluate_split(eval_step, rep_state, split, batch_size: int, n_devices: int | Sequence[jax.Device], desc: str,
+                   progress: bool):
     """Class probabilities ``class_probs`` (N, K), the positive class's ``probs`` (N,) of a two-class task
-    (else None), mean loss and accuracy of ``split`` (padded last batch, masked)."""
+    (else None), mean loss and accuracy of ``split`` (padded last batch, masked).
+
+    ``n_devices``: the device count of a single-process run, or the pmap's devices (all processes'): each
+    process then feeds the rows of its own devices and every process gets every output.
+    """
+    devices = None if isinstance(n_devices, int) else list(n_devices)
+    n_local = n_devices if devices is None else len(distributed.local_devices(devices))
     n = len(split)
     k = len(split.class_names)
     class_probs = np.empty((n, k), np.float32)
@@ -364,9 +375,13 @@ def evaluate_split(eval_step, rep_state, split, batch_size: int, n_devices: int,
     batches = list(batching.padded_batches(n, batch_size))
     for idx, valid in tqdm(batches, desc=desc, leave=False, disable=not progress, unit="batch"):
         start = int(idx[0])
+        if devices is not None:
+            idx = distributed.local_rows(idx, devices)
         p, l, c = eval_step(
-            rep_state, batching.shard(split.images[idx], n_devices), batching.shard(split.labels[idx], n_devices)
+            rep_state, batching.shard(split.images[idx], n_local), batching.shard(split.labels[idx], n_local)
         )
+        if devices is not None:
+            p, l, c = (distributed.global_outputs(x, devices) for x in (p, l, c))
         class_probs[start : start + valid] = np.asarray(p).reshape(-1, k)[:valid]
         losses[start : start + valid] = np.asarray(l).reshape(-1)[:valid]
         correct[start : start + valid] = np.asarray(c).reshape(-1)[:valid]
@@ -415,11 +430,18 @@ def train(
     """Run (or continue) the training described by ``cfg``; see the module docstring for the rules.
 
     ``dataset`` (a ModuleImages) replaces loading ``cfg.data``, for library use and tests.
+
+    In a multi-process run (:mod:`hotspot_jax.train.distributed`, docs/scaling.md) every process calls this
+    with the same ``cfg``; the batch is split over the devices of all processes, and only process 0 writes
+    files, logs and shows progress.
     """
     if dataset is not None and dataset.own and cfg.task is None:
         cfg = dataclasses.replace(cfg, task="own")
     cfg = cfg.resolve()
-    devices = jax.local_devices()
+    primary = distributed.is_primary()
+    if not primary:
+        log, progress = (lambda msg: None), False
+    devices = jax.devices()  # every process's devices (this process's alone in a single-process run)
     n_dev = len(devices)
     batching.check_divisible(cfg.batch_size, n_dev, "--batch-size")
     batching.check_divisible(cfg.eval_batch_size, n_dev, "--eval-batch-size")
@@ -427,10 +449,11 @@ def train(
     from hotspot_jax.data.tasks import task_of_manifest
     from hotspot_jax.train.restore import build_model
 
-    stored = prepare_workdir(cfg, resume, overwrite)
+    stored = distributed.on_primary(lambda: prepare_workdir(cfg, resume, overwrite), "workdir")
     # the data before the weights: bad data, or a source run that would leak, fails in seconds, before
-    # anything of the run is written (train.cli removes a work directory it made)
-    manifest, arrays = load_data(cfg, log, dataset, progress)
+    # anything of the run is written (train.cli removes a work directory it made); process 0 first, as it
+    # may build the dataset cache the others then read
+    manifest, arrays = distributed.primary_first(lambda: load_data(cfg, log, dataset, progress), "data")
     task = task_of_manifest(manifest)
     if cfg.init_from_checkpoint is not None:
         check_init_from_leak(cfg, manifest)
@@ -438,7 +461,7 @@ def train(
     root = jax.random.PRNGKey(cfg.seed)
     dropout_key = jax.random.fold_in(root, 2)
     fresh = None if stored else initial_variables(cfg, model, jax.random.fold_in(root, 1), task)  # unused when resuming
-    write_manifest(manifest, workdir, resuming=stored is not None)
+    distributed.on_primary(lambda: write_manifest(manifest, workdir, resuming=stored is not None), "manifest")
     train_split = arrays["train"]
     steps = batching.steps_per_epoch(len(train_split), cfg.batch_size)
     if steps == 0:
@@ -457,9 +480,10 @@ def train(
         "created": stored["created"] if stored else _now(),
         "resumed": (stored.get("resumed", []) + [_now()]) if stored else [],
     }
-    write_json_atomic(workdir / "config.json", config)
+    if primary:
+        write_json_atomic(workdir / "config.json", config)
 
-    ckpts = RunCheckpoints(workdir, keep=cfg.keep)
+    ckpts = RunCheckpoints(workdir, keep=cfg.keep)  # orbax: every process saves and restores together
     try:
         meta = {"epochs_done": 0, "batch_in_epoch": 0, "partial": None, "history": [], "best": None}
         resumed = None
@@ -477,8 +501,11 @@ def train(
             if fresh is None:  # a config without checkpoints (killed before the first save)
                 fresh = initial_variables(cfg, model, jax.random.fold_in(root, 1), task)
             state = create_state(fresh, tx)
-            log(f"{cfg.arch} at {cfg.image_size}px, initialisation: {cfg.initialisation}, {n_dev} device(s)")
-        _write_history(workdir, meta["history"])
+            processes = distributed.process_count()
+            log(f"{cfg.arch} at {cfg.image_size}px, initialisation: {cfg.initialisation}, {n_dev} device(s)"
+                + (f" in {processes} processes" if processes > 1 else ""))
+        if primary:
+            _write_history(workdir, meta["history"])
         result = _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key, steps, progress, log)
         if result.interrupted:
             return result
@@ -507,7 +534,8 @@ def _write_history(workdir: Path, history: list[dict[str, Any]]) -> None:
 
 def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key, steps, progress, log) -> RunResult:
     """The epoch loop from the position in ``meta``; saves a checkpoint every epoch and on Ctrl-C."""
-    n_dev = len(devices)
+    n_local = len(distributed.local_devices(devices))  # all of them in a single-process run
+    primary = distributed.is_primary()
     workdir = Path(cfg.workdir)
     train_split, val_split = arrays["train"], arrays["val"]
     train_step = make_train_step(model, tx, cfg.input_hw, devices, augment=levers.online_augment_fn(cfg.online_augment),
@@ -518,6 +546,8 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
     delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
     compiled = False
     with InterruptFlag() as stop:
+        # one process's Ctrl-C stops all after the same step (a single process reads its own flag)
+        vote = distributed.StopVote(stop, devices, AXIS) if distributed.process_count() > 1 else None
         for epoch in range(meta["epochs_done"], cfg.epochs):
             first = meta["batch_in_epoch"] if epoch == meta["epochs_done"] else 0
             sums = EpochSums(**meta["partial"]) if first and meta["partial"] else EpochSums()
@@ -527,13 +557,15 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
             t0 = time.perf_counter()
             pending, b = None, first
             for b in range(first, steps):
-                idx = order[b]
+                idx = distributed.local_rows(order[b], devices)  # this process's devices' rows
                 rep, metrics = train_step(
                     rep,
-                    batching.shard(train_split.images[idx], n_dev),
-                    batching.shard(train_split.labels[idx], n_dev),
+                    batching.shard(train_split.images[idx], n_local),
+                    batching.shard(train_split.labels[idx], n_local),
                     dropout_key,
                 )
+                if vote is not None:
+                    vote.cast()
                 if pending is not None:  # fetch the previous step's metrics: no pipeline stall
                     _take(pending, sums, epoch, b - 1, ckpts, bar)
                 elif not compiled:
@@ -544,7 +576,7 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
                 pending = metrics
                 if delay:
                     time.sleep(delay)
-                if stop.requested:
+                if vote.agreed() if vote is not None else stop.requested:
                     break
             _take(pending, sums, epoch, b, ckpts, bar)
             bar.close()
@@ -555,7 +587,7 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
                 ckpts.save(step, unreplicate(rep), meta)
                 return RunResult(workdir, epoch, best, interrupted=True, checkpoint=ckpts.latest_dir / str(step))
 
-            val = evaluate_split(eval_step, rep, val_split, cfg.eval_batch_size, n_dev, "validate", progress)
+            val = evaluate_split(eval_step, rep, val_split, cfg.eval_batch_size, devices, "validate", progress)
             step = (epoch + 1) * steps
             record = {
                 "epoch": epoch + 1,
@@ -579,13 +611,14 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
             history = history + [record]
             meta = {"epochs_done": epoch + 1, "batch_in_epoch": 0, "partial": None, "history": history, "best": best}
             ckpts.save(step, host_state, meta)
-            _write_history(workdir, history)
+            if primary:
+                _write_history(workdir, history)
             log(
                 f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} acc "
                 f"{record['train_accuracy']:.4f} | val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
                 f"{' (best)' if record['best'] else ''} | {seconds:.1f}s"
             )
-            if stop.requested:
+            if vote.now() if vote is not None else stop.requested:
                 return RunResult(workdir, epoch + 1, best, interrupted=True, checkpoint=ckpts.latest_dir / str(step))
     return RunResult(workdir, meta["epochs_done"], best)
 
@@ -600,27 +633,30 @@ def _take(metrics, sums: EpochSums, epoch: int, batch: int, ckpts: RunCheckpoint
 
 
 # ------------------------------------------------------------------------------------------- final test
-def _choose_operating_point(cfg, val_split, eval_step, rep, n_dev, checkpoint, run_created, progress, log
+def _choose_operating_point(cfg, val_split, eval_step, rep, devices, checkpoint, run_created, progress, log
                             ) -> dict[str, Any] | None:
     """The best checkpoint's threshold for the target sensitivity, chosen on the validation split and stored,
     with the validation metrics at 0.5 (ROC AUC among them: what levers are compared on); None, said in the
     log, when the validation split lacks a class (tiny smoke runs with --limit-eval)."""
     from hotspot_jax.evaluate.metrics import binary_metrics
 
-    (Path(cfg.workdir) / decision_threshold.FILE).unlink(missing_ok=True)  # never one of an earlier run
-    res = evaluate_split(eval_step, rep, val_split, cfg.eval_batch_size, n_dev, "val", progress)
+    primary = distributed.is_primary()
+    if primary:
+        (Path(cfg.workdir) / decision_threshold.FILE).unlink(missing_ok=True)  # never one of an earlier run
+    res = evaluate_split(eval_step, rep, val_split, cfg.eval_batch_size, devices, "val", progress)
     try:
         point = decision_threshold.choose(val_split.labels, res["probs"], cfg.target_sensitivity)
     except ConfigError as err:
         log(f"operating point: not chosen ({err}); predictions use 0.5")
         return None
     point["validation_at_0.5"] = binary_metrics(val_split.labels, res["probs"], 0.5)
-    decision_threshold.write(cfg.workdir, point, checkpoint, run_created)
-    from hotspot_jax.evaluate.report import write_predictions_csv
+    if primary:
+        decision_threshold.write(cfg.workdir, point, checkpoint, run_created)
+        from hotspot_jax.evaluate.report import write_predictions_csv
 
-    # the scores the threshold was chosen on: what an ensemble's own operating point is chosen on later
-    write_predictions_csv(Path(cfg.workdir) / "evaluation" / "val_predictions.csv", val_split.ids, val_split.labels,
-                          res["probs"], point["threshold"], val_split.class_names)
+        # the scores the threshold was chosen on: what an ensemble's own operating point is chosen on later
+        write_predictions_csv(Path(cfg.workdir) / "evaluation" / "val_predictions.csv", val_split.ids,
+                              val_split.labels, res["probs"], point["threshold"], val_split.class_names)
     log(f"operating point: threshold {point['threshold']:.4g} for validation sensitivity >= "
         f"{point['target_sensitivity']:g} (validation: sensitivity {point['validation_sensitivity']:.3f}, "
         f"specificity {point['validation_specificity']:.3f})"
@@ -633,12 +669,15 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
 
     Two-class tasks get the operating point and the binary metrics at 0.5 and at it; classes12 the
     many-class metrics, a confusion matrix PNG and the hotspot-vs-rest view (hotspot_jax.evaluate.multiclass).
+    In a multi-process run every process evaluates (its devices' rows); process 0 writes the files and
+    returns every metric, the others only loss and accuracy.
     """
     from hotspot_jax.evaluate.metrics import binary_metrics, format_value
     from hotspot_jax.train.restore import load_trained
 
     workdir = Path(cfg.workdir)
     tm = load_trained(workdir)
+    distributed.barrier("loaded")  # every process has read the run's files before process 0 rewrites them
     eval_step = make_eval_step(tm.model, tm.input_hw, devices, tta=cfg.tta)
     rep = replicate({"params": tm.variables["params"], "batch_stats": tm.variables["batch_stats"]}, devices)
     out: dict[str, Any] = {
@@ -649,7 +688,9 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
         "checkpoint": {"path": str(tm.checkpoint), "epoch": tm.epoch, "rule": BEST_RULE},
     }
     evaluation_dir = workdir / "evaluation"
-    evaluation_dir.mkdir(exist_ok=True)
+    primary = distributed.is_primary()  # the others evaluate with it (their devices' rows) and write nothing
+    if primary:
+        evaluation_dir.mkdir(exist_ok=True)
     splits = [name for name in EVAL_SPLITS if name in arrays]
     if not splits:
         log("no test split (the run's split leaves its test images out): validation metrics only")
@@ -659,7 +700,9 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
 
         for name in splits:
             split = arrays[name]
-            res = evaluate_split(eval_step, rep, split, cfg.eval_batch_size, len(devices), name, progress)
+            res = evaluate_split(eval_step, rep, split, cfg.eval_batch_size, devices, name, progress)
+            if not primary:
+                continue
             m = write_multiclass_evaluation(evaluation_dir, name, split.labels, res["class_probs"], split.ids,
                                             split.class_names)
             out[name] = {"loss": res["loss"], **m}
@@ -667,15 +710,19 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
             log(f"{name}: accuracy {res['accuracy']:.4f}, macro-F1 {format_value(m['macro_f1'], 4)} on {len(split)} "
                 f"images; hotspot vs rest: sensitivity {format_value(vs.get('sensitivity'), 3)}, "
                 f"specificity {format_value(vs.get('specificity'), 3)}")
-        write_json_atomic(workdir / "test_metrics.json", out)
+        if primary:
+            write_json_atomic(workdir / "test_metrics.json", out)
         return out
-    point = _choose_operating_point(cfg, arrays["val"], eval_step, rep, len(devices), tm.checkpoint,
+    point = _choose_operating_point(cfg, arrays["val"], eval_step, rep, devices, tm.checkpoint,
                                     tm.config.get("created"), progress, log)
     out["operating_point"] = point
     for name in splits:
         split = arrays[name]
-        res = evaluate_split(eval_step, rep, split, cfg.eval_batch_size, len(devices), name, progress)
+        res = evaluate_split(eval_step, rep, split, cfg.eval_batch_size, devices, name, progress)
         metrics = {"n": len(split), "loss": res["loss"], "accuracy": res["accuracy"]}
+        if not primary:
+            out[name] = metrics
+            continue
         from hotspot_jax.evaluate import write_evaluation
 
         metrics.update(write_evaluation(evaluation_dir, name, split.labels, res["probs"], split.ids,
@@ -690,5 +737,6 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
             f"sensitivity {format_value(at_point['sensitivity'], 3)}, "
             f"{format_value(at_point['false_alarms_per_1000'], 1)} false alarms per 1,000 "
             f"{'healthy modules' if tm.task.name == 'hotspot' else 'No-Anomaly modules'}")
-    write_json_atomic(workdir / "test_metrics.json", out)
+    if primary:
+        write_json_atomic(workdir / "test_metrics.json", out)
     return out

@@ -1,4 +1,5 @@
-"""The data-parallel training and evaluation steps: ``jax.pmap`` over the local devices.
+"""The data-parallel training and evaluation steps: ``jax.pmap`` over the local devices (or over every process's
+devices in a multi-process run, :mod:`hotspot_jax.train.distributed`; ``axis_index`` is then the global index).
 
 Only uint8 images cross to the devices; preprocessing (resize + ImageNet normalisation) runs inside
 the compiled step. Gradients and metrics are averaged over the ``batch`` axis, and models built with
