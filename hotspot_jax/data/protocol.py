@@ -70,9 +70,7 @@ class ProtocolConfig:
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError(f"val_fraction + test_fraction must be < 1, got "
                               f"{self.val_fraction} + {self.test_fraction}")
-        if self.no_anomaly_pools not in NO_ANOMALY_POOL_LAYOUTS:
-            raise ConfigError(f"unknown No-Anomaly pool layout {self.no_anomaly_pools!r}; use one of "
-                              f"{', '.join(NO_ANOMALY_POOL_LAYOUTS)}")
+        _check_pool_layout(self.no_anomaly_pools)
         if not self.no_anomaly_per_hotspot > 0:
             raise ConfigError(f"no_anomaly_per_hotspot must be > 0, got {self.no_anomaly_per_hotspot!r}")
         object.__setattr__(self, "augment_classes", tuple(self.augment_classes))
@@ -255,14 +253,18 @@ def _train_augmented_labels(dataset: ModuleImages, ids, config: ProtocolConfig, 
     return np.concatenate([labels] + [labels[aug]] * len(config.augment.ops))
 
 
+def _check_pool_layout(layout: str) -> str:
+    if layout not in NO_ANOMALY_POOL_LAYOUTS:
+        raise ConfigError(f"unknown No-Anomaly pool layout {layout!r}; use one of {', '.join(NO_ANOMALY_POOL_LAYOUTS)}")
+    return layout
+
+
 def no_anomaly_pools(dataset: ModuleImages, layout: str) -> dict[str, np.ndarray]:
     """The No-Anomaly ids by use: ``draw`` (what a seed's split draws from), and for the ``fixed`` layout
     ``realistic`` and ``pretrain``, disjoint, each sorted, the same for every seed (tests/test_pools.py)."""
     na = dataset.ids_of_class(NO_ANOMALY)
-    if layout == "study":
+    if _check_pool_layout(layout) == "study":
         return {"draw": na}
-    if layout != "fixed":
-        raise ConfigError(f"unknown No-Anomaly pool layout {layout!r}; use one of {', '.join(NO_ANOMALY_POOL_LAYOUTS)}")
     perm = na[np.random.default_rng(FIXED_POOL_SEED).permutation(len(na))]
     n_real = math.floor(FIXED_POOL_SHARES["realistic"] * len(na) + 0.5)
     n_pre = math.floor(FIXED_POOL_SHARES["pretrain"] * len(na) + 0.5)
