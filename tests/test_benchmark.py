@@ -68,8 +68,9 @@ def test_one_small_case_writes_table_and_json(tmp_path):
         assert case["ratio"][f"{kind}_torch_threads"] == 1
     # the training step does more work than inference: forward + backward + update
     assert case["jax"]["flops_train_step"] > 2 * case["jax"]["flops_infer_step"] > 0
+    median = case["jax"]["train"]["median_seconds"]  # stored rounded to 1 us: allow that rounding on short steps
     assert case["achieved"]["jax_train_flops_per_second"] == pytest.approx(
-        case["jax"]["flops_train_step"] / case["jax"]["train"]["median_seconds"], rel=1e-4)
+        case["jax"]["flops_train_step"] / median, rel=max(1e-4, 1e-6 / median))
     # the train step compiles once: the second warm-up step is no compilation
     first, second = case["jax"]["warmup_seconds"][:2]
     assert second < first
