@@ -18,7 +18,7 @@ from hotspot_jax.reproduce.tables import _table, fmt
 
 #: recipe settings shown in the table (those a lever changes)
 SETTINGS = ("image_size", "epochs", "lr", "lr_schedule", "online_augment", "no_anomaly_ratio", "pretrain_epochs",
-            "label_smoothing", "mixup_alpha", "tta", "aspect")
+            "label_smoothing", "mixup_alpha", "ema_decay", "tta", "aspect")
 
 
 def _settings(run: dict[str, Any]) -> str:
@@ -36,6 +36,8 @@ def _settings(run: dict[str, Any]) -> str:
         parts.append(f"label smoothing {rec['label_smoothing']:g}")
     if rec.get("mixup_alpha"):
         parts.append(f"mixup {rec['mixup_alpha']:g}")
+    if rec.get("ema_decay"):
+        parts.append(f"EMA {rec['ema_decay']:g}")
     if rec.get("tta", "none") != "none":
         parts.append(f"TTA {rec['tta']}")
     if rec.get("aspect", "square") != "square":

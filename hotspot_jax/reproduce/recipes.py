@@ -35,7 +35,7 @@ RECIPE_TASKS = ("hotspot", "anomaly", "classes12")
 # settings added after results were committed: left out of the fingerprint at these (default) values, so
 # the committed runs of a recipe stay its finished runs
 ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none", "aspect": "square", "task": "hotspot",
-               "no_anomaly_pools": "study", "pretrain_pool": "seed"}
+               "no_anomaly_pools": "study", "pretrain_pool": "seed", "ema_decay": 0.0}
 PRETRAIN_POOLS = ("seed", "shared")
 
 
@@ -59,6 +59,7 @@ class Recipe:
     no_anomaly_ratio: float = 1.0  # training No-Anomaly images per augmented training hotspot (study: 1)
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
+    ema_decay: float = 0.0  # validate and test an exponential moving average of the weights (0: off)
     tta: str = "none"  # none | flips: test-time augmentation of validation and test
     aspect: str = "square"  # square | source (5:3, image_size wide), pretraining and training
     pretrain_epochs: int = 0  # in-domain 12-class pretraining epochs (0: none); hotspot task only
@@ -104,7 +105,7 @@ class Recipe:
         defaults = Recipe(name="", description="")
         out = {}
         for key in ("lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "label_smoothing",
-                    "mixup_alpha", "tta", "aspect", "task", "no_anomaly_pools"):
+                    "mixup_alpha", "ema_decay", "tta", "aspect", "task", "no_anomaly_pools"):
             if getattr(self, key) != getattr(defaults, key):
                 out[key] = getattr(self, key)
         return out

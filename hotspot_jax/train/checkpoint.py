@@ -1,8 +1,9 @@
 """Orbax checkpoints of a run: ``checkpoints/<step>`` (full state, the latest ``keep``) and ``best/<step>``.
 
 ``checkpoints/`` holds what resumption needs (params, batch_stats, optimiser state, step, plus a JSON
-``meta`` item with the epoch position and the metrics history); ``best/`` holds only the variables of the
-checkpoint chosen by validation (see :func:`hotspot_jax.train.loop.is_better`). Orbax writes each step to
+``meta`` item with the epoch position and the metrics history, and the weight average ``ema`` of a run that
+keeps one); ``best/`` holds only the variables that were validated (the average, if any) of the checkpoint
+chosen by validation (see :func:`hotspot_jax.train.loop.is_better`). Orbax writes each step to
 a temporary directory and renames it when complete, so a killed run never leaves a partial checkpoint.
 
 A checkpoint damaged afterwards (a truncated data file, an emptied metadata file: a full disk, a killed
@@ -106,7 +107,8 @@ class RunCheckpoints:
         _all_saved()
 
     def save_best(self, step: int, variables: dict[str, Any], meta: dict[str, Any]) -> None:
-        """Save ``{"params", "batch_stats"}`` as ``best/<step>`` (replacing the previous best)."""
+        """Save ``{"params", "batch_stats"}`` (the evaluated ones: hotspot_jax.train.ema.evaluated_variables) as
+        ``best/<step>`` (replacing the previous best)."""
         if step in self.best.all_steps():  # resumed after a kill between the two saves: same content
             return
         self.best.save(
@@ -188,7 +190,9 @@ class RunCheckpoints:
                 return
             if step in self.latest.all_steps():
                 state, meta = self.restore(step, rebuild_target)
-                self.save_best(step, {"params": state["params"], "batch_stats": state["batch_stats"]},
+                from hotspot_jax.train.ema import evaluated_variables
+
+                self.save_best(step, evaluated_variables(state),
                                {"epochs_done": meta["epochs_done"], "best": meta.get("best"), "rule": rule})
                 log(f"rebuilt {err.path} from {self.latest_dir / str(step)}")
                 return

@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"label smoothing of the training targets (default: {_D['label_smoothing']}, the study's none)")
     arg("--mixup-alpha", type=float, metavar="A",
         help=f"mixup inside each batch with lam ~ Beta(A, A); 0 is off (default: {_D['mixup_alpha']})")
+    arg("--ema-decay", type=float, metavar="D",
+        help="keep an exponential moving average of the weights (and BatchNorm statistics), updated after every step "
+        "with decay min(D, (1 + step) / (10 + step)); validation, the best checkpoint, the test and prediction then use "
+        f"the average, not the last weights. D in [0, 1), e.g. 0.99 or 0.999; 0 is off (default: {_D['ema_decay']:g})")
     arg("--aspect", choices=("square", "source"),
         help="network input shape: --image-size square (the study), or 'source': the images' 5:3 (height:width) "
         f"shape with --image-size as the width, e.g. 80 x 48 (default: {_D['aspect']})")

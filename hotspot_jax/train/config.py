@@ -22,7 +22,7 @@ IDENTITY_FIELDS = (
     "pretrained_sha256", "limit_train", "limit_eval",
     # levers beyond the study (hotspot_jax.train.levers); a stored config without them had the defaults
     "epochs_schedule", "lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio",
-    "label_smoothing", "mixup_alpha", "aspect",
+    "label_smoothing", "mixup_alpha", "aspect", "ema_decay",
     # tasks and starting points (hotspot_jax.data.tasks); a stored config without them is a hotspot run from its init
     "task", "leave_out", "init_from_checkpoint", "no_anomaly_pools",
 )
@@ -59,6 +59,7 @@ class TrainConfig:
     init_from_checkpoint: str | None = None  # filled by resolve(): the checkpoint directory it names
     label_smoothing: float = 0.0  # target (1 - s) on the class and s / K on every class (hotspot_jax.train.step)
     mixup_alpha: float = 0.0  # mixup inside each batch, lam ~ Beta(alpha, alpha); 0: off
+    ema_decay: float = 0.0  # evaluate an exponential moving average of the weights with this decay (hotspot_jax.train.ema); 0: off
     tta: str = "none"  # test-time augmentation of every evaluation and prediction: none | flips
     aspect: str = "square"  # network input: image_size square, or "source": the images' 5:3 shape, image_size wide
     # the operating point: the threshold chosen on validation for this sensitivity (hotspot_jax.evaluate.decision_threshold)
@@ -120,6 +121,8 @@ class TrainConfig:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (0.0 <= self.mixup_alpha < float("inf")):
             raise ConfigError(f"--mixup-alpha must be a finite number >= 0, got {self.mixup_alpha}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"--ema-decay must be in [0, 1) (0: off; e.g. 0.99 or 0.999), got {self.ema_decay}")
         from hotspot_jax.data.preprocess import ASPECTS
 
         if self.aspect not in ASPECTS:
@@ -196,7 +199,7 @@ class TrainConfig:
 
 _LEVER_DEFAULTS = {"epochs_schedule": None, "lr_schedule": "constant", "warmup_epochs": 0, "online_augment": "none",
                    "no_anomaly_ratio": 1.0, "task": "hotspot", "leave_out": None, "init_from_checkpoint": None,
-                   "no_anomaly_pools": "study"}
+                   "no_anomaly_pools": "study", "ema_decay": 0.0}
 
 
 def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:

@@ -6,7 +6,8 @@ batch order of (seed, epoch), dropout of (seed, step, device). A run resumed fro
 uninterrupted one on the same machine.
 
 Checkpoint rule: the best checkpoint is the epoch with the highest validation accuracy; ties go to the
-lower validation loss, then to the earlier epoch.
+lower validation loss, then to the earlier epoch. A run that keeps a weight average (``ema_decay > 0``)
+validates, saves as best and tests the average (hotspot_jax.train.ema.evaluated_variables).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from hotspot_jax.evaluate import decision_threshold
 from hotspot_jax.train import batching, distributed, levers
 from hotspot_jax.train.checkpoint import BEST_DIR, LATEST_DIR, RunCheckpoints
 from hotspot_jax.train.config import TrainConfig, identity_differences
+from hotspot_jax.train.ema import evaluated_variables
 from hotspot_jax.train.files import write_json_atomic, write_jsonl_atomic
 from hotspot_jax.train.state import create_state, init_variables, replace_head
 from hotspot_jax.train.step import AXIS, make_eval_step, make_train_step
@@ -491,7 +493,7 @@ def train(
             from hotspot_jax.train.restore import abstract_variables
 
             variables_target = abstract_variables(model, cfg.input_hw)
-            target = jax.eval_shape(lambda v: create_state(v, tx), variables_target)
+            target = jax.eval_shape(lambda v: create_state(v, tx, cfg.ema_decay), variables_target)
             resumed = ckpts.restore_newest(target, log)
             ckpts.check_best(variables_target, resumed[0] if resumed else 0, target, BEST_RULE, log)
         if resumed is not None:
@@ -500,7 +502,7 @@ def train(
         else:
             if fresh is None:  # a config without checkpoints (killed before the first save)
                 fresh = initial_variables(cfg, model, jax.random.fold_in(root, 1), task)
-            state = create_state(fresh, tx)
+            state = create_state(fresh, tx, cfg.ema_decay)  # the weight average (if any) starts at these weights
             processes = distributed.process_count()
             log(f"{cfg.arch} at {cfg.image_size}px, initialisation: {cfg.initialisation}, {n_dev} device(s)"
                 + (f" in {processes} processes" if processes > 1 else ""))
@@ -539,7 +541,8 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
     workdir = Path(cfg.workdir)
     train_split, val_split = arrays["train"], arrays["val"]
     train_step = make_train_step(model, tx, cfg.input_hw, devices, augment=levers.online_augment_fn(cfg.online_augment),
-                                 label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup_alpha)
+                                 label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup_alpha,
+                                 ema_decay=cfg.ema_decay)
     eval_step = make_eval_step(model, cfg.input_hw, devices, tta=cfg.tta)
     rep = replicate(state, devices)
     history, best = meta["history"], meta["best"]
@@ -606,7 +609,7 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
             host_state = unreplicate(rep)
             if record["best"]:
                 best = {k: record[k] for k in ("epoch", "step", "val_accuracy", "val_loss")}
-                variables = {"params": host_state["params"], "batch_stats": host_state["batch_stats"]}
+                variables = evaluated_variables(host_state)  # what was just validated: the EMA, if the run keeps one
                 ckpts.save_best(step, variables, {"epochs_done": epoch + 1, "best": best, "rule": BEST_RULE})
             history = history + [record]
             meta = {"epochs_done": epoch + 1, "batch_in_epoch": 0, "partial": None, "history": history, "best": best}

@@ -2,7 +2,8 @@
 
 A work directory resolves to its best checkpoint (``best/<step>``); a checkpoint directory
 (``best/<step>``, ``checkpoints/<step>``, or ``checkpoints/`` / ``best/`` for their latest step) is
-used as given. The model is rebuilt from the run's ``config.json``.
+used as given. The model is rebuilt from the run's ``config.json``. A run with ``ema_decay > 0`` gives its
+weight average, the variables its validation chose (hotspot_jax.train.ema; tests/test_ema.py).
 """
 
 from __future__ import annotations
@@ -228,18 +229,17 @@ def load_trained(path: str | Path) -> TrainedModel:
 
 
 def _restore_variables_from_state(ckpts, step, model, config, target):
+    """The variables to evaluate of an epoch checkpoint's full state: its weight average when the run keeps one
+    (``ema_decay``), else its weights (hotspot_jax.train.ema.evaluated_variables)."""
+    from hotspot_jax.train.ema import evaluated_variables
     from hotspot_jax.train.levers import make_optimizer
+    from hotspot_jax.train.state import create_state
 
     run = config["run"]
     tx = make_optimizer(run, int(config.get("steps_per_epoch") or 1))  # a schedule adds a step count to opt_state
-    full = {
-        "step": jax.ShapeDtypeStruct((), jnp.int32),
-        "params": target["params"],
-        "batch_stats": target["batch_stats"],
-        "opt_state": jax.eval_shape(tx.init, target["params"]),
-    }
+    full = jax.eval_shape(lambda v: create_state(v, tx, run.get("ema_decay", 0.0)), target)
     state, meta = ckpts.restore(step, full)
-    return {"params": state["params"], "batch_stats": state["batch_stats"]}, meta
+    return evaluated_variables(state), meta
 
 
 def _load_manifest(workdir: Path):

@@ -16,7 +16,7 @@ import optax
 
 from hotspot_jax.errors import ConfigError
 
-TrainState = dict  # {"step": int32 scalar, "params": ..., "batch_stats": ..., "opt_state": ...}
+TrainState = dict  # {"step": int32 scalar, "params": ..., "batch_stats": ..., "opt_state": ...[, "ema": ...]}
 
 
 def init_variables(model: nn.Module, key: jax.Array, image_size: int | tuple[int, int]) -> dict[str, Any]:
@@ -63,12 +63,18 @@ def replace_head(
     return out
 
 
-def create_state(variables: dict[str, Any], tx: optax.GradientTransformation) -> TrainState:
-    """Step-0 training state from model variables and an optimiser."""
+def create_state(variables: dict[str, Any], tx: optax.GradientTransformation, ema_decay: float = 0.0) -> TrainState:
+    """Step-0 training state from model variables and an optimiser; with ``ema_decay > 0`` also ``"ema"``, the
+    weight average started at these variables (hotspot_jax.train.ema); without, no ``"ema"`` key at all."""
     params = variables["params"]
-    return {
+    state = {
         "step": jnp.zeros((), jnp.int32),
         "params": params,
         "batch_stats": variables.get("batch_stats", {}),
         "opt_state": tx.init(params),
     }
+    if ema_decay > 0:
+        from hotspot_jax.train import ema
+
+        state["ema"] = ema.init(variables)
+    return state

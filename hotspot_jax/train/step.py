@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hotspot_jax.train import ema
 from hotspot_jax.train.config import TTA_MODES
 
 AXIS = "batch"
@@ -105,14 +106,15 @@ def _aux_loss(mutated: dict[str, Any], loss: Callable[[jax.Array], jax.Array]) -
 
 def train_step_fn(
     model: nn.Module, tx: optax.GradientTransformation, image_size: int, aux_weight: float = AUX_WEIGHT,
-    augment: Callable | None = None, label_smoothing: float = 0.0, mixup_alpha: float = 0.0,
+    augment: Callable | None = None, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, ema_decay: float = 0.0,
 ) -> Callable:
     """The per-device step ``(state, images_u8, labels, key) -> (state, metrics)``, to be pmapped.
 
     Dropout gets ``fold_in(fold_in(key, step), device index)``: a function of (seed, step, device);
     ``augment(images_u8, key)`` (online augmentation, optional) gets that key folded with 1, mixup (on the
     preprocessed batch, ``mixup_alpha > 0``) with 2. With neither mixup nor ``label_smoothing`` the loss is
-    the plain integer-label cross-entropy, as in the study.
+    the plain integer-label cross-entropy, as in the study. With ``ema_decay > 0`` the state's ``"ema"`` moves
+    towards the new variables (hotspot_jax.train.ema); it never feeds back into the update.
     """
 
     def step(state, images, labels, key):
@@ -157,6 +159,9 @@ def train_step_fn(
             "batch_stats": batch_stats,
             "opt_state": opt_state,
         }
+        if ema_decay > 0:
+            new_state["ema"] = ema.update(state["ema"], {"params": params, "batch_stats": batch_stats}, ema_decay,
+                                          state["step"])
         return new_state, metrics
 
     return step
@@ -171,10 +176,11 @@ def make_train_step(
     augment: Callable | None = None,
     label_smoothing: float = 0.0,
     mixup_alpha: float = 0.0,
+    ema_decay: float = 0.0,
 ) -> Callable:
     """pmapped train step: state replicated (donated), images ``(D, B/D, H, W, 1)`` uint8, labels ``(D, B/D)``."""
     return jax.pmap(
-        train_step_fn(model, tx, image_size, aux_weight, augment, label_smoothing, mixup_alpha),
+        train_step_fn(model, tx, image_size, aux_weight, augment, label_smoothing, mixup_alpha, ema_decay),
         axis_name=AXIS,
         in_axes=(0, 0, 0, None),
         donate_argnums=(0,),
@@ -203,10 +209,11 @@ def class_probabilities(model: nn.Module, variables: Any, images: jax.Array, ima
 
 def eval_step_fn(model: nn.Module, image_size: int, tta: str = "none") -> Callable:
     """Per-device ``(state, images_u8, labels) -> (class probabilities (B, K), loss, correct)`` per example;
-    with ``tta`` the probabilities are averaged over the views of :func:`tta_views` (loss and correct from them)."""
+    with ``tta`` the probabilities are averaged over the views of :func:`tta_views` (loss and correct from them).
+    ``state``: a training state (its weight average when it has one: ema.evaluated_variables) or variables."""
 
     def step(state, images, labels):
-        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+        variables = ema.evaluated_variables(state)
         if tta != "none":
             probs = class_probabilities(model, variables, images, image_size, tta)
             picked = jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), -1)[:, 0]
