@@ -258,3 +258,22 @@ def test_a_run_started_from_an_ema_run_starts_its_average_at_the_evaluated_weigh
                        jax.tree.leaves(state["ema"])):
         np.testing.assert_array_equal(x, y)
         np.testing.assert_array_equal(x, z)
+
+
+def test_a_damaged_best_checkpoint_is_rebuilt_with_the_average(straight, tmp_path):
+    """checkpoint.check_best rebuilds ``best/`` from the full state: the average, as the run saved it."""
+    import shutil
+
+    from hotspot_jax.train.loop import train
+    from hotspot_jax.train.restore import load_trained
+
+    data, run = straight
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    (best,) = [p for p in (broken / "best").iterdir() if p.name.isdigit()]
+    (best / "variables" / "_METADATA").write_bytes(b"")
+    lines: list[str] = []
+    train(_cfg(broken), progress=False, log=lines.append, dataset=data)  # finished: only the final evaluation again
+    assert any(line.startswith(f"rebuilt {best}") for line in lines), lines
+    for x, y in zip(jax.tree.leaves(load_trained(run).variables), jax.tree.leaves(load_trained(broken).variables)):
+        np.testing.assert_array_equal(x, y)

@@ -59,7 +59,7 @@ class Recipe:
     no_anomaly_ratio: float = 1.0  # training No-Anomaly images per augmented training hotspot (study: 1)
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
-    ema_decay: float = 0.0  # validate and test an exponential moving average of the weights (0: off)
+    ema_decay: float = 0.0  # the run (not its pretraining) validates and tests a moving average of its weights; 0: off
     tta: str = "none"  # none | flips: test-time augmentation of validation and test
     aspect: str = "square"  # square | source (5:3, image_size wide), pretraining and training
     pretrain_epochs: int = 0  # in-domain 12-class pretraining epochs (0: none); hotspot task only

@@ -59,7 +59,7 @@ class TrainConfig:
     init_from_checkpoint: str | None = None  # filled by resolve(): the checkpoint directory it names
     label_smoothing: float = 0.0  # target (1 - s) on the class and s / K on every class (hotspot_jax.train.step)
     mixup_alpha: float = 0.0  # mixup inside each batch, lam ~ Beta(alpha, alpha); 0: off
-    ema_decay: float = 0.0  # evaluate an exponential moving average of the weights with this decay (hotspot_jax.train.ema); 0: off
+    ema_decay: float = 0.0  # evaluate a moving average of the weights with this decay (hotspot_jax.train.ema); 0: off
     tta: str = "none"  # test-time augmentation of every evaluation and prediction: none | flips
     aspect: str = "square"  # network input: image_size square, or "source": the images' 5:3 shape, image_size wide
     # the operating point: the threshold chosen on validation for this sensitivity (hotspot_jax.evaluate.decision_threshold)
