@@ -37,6 +37,20 @@ def test_task_is_a_recipe_setting_that_leaves_hotspot_fingerprints_alone():
     assert variant.name == "paper-cpu+task=anomaly" and variant.train_config("squeezenet", 0, "/x").task == "anomaly"
 
 
+def test_best_v2_is_best_with_the_levers_kept_on_validation_and_reuses_their_shared_pretraining():
+    """best-v2 must be exactly best + the kept levers (results/issue23/lever_rules.md), so its runs are those of
+    that --set, and its pretraining the one the 64 px lever runs made (tta changes evaluation, not pretraining)."""
+    kept = ["pretrain_epochs=40", "no_anomaly_pools=fixed", "pretrain_pool=shared", "image_size=64", "tta=flips"]
+    v2 = RECIPES["best-v2"]
+    assert v2.fingerprint() == with_overrides(RECIPES["best"], kept).fingerprint()
+    lever64 = with_overrides(RECIPES["best"], kept[:-1])
+    assert v2.fingerprint() != lever64.fingerprint()
+    for arch in ("shufflenet", "alexnet"):
+        assert v2.pretrain_config(arch, 3, "/x") == lever64.pretrain_config(arch, 3, "/x")
+    cfg = v2.train_config("shufflenet", 2, "/x").resolve()
+    assert (cfg.image_size, cfg.tta, cfg.no_anomaly_pools, cfg.epochs) == (64, "flips", "fixed", 12)
+
+
 def test_a_task_that_cannot_take_the_recipe_is_one_clear_error(capsys):
     with pytest.raises(ConfigError, match="can only start a hotspot run: for --task classes12 use --recipe classes12"):
         with_overrides(RECIPES["best"], ["task=classes12"])
