@@ -54,7 +54,7 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any, impl: Any, groups: int = 1) -> nn.Module:
     """Bias-free conv, padding (kernel - 1) // 2 on each side, kaiming-normal fan-out init."""
-    if groups > 1:  # depthwise: same params and forward as Conv, a much faster CPU gradient
+    if groups > 1:  # depthwise (groups == channels): torch's Conv2d(groups=C), as ops.DepthwiseConv computes it
         if groups != features:
             raise ValueError(f"only depthwise grouped convs are used here, got groups={groups}, features={features}")
         return ops.DepthwiseConv(

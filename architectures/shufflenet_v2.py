@@ -31,7 +31,7 @@ def _conv(
     features: int, kernel: int, stride: int, padding: int, name: str, dtype: Any, impl: Any, groups: int = 1
 ) -> nn.Module:
     """Bias-free conv with torch's symmetric padding and torch's default (kaiming-uniform) init."""
-    if groups > 1:  # depthwise: same params and forward as Conv, a much faster CPU gradient
+    if groups > 1:  # depthwise (groups == channels): torch's Conv2d(groups=C), as ops.DepthwiseConv computes it
         if groups != features:
             raise ValueError(f"only depthwise grouped convs are used here, got groups={groups}, features={features}")
         return ops.DepthwiseConv(

@@ -4,15 +4,14 @@
 Why: glibc serves every allocation above 32 MB with a fresh ``mmap``, so on the CPU each train step
 page-faults its gradients and new parameters in 4 KiB at a time (AlexNet: about 500 MB a step). With
 the tunable, glibc asks the kernel for 2 MiB pages on those mappings (``madvise``), 512 times fewer
-faults. Measured: AlexNet's SGD update on 61 M parameters 400 -> 154 ms, its gradient 554 -> 388 ms
-(docs/performance.md). It changes where memory comes from, never what is computed.
+faults (timings: docs/performance.md, row 11). It changes where memory comes from, never what is computed.
 
 Freed memory is also kept in the process (``glibc.malloc.mmap_max=0``: large blocks come from the heap,
 not from their own mappings; ``glibc.malloc.trim_threshold``: the heap is never given back;
 ``glibc.malloc.arena_max=1``: one heap for all threads, since other threads' heaps are unmapped when
 empty), so the next step reuses the pages instead of faulting in fresh ones. On this project's VM a
 fresh page costs far more once freed memory has gone back to the host: steps of the same compiled
-training step took 0.5-1.6 s, the system time all in the slow ones (docs/performance.md, row 33).
+training step varied several-fold, the system time all in the slow ones (docs/performance.md, row 33).
 
 Off with ``HOTSPOT_HUGEPAGES=0``; nothing happens where it cannot help (not Linux, glibc older than
 2.35, transparent huge pages set to ``never``) or when ``GLIBC_TUNABLES`` already names one of the tunables.

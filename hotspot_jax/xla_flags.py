@@ -4,14 +4,11 @@ XLA reads ``XLA_FLAGS`` once, when JAX creates its first backend, so the entry p
 (through :func:`hotspot_jax.runtime.configure`) first thing; importing the package sets nothing. Only flags measured to help are here (docs/performance.md, optimisation log):
 
 - ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` (row 25): jax 0.10 sends every
-  convolution to YNNPACK; XLA's own convolutions were faster for AlexNet (224 px: training 1.18x,
-  inference 1.27x) and within 0.96-1.05x for the other networks measured. Matrix products stay on
-  YNNPACK, which was faster for them (turning both off: AlexNet 64 px training 0.79x, ShuffleNetV2
-  224 px 0.74x).
+  convolution to YNNPACK; XLA's own convolutions were faster for AlexNet and within noise for the other
+  networks. Matrix products stay on YNNPACK, which was faster for them.
 - ``--xla_cpu_use_fusion_emitters=false`` (row 32): XLA:CPU's loop, reduction and concatenation fusions
   compiled by its older LLVM IR emitters instead of the MLIR fusion emitters jax 0.10 uses by default.
-  Training at 224 px 1.20-1.88x faster for all six networks (ShuffleNetV2 most), with CPU time per image in
-  proportion; at 64 px and for inference within 0.88-1.16x, about this VM's noise.
+  Training at 224 px was faster for all six networks; at 64 px and for inference it moved within noise.
 
 Convolutions off YNNPACK also change which convolution kernel gradient is fastest:
 :func:`convolutions_off_ynnpack` (from :mod:`architectures.ops.impl`) decides which one the CPU path uses (row 26).

@@ -10,6 +10,7 @@ in ResNet-50's layer4) amplified the rounding of sums taken in another order to 
 (BatchNorm biases followed by another BatchNorm have a zero gradient in exact arithmetic, rounding noise here). The CPU path's forward pass shows its marks (custom gradients, barriers) and the reference's none.
 The study's six networks run by default; the other registered variants, whose blocks one of those already
 runs (ResNet-18 to 152, ShuffleNetV2 x0.5 to x2.0, SqueezeNet 1.0), are marked slow. The architecture files themselves: no CPU vocabulary, SqueezeNet in at most 120 lines.
+Neither they nor the op modules (architectures/ops) quote timings or rows of the optimisation log.
 """
 
 from __future__ import annotations
@@ -116,12 +117,37 @@ FORBIDDEN = re.compile(r"\b(parts?|barriers?|kernel_only|pooled_already|pooled=|
                        r"fast ?path|\d+(\.\d+)?x (faster|slower))\b", re.IGNORECASE)
 
 
+#: timings and rows of the optimisation log, which belong in docs/performance.md: "row 17", "rows 35-37", "285 ms",
+#: "img/s", "1.21x faster", "4-20x slower", "0.55x". Shapes ("3x3", "F(2x2, 3x3)", "x4") are not timings, nor are
+#: counts of operations ("2.25x fewer multiplications", SqueezeNet 1.1's "2.4x less computation" or "cheaper")
+TIMINGS = re.compile(r"\b(rows? \d+|\d+ ?ms\b|img/s|\d+(\.\d+)?x (faster|slower)|"
+                     r"\d+\.\d+x\b(?!\s+(fewer|less|cheaper)))", re.IGNORECASE)
+
+
 @pytest.mark.parametrize("path", sorted(p.name for p in ARCH_DIR.glob("*.py") if p.name not in (
     "__init__.py", "registry.py", "errors.py")))
 def test_architecture_files_speak_the_papers_vocabulary(path):
     text = (ARCH_DIR / path).read_text()
-    hits = [m.group(0) for m in FORBIDDEN.finditer(text)]
+    hits = [m.group(0) for m in FORBIDDEN.finditer(text)] + [m.group(0) for m in TIMINGS.finditer(text)]
     assert not hits, f"{path} mentions {hits}"
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (ARCH_DIR / "ops").glob("*.py")))
+def test_op_modules_quote_no_timings_or_log_rows(path):
+    """The ops say what they compute and why; the measurements behind them are in docs/performance.md."""
+    text = (ARCH_DIR / "ops" / path).read_text()
+    hits = [m.group(0) for m in TIMINGS.finditer(text)]
+    assert not hits, f"ops/{path} mentions {hits}"
+
+
+def test_the_timings_pattern_flags_timings_and_spares_shapes():
+    flagged = ["row 17", "rows 35-37", "285 ms", "41.3 img/s", "1.21x faster", "4-20x slower", "made it 0.55x)",
+               "trained 0.83x with it", "measured 5x faster"]
+    spared = ["3x3", "1x1 convolutions", "2x2 map", "F(2x2, 3x3)", "x4", "2.25x fewer multiplications",
+              "2.4x cheaper", "2.4x\nless computation", "36 kernel rows per channel", "in a row", "row-major order",
+              "rows and columns", "576x the work"]
+    assert [t for t in flagged if not TIMINGS.search(t)] == []
+    assert [t for t in spared if TIMINGS.search(t)] == []
 
 
 def test_squeezenet_reads_like_torchvisions():

@@ -4,9 +4,9 @@
 On the CPU path, when the map is smaller than the pool's output (AlexNet's 1x1 map on 63-94 px inputs, where
 torch's first classifier layer multiplies 36 copies of each value) and no dropout is drawn, the pool is folded
 into the kernel instead: each channel's 36 kernel rows are combined by the pool's weights, so the product has
-H*W rows per channel. The same linear map, exact up to float rounding (optimisation row 21 of
-docs/performance.md; tests/test_alexnet.py). Parameters are ``nn.Dense``'s: ``kernel`` (C*oh*ow, features) in
-torch's (C, H, W) row order, and ``bias``.
+H*W rows per channel, up to 36 times fewer multiplications (why: docs/performance.md, "Optimisation log"). The
+same linear map, exact up to float rounding (tests/test_alexnet.py). Parameters are ``nn.Dense``'s: ``kernel``
+(C*oh*ow, features) in torch's (C, H, W) row order, and ``bias``.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ class AvgPoolLinear(nn.Module):
         if impl.cpu and impl.fold_pooling and pooling_copies(x.shape[1:3], self.output_size) and (
                 not train or self.dropout_rate == 0):
             pooling = pooling_matrix(x.shape[1:3], self.output_size)
-            # a weighted sum over the oh*ow bins for each of the H*W pixels (a reduction: XLA's dot for this
-            # contraction transposed the whole kernel and made inference 0.55x)
+            # a weighted sum over the oh*ow bins for each of the H*W pixels, as a reduction: XLA's dot for this
+            # contraction transposed the whole kernel
             blocks = kernel.reshape(channels, oh * ow, 1, self.features)
             kernel = jnp.sum(blocks * jnp.asarray(pooling[None, :, :, None]), axis=1).reshape(-1, self.features)
         else:

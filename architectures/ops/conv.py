@@ -1,26 +1,21 @@
-"""2-D convolution that XLA's CPU backend runs fast: small and 1x1 convolutions as matrix products.
+"""2-D convolution (``nn.Conv`` without groups), computed as ``impl`` says (:mod:`architectures.ops.impl`).
 
-XLA:CPU sends ``lax.conv`` to one library routine whatever the shape, and two shapes these networks
-meet all the time on 24x40 module images are slow there: a 3x3 convolution on a tiny feature map (a
-ResNet-50 layer4 conv on a 2x2 map, 32 x 512 -> 512, took 285 ms against 4 ms in torch, and its
-gradient 630 ms: the padding is as large as the map), and the gradient of any strided convolution.
-1x1 convolutions are plain matrix products, which XLA runs faster as ``dot`` than as ``conv`` (fwd and
-bwd, measured at every size these networks use).
+The reference path is ``lax.conv`` with JAX's own gradients, what GPUs and TPUs run. The CPU path
+(``Impl("cpu")``) picks, per convolution, the form XLA:CPU runs best:
 
-So on the CPU path (``Impl("cpu")``, :mod:`architectures.ops.impl`) :class:`Conv` computes the convolution as ``patches @ kernel``: the k*k shifted,
-strided slices of the padded input concatenated on the channel axis, times the kernel reshaped to
-(kh*kw*Cin, Cout); JAX differentiates that into matrix products and pads. It does so for 1x1 kernels,
-for outputs of at most ``Impl.patches_max_output_pixels`` pixels and for strided kernels (except large
-first-layer kernels on the image's few channels, ``Impl.first_layer_max_channels``); larger stride-1
-maps keep ``lax.conv``, which is faster there forward and for the input gradient. Their kernel gradient
-depends on where XLA:CPU runs convolutions: on YNNPACK (jax 0.10's default) XLA's kernel gradient is
-1.2-6x slower than :func:`kernel_grad_by_shifts` (row 13 of docs/performance.md, a custom VJP), which they
-then use; on XLA's own CPU path (``hotspot_jax``'s default XLA flag, row 25) XLA's is 1.1-2.2x faster
-(row 26), so they keep it (``Impl.kernel_grad``). Of those, 3x3 ones with many channels on maps of 10x10 and
-more run forward and for their input gradient by Winograd's F(2x2, 3x3) (:mod:`architectures.ops.winograd`, 2.25x
-fewer multiplications; ``Impl.winograd_min_channels``, row 42). Other backends
-(GPU: cuDNN) always use ``lax.conv`` and its own gradients. The measurements behind the rules are in
-docs/performance.md.
+- **patches @ kernel** (the k*k shifted, strided slices of the padded input concatenated on the channel axis,
+  times the kernel reshaped to (kh*kw*Cin, Cout)) for 1x1 kernels, outputs of at most
+  ``Impl.patches_max_output_pixels`` pixels and strided kernels: XLA:CPU's convolution is slow on tiny maps
+  (padding as large as the map) and for strided gradients, while products run at the matrix rate;
+- ``lax.conv`` for large first-layer kernels on the image's few channels (``Impl.first_layer_max_channels``) and
+  for larger stride-1 maps, with the kernel gradient of :func:`kernel_grad_by_shifts` (a custom VJP) when
+  convolutions run on YNNPACK, XLA's own when the XLA flags move them off it (``Impl.kernel_grad``, "auto");
+- Winograd's F(2x2, 3x3) (:mod:`architectures.ops.winograd`, 16 multiplications instead of 36) for 3x3
+  stride-1 convolutions with many channels on maps of 10x10 and more (``Impl.winograd_min_channels``), when
+  the kernel gradient is XLA's.
+
+Every form computes the same values and gradients as ``nn.Conv`` (tests/test_conv.py,
+tests/test_winograd.py, tests/test_implementations.py). Why each rule: docs/performance.md, "Optimisation log".
 
 :class:`Conv` is a drop-in for ``nn.Conv`` without groups: same parameter names and shapes (``kernel``
 (kh, kw, Cin, Cout), optional ``bias``), same init, explicit ``((top, bottom), (left, right))`` padding.
@@ -102,7 +97,7 @@ def kernel_grad_by_shifts(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int
                           chunk_pixels: int = Impl.kernel_grad_chunk_pixels) -> jax.Array:
     """Kernel gradient of an NHWC x HWIO convolution: for each kernel offset (i, j), the shifted (and
     strided) input's transpose times the output gradient, summed over chunks of images by ``lax.scan`` so that
-    each chunk's operands stay in cache (XLA:CPU's own kernel gradient is a slow generic loop)."""
+    each chunk's operands stay in cache. Equals XLA's kernel gradient (tests/test_conv.py)."""
     kh, kw = kernel_hw
     sh, sw = strides
     n, cin = x.shape[0], x.shape[-1]
@@ -229,9 +224,9 @@ def conv_relu_max_pool(conv: Conv, x: jax.Array, window: int, stride: int, paddi
     A max pool commutes with adding a per-channel constant and with the ReLU (rounding is monotone, so the
     values are exactly torch's), so the bias and the ReLU run on the pooled map, a quarter of the
     convolution's output at stride 2, and the full-size map is the product's own output, read only by the
-    pool and its gradient (row 43 of docs/performance.md). The gradient goes to each window's first maximum
-    of the bias-free output, which is torch's element unless adding the bias rounds two different values of a
-    window to the same float (then both are maxima to within one rounding).
+    pool and its gradient. The gradient goes to each window's first maximum of the bias-free output, which is
+    torch's element unless adding the bias rounds two different values of a window to the same float (then
+    both are maxima to within one rounding; tests/test_benchmark_pooling.py).
     """
     impl = resolve(conv.impl)
     if not (impl.cpu and impl.bias_after_pool and impl.pool_before_relu):

@@ -1,13 +1,13 @@
-"""Depthwise convolution (one k x k filter per channel) with a gradient XLA's CPU backend runs fast.
+"""Depthwise convolution (one k x k filter per channel), written out as k*k shifted multiply-adds on the CPU path.
 
-``lax.conv`` with ``feature_group_count == C`` is slow on XLA's CPU backend three times over: the
-forward grouped convolution itself (4-20x slower than the same sum written out, measured at
-MobileNetV2's shapes), its filter gradient, which becomes a *dense* C x C convolution whose diagonal is
-kept (C times the work: 576x for MobileNetV2's widest layers), and the input gradient of a strided
-layer, an input-dilated convolution on a slow generic path. Here all three are k*k shifted, strided
-multiply-adds that XLA fuses into single loops: the forward sum, the filter gradient as one variadic
-reduction of k*k per-channel sums per image, the input gradient placed back with
-:func:`architectures.ops.pooling.place_window_parts`. Sums are accumulated in at least float32.
+Why: ``lax.conv`` with ``feature_group_count == C`` takes slow generic paths on XLA's CPU backend three times
+over: the forward grouped convolution, its filter gradient, which becomes a *dense* C x C convolution whose
+diagonal is kept (C times the work: 576x for MobileNetV2's widest layers), and the input gradient of a strided
+layer, an input-dilated convolution (evidence: docs/performance.md, "Optimisation log", depthwise). Here all
+three are k*k shifted, strided multiply-adds that XLA fuses into single loops: the forward sum, the filter
+gradient as one variadic reduction of k*k per-channel sums per image, the input gradient placed back with
+:func:`architectures.ops.pooling.place_window_parts`. Sums are accumulated in at least float32. Values and
+gradients equal the grouped ``lax.conv``'s (tests/test_benchmark_depthwise.py); the reference path runs that.
 
 :class:`DepthwiseConv` is a drop-in for ``nn.Conv(features=C, feature_group_count=C)`` on C input
 channels: same parameter names and shapes (``kernel`` (kh, kw, 1, C), optional ``bias``), same init.
@@ -81,8 +81,8 @@ def _filter_grad(xp: jax.Array, g: jax.Array, kernel_hw: tuple[int, int], stride
     One image at a time (``lax.scan`` over the batch): the k*k sums of an image are one variadic
     reduction over its rows, added to a (k*k, W, C) total that is summed over W at the end. Each
     image's input and gradient (1.6 MB at 112x112x32) stay in cache while the k*k products read them;
-    one reduction over the whole batch's (N, H) walked each (w, c) column through all N*H rows, 2-6x
-    slower on MobileNetV2's large maps (optimisation log, row 16). Sums are in at least float32.
+    one reduction over the whole batch's (N, H) walked each (w, c) column through all N*H rows, far apart
+    in memory. Sums are in at least float32.
     """
     kh, kw = kernel_hw
     acc = jnp.promote_types(g.dtype, jnp.float32)

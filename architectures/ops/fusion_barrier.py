@@ -4,17 +4,17 @@ XLA fuses cheap elementwise producers into each of their consumers, duplicating 
 output such as ResNet's ``relu(bn3(conv3) + identity)``, read by the next block's convolution and by its
 residual sum, each consumer then recomputes it from the convolutions behind it, and the residual chain
 makes that transitive: in a ResNet-50 training step at 224 px one layer1 sum read four convolution
-outputs (100 MB each) to produce one tensor (docs/performance.md, row 34).
+outputs to produce one tensor.
 
 :func:`stored` returns ``x`` divided by a 1 that comes through an optimisation barrier. ``x / 1`` equals
 ``x`` exactly for every float (NaN, infinities and -0 included), and XLA does not duplicate a division
 into several fusions, so the tensor is computed once and stored. XLA rewrites a division by a 1 with one
 use into a multiplication (which it duplicates again); in a training step the 1 also divides the
 gradient, so it has two uses and the division stays (checked by tests/test_fusion_barrier.py); in an
-inference step it becomes a multiplication by 1, fused, and changes nothing. Used where it measured
-faster: ResNet (row 34) and GoogLeNet's max-pool input gradients (row 37, through
-``architectures.ops.pooling``); MobileNetV2 trained 0.83x with it, and the other networks' memory traffic
-moved by under 1%. Only on the CPU path, with ``Impl.fusion_barrier`` (:mod:`architectures.ops.impl`).
+inference step it becomes a multiplication by 1, fused, and changes nothing. Used only where it paid
+(why: docs/performance.md, "Optimisation log"): ResNet's ReLUs, GoogLeNet's max-pool input gradients
+(through ``architectures.ops.pooling``) and ShuffleNetV2's stem pool input (``relu_max_pool(store_input=True)``);
+not MobileNetV2. Only on the CPU path, with ``Impl.fusion_barrier`` (:mod:`architectures.ops.impl`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Every conv and pool gets explicit symmetric padding (never ``'SAME'``, which pads asymmetrically on
 stride 2 and so differs from torch), pools support torch's ``ceil_mode``, and BatchNorm uses torch's
-momentum and epsilon. Inputs are NHWC.
+momentum and epsilon. Inputs are NHWC. On the CPU path (``impl``) BatchNorm and ReLU-then-pool run in
+forms with the same values that XLA:CPU trains faster (why: docs/performance.md, "Optimisation log").
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class TorchBatchNorm(nn.Module):
     ``nn.BatchNorm`` folds the biased one, which drifts from torch when feature maps are small (the
     2x1 maps of a 40x24 module image make n/(n-1) about 1.6% at batch 32). With ``axis_name`` the
     statistics are averaged over ``pmap`` devices, so the device count does not change the result.
-    The statistics are folded into one multiply-add per element (faster under XLA:CPU's autodiff).
+    On the CPU path the statistics are folded into one multiply-add per element (:func:`normalize`).
     Parameter and statistic names (``scale``, ``bias``, ``mean``, ``var``) are Flax's, so converted
     torchvision checkpoints load unchanged.
     """
@@ -118,6 +119,7 @@ def centred_variance(xf: jax.Array, mean: jax.Array) -> jax.Array:
     Its gradient is written out (``2 (x - mean) / n`` for ``x``): under JAX's autodiff XLA:CPU stored
     ``x - mean`` as a full-size tensor for the backward pass, and reduced a second full-size product for the
     gradient of ``mean``, which is ``-2 sum(x - mean) / n``, zero when ``mean`` is this array's own mean.
+    Values and gradients equal autodiff's (tests/test_batchnorm.py).
     """
     return _centred_variance_forward(xf, mean)[0]
 
@@ -143,8 +145,9 @@ centred_variance.defvjp(_centred_variance_forward, _centred_variance_backward)
 
 
 def normalize(xf, mean, var, scale, bias, epsilon: float, impl: Impl | str | None = None) -> jax.Array:
-    """``(x - mean) / sqrt(var + eps) * scale + bias``; one multiply-add per element in the folded form (the
-    CPU path's, ``Impl.batchnorm_form``: its autodiff trained 1.05-1.21x faster on XLA:CPU, row 17)."""
+    """``(x - mean) / sqrt(var + eps) * scale + bias``; on the CPU path (``Impl.batchnorm_form``) folded into one
+    multiply-add per element, ``x * a + (bias - mean * a)``, whose autodiff XLA:CPU trains faster. Both forms
+    give the same values and gradients (tests/test_batchnorm.py)."""
     a = jax.lax.rsqrt(var + epsilon) * scale
     impl = resolve(impl)
     if not impl.cpu or impl.batchnorm_form == "centred":
@@ -199,8 +202,8 @@ def max_pool(
     """torch.nn.MaxPool2d on NHWC (padding counts as -inf, as in torch).
 
     The gradient goes to each window's first maximum, as in torch, through the dense backward pass of
-    :mod:`architectures.ops.pooling` on the CPU path (JAX's own select_and_scatter is about half a CPU
-    training step); the reference path differentiates ``reduce_window``.
+    :mod:`architectures.ops.pooling` on the CPU path (no ``select_and_scatter``, which XLA:CPU runs as a serial
+    scatter); the reference path differentiates ``reduce_window``.
     ``store_gradient``: have XLA:CPU store the input gradient once (see :func:`max_pool_nhwc`).
     """
     pads = tuple(_pool_padding(x.shape[ax], window, stride, padding, ceil_mode) for ax in (1, 2))
@@ -215,12 +218,12 @@ def relu_max_pool(
     """torch's ReLU followed by its MaxPool2d, computed as the pool followed by the ReLU.
 
     The maximum is monotone, so ``max_pool(relu(x)) == relu(max_pool(x))`` exactly, and the gradient reaches
-    the same element: each window's first maximum when that maximum is positive, nothing otherwise (tested).
-    Pooled first, the ReLU and its backward mask run on the pooled map (a quarter of the size, for stride 2)
-    instead of the full-size one (row 38 of docs/performance.md), on the CPU path. ``relu``: ``jax.nn.relu``
+    the same element: each window's first maximum when that maximum is positive, nothing otherwise
+    (tests/test_benchmark_pooling.py). Pooled first, on the CPU path, the ReLU and its backward mask run on the
+    pooled map (a quarter of the size, for stride 2) instead of the full-size one. ``relu``: ``jax.nn.relu``
     (default) or one with the same values and gradients taking ``impl`` (``fusion_barrier.relu``).
     ``store_input``: have XLA:CPU compute the pool's input once and store it (:func:`fusion_barrier.stored`)
-    instead of recomputing it, a BatchNorm output, inside the pool's forward and backward fusions (row 38).
+    instead of recomputing it, a BatchNorm output, inside the pool's forward and backward fusions.
     """
     impl = resolve(impl)
     act = jax.nn.relu if relu is None else functools.partial(relu, impl=impl)

@@ -1,12 +1,13 @@
-"""Max pooling with a fast, torch-exact gradient for XLA's CPU backend.
+"""Max pooling with a torch-exact gradient written densely, for XLA's CPU backend.
 
 JAX differentiates ``lax.reduce_window(max)`` into ``select_and_scatter``, which XLA:CPU lowers to an
-index computation (iota + a reduce-window over (value, index) pairs) and a serial scatter: about half
-of a SqueezeNet training step on a 2-core CPU. Here the gradient is written densely instead: for every
-window offset ``k`` the output gradient goes where ``k`` holds the window's *first* maximum in
-row-major order (what torch's ``max_pool2d`` backward does), and the offsets are put back in place
-stride phase by stride phase (each phase is a sum of shifted output-sized arrays, interleaved once),
-so there is no scatter and no integer division. Forward values are ``reduce_window``'s, unchanged.
+index computation (iota + a reduce-window over (value, index) pairs) and a serial scatter, a large share of
+a pooled network's CPU training step (docs/performance.md, "Optimisation log"). Here the gradient is written
+densely instead: for every window offset ``k`` the output gradient goes where ``k`` holds the window's
+*first* maximum in row-major order (what torch's ``max_pool2d`` backward does), and the offsets are put back
+in place stride phase by stride phase (each phase is a sum of shifted output-sized arrays, interleaved once),
+so there is no scatter and no integer division. Forward values are ``reduce_window``'s, unchanged; gradients
+equal autodiff's and torch's (tests/test_benchmark_pooling.py).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def max_pool_nhwc(x: jax.Array, window: int, stride: int, pads: Pads, store_grad
     The reference path is ``reduce_window`` with JAX's gradient (select-and-scatter); the CPU path has the
     dense gradient of the module doc. With ``store_gradient`` (and ``impl.store_pool_gradient``) the input gradient is divided by
     a 1 from :mod:`architectures.ops.fusion_barrier`, so XLA:CPU computes it once and stores it instead of fusing
-    its k*k window parts into every reader (optimisation row 37: GoogLeNet's Inception input gradient was
-    recomputed in each branch's backward pass). The same 1 divides the output, a second use that keeps XLA
-    from turning the division into a multiplication; values and gradients are unchanged.
+    its k*k window parts into every reader (GoogLeNet's Inception input gradient was recomputed in each
+    branch's backward pass). The same 1 divides the output, a second use that keeps XLA from turning the
+    division into a multiplication; values and gradients are unchanged, bit for bit
+    (tests/test_benchmark_pooling.py).
     """
     impl = resolve(impl)
     if not impl.cpu:  # reduce_window and its own gradient (select-and-scatter)

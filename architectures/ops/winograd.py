@@ -3,12 +3,12 @@ for Convolutional Neural Networks", CVPR 2016): each 2x2 block of outputs from a
 multiplications per channel pair instead of 36, so the matrix products do 2.25x fewer operations than a direct
 convolution, at the cost of transforming the input and output tiles (memory-bound elementwise passes).
 
-On the CPU, XLA's own convolution reaches about the matrix-product rate, so from 112 channels on maps of
-13x13 to 28x28 this is faster (row 42 of docs/performance.md); :mod:`architectures.ops.conv` decides where.
-The input gradient of a stride-1 convolution is itself a stride-1 convolution (of the output gradient with
-the kernel rotated and its channels swapped), so it is computed the same way; the kernel gradient is XLA's
-(differentiating through the transforms was slower, measured). Float32 rounding differs from a direct
-convolution's by the transforms' few extra additions (relative 1e-6 here; the tests bound it).
+Why: XLA:CPU's own convolution already runs near the matrix-product rate, so on wide 3x3 layers only fewer
+multiplications can gain; :mod:`architectures.ops.conv` decides where (evidence: docs/performance.md,
+"Optimisation log", Winograd). The input gradient of a stride-1 convolution is itself a stride-1 convolution
+(of the output gradient with the kernel rotated and its channels swapped), so it is computed the same way; the
+kernel gradient is XLA's. Values and gradients equal ``lax.conv``'s up to the float32 rounding of the
+transforms' few extra additions (about 1e-6 relative; tests/test_winograd.py bounds it).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _output_rows(m: list[jax.Array]) -> list[jax.Array]:
 def _tile_slices(a: jax.Array, axis: int, t: int) -> list[jax.Array]:
     """The four slices of ``a`` (2t + 2 entries along ``axis``) at entries 2i + k, i < t, for k = 0..3: the
     rows (or columns) of every 4-wide tile with stride 2, taken through a reshape into (t + 1, 2) blocks so
-    that XLA sees plain slices, not strided ones (measured 5x faster)."""
+    that XLA sees plain slices, not strided ones (which it compiled into many small loops)."""
     r = a.reshape(a.shape[:axis] + (t + 1, 2) + a.shape[axis + 1:])
 
     def part(block: int, phase: int) -> jax.Array:
@@ -51,7 +51,7 @@ def _kernel_rows(g: list[jax.Array]) -> list[jax.Array]:
 
 def transformed_kernel(kernel: jax.Array) -> jax.Array:
     """U = G g G^T for every channel pair: (3, 3, Cin, Cout) -> (4, 4, Cin, Cout), as elementwise sums (an
-    einsum with the 4x3 matrix became slow narrow transposes)."""
+    einsum with the 4x3 matrix compiled to narrow transposes; tests/test_winograd.py checks it is G g G^T)."""
     rows = _kernel_rows([kernel[i] for i in range(3)])  # 4 x (3, Cin, Cout)
     return jnp.stack([jnp.stack(_kernel_rows([r[j] for j in range(3)])) for r in rows])
 
@@ -90,9 +90,10 @@ def flipped_transposed(kernel: jax.Array) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv3x3(x: jax.Array, kernel: jax.Array, pads: Pads, input_grad: str = "winograd") -> jax.Array:
-    """:func:`conv3x3_winograd` with XLA's kernel gradient (differentiating through the transforms was slower)
-    and, with ``input_grad="winograd"``, an input gradient that is also a forward F(2x2, 3x3) convolution (of
-    the output gradient with :func:`flipped_transposed`); ``"xla"``: XLA's input gradient."""
+    """:func:`conv3x3_winograd` with XLA's kernel gradient (rather than autodiff through the transforms) and,
+    with ``input_grad="winograd"``, an input gradient that is also a forward F(2x2, 3x3) convolution (of the
+    output gradient with :func:`flipped_transposed`); ``"xla"``: XLA's input gradient. Both equal ``lax.conv``'s
+    gradients (tests/test_winograd.py)."""
     return conv3x3_winograd(x, kernel, pads)
 
 

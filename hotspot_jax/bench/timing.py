@@ -70,9 +70,9 @@ def resident_bytes() -> int | None:
 
 
 #: warm-up goes on until one call grows the process's resident memory by less than this many bytes: on the
-#: project's VM the heap of a training step kept growing for its first 3-4 steps (MobileNetV2 at 224 px:
-#: 3.3 -> 6.7 GiB in steps 3-4), each new huge page costing ~5 ms of system time, 3x the step's usual time
-#: (docs/performance.md, "Warm-up until memory settles"); timing those steps measured the VM, not the step
+#: project's VM the heap of a training step kept growing for its first few steps, each new huge page costing
+#: system time that made those steps several times slower (docs/performance.md, "Warm-up until memory
+#: settles"); timing those steps measured the VM, not the step
 SETTLED_GROWTH_BYTES = 32 * 2**20
 #: ...for at most this many calls of one kind
 MAX_WARMUP_CALLS = 8

@@ -5,7 +5,7 @@ float32), the forward pass and the forward pass with both gradients, each jit-co
 calls: XLA's ``lax.conv``, :func:`architectures.ops.winograd.conv3x3` with its Winograd input gradient, and with
 XLA's. These are the measurements behind ``architectures.ops.conv.WINOGRAD_MIN_CHANNELS`` and its map-size
 thresholds (docs/performance.md, row 42). It restarts itself with the benchmark's memory settings: without
-them, fresh intermediate buffers are page-faulted every call and Winograd read 1.3x slower than XLA.
+them, fresh intermediate buffers are page-faulted every call and Winograd read slower than XLA.
 """
 
 from __future__ import annotations
