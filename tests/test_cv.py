@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -119,8 +118,8 @@ def test_no_leak_from_a_shared_pretraining_but_not_from_the_pool(dataset):
     with pytest.raises(DataError, match="--init-from"):
         check_no_leak([("leaky", leaky)], fold)
     per_seed = make_split(get_task("classes12"), dataset, seed=0, leave_out="hotspot", pools="fixed")
-    with pytest.raises(DataError, match="--init-from"):  # a per-seed pretraining trained on the pool
-        check_no_leak([("per seed", per_seed)], fold)
+    with pytest.raises(DataError, match="--init-from per seed: .* fold validates on the seed's training pool"):
+        check_no_leak([("per seed", per_seed)], fold)  # a per-seed pretraining trained on the pool
 
 
 def test_bad_fold_values(dataset):
@@ -202,7 +201,7 @@ def test_cv_refuses_recipes_that_are_not_leak_free(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cv_grid_end_to_end_on_a_tiny_cnn(tmp_path, fast_compile):
+def test_cv_grid_end_to_end_on_a_tiny_cnn(tmp_path, fast_compile, capsys):
     """Shared pretraining once, K fold runs through the one training loop, OOF summaries over every training
     hotspot, the cv summary, a resumed grid skips everything, and two recipes compare on their OOF metrics."""
     from hotspot_jax.reproduce.cv import cv_compare, fold_run_dir, load_oof, oof_path, run_cv_grid
@@ -238,8 +237,7 @@ def test_cv_grid_end_to_end_on_a_tiny_cnn(tmp_path, fast_compile):
             assert "test_realistic" not in summary and summary["test"]["n"] == len(seed_split.splits["val"])
             val_ids += summary["val_predictions"]["ids"]
         oof = json.loads(oof_path(tmp_path / "results", "tiny-cv", TINY, s, 2).read_text())
-        train_hot = Counter(seed_split.splits["train"][i] in {str(x) for x in data.ids_of_class(*HOTSPOT_CLASSES)}
-                            for i in range(len(seed_split.splits["train"])))[True]
+        train_hot = len(set(seed_split.splits["train"]) & {str(x) for x in data.ids_of_class(*HOTSPOT_CLASSES)})
         assert oof["oof"]["n_pos"] == oof["oof"]["n_neg"] == train_hot  # every training hotspot once, balanced
         assert sorted(oof["oof_predictions"]["ids"]) == sorted(val_ids) and oof["oof"]["n"] == len(set(val_ids))
         assert oof["oof"]["roc_auc"] is not None and oof["oof"]["log_loss"] > 0
@@ -258,6 +256,12 @@ def test_cv_grid_end_to_end_on_a_tiny_cnn(tmp_path, fast_compile):
     assert "over 2 (network, seed) pairs" in table
     assert "| OOF ROC AUC |" in table and "| -0.0100 | 0 of 2 |" in table
     assert "| -0.1000 | 2 of 2 |" in table  # lower log loss is better
+    from hotspot_jax.reproduce.cli import main as reproduce_main
+
+    assert run_cli(reproduce_main, ["--results-dir", str(tmp_path / "results"), "--cv-compare", "tiny-cv", "tiny-cv+x"]) == 0
+    assert capsys.readouterr().out.strip() == table
+    assert run_cli(reproduce_main, ["--results-dir", str(tmp_path / "results"), "--cv-compare", "tiny-cv", "none"]) == 2
+    assert "no cross-validation results shared" in capsys.readouterr().err
 
 
 def test_oof_summary_scores_the_concatenated_folds():
