@@ -201,12 +201,12 @@ def test_cv_refuses_recipes_that_are_not_leak_free(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cv_grid_end_to_end_on_a_tiny_cnn(tmp_path, fast_compile, capsys):
+def test_cv_grid_end_to_end_on_a_tiny_cnn(tmp_path, fast_compile, capsys, monkeypatch):
     """Shared pretraining once, K fold runs through the one training loop, OOF summaries over every training
     hotspot, the cv summary, a resumed grid skips everything, and two recipes compare on their OOF metrics."""
     from hotspot_jax.reproduce.cv import cv_compare, fold_run_dir, load_oof, oof_path, run_cv_grid
     from hotspot_jax.reproduce.runner import pretrain_dir
-    from hotspot_jax.train.loop import train
+    from hotspot_jax.train.loop import RunResult, train
 
     data = fake_dataset({"Hot-Spot": 20, "Hot-Spot-Multi": 14, "No-Anomaly": 900, "Cell": 40, "Diode": 30}, seed=7)
     calls = []
@@ -218,9 +218,21 @@ def test_cv_grid_end_to_end_on_a_tiny_cnn(tmp_path, fast_compile, capsys):
     kw = dict(runs_dir=tmp_path / "runs", results_dir=tmp_path / "results", dataset=data, progress=False,
               log=lambda m: None, train_fn=counting_train)
     recipe = _recipe()
-    rep = run_cv_grid(recipe, [TINY], [0, 1], 2, **kw)
-    assert rep["done"] == [f"{TINY}-s{s}-f{k}" for s in (0, 1) for k in (1, 2)] and not rep["interrupted"]
-    assert calls == [("classes12", None, 0)] + [("hotspot", f"{k}/2", s) for s in (0, 1) for k in (1, 2)]
+
+    def interrupted_in_fold_2(cfg, **kw):  # Ctrl-C during seed 0's second fold
+        if cfg.cv_fold == "2/2":
+            calls.append(("interrupted", cfg.cv_fold, cfg.seed))
+            return RunResult(workdir=tmp_path, epochs_done=0, best=None, interrupted=True)
+        return counting_train(cfg, **kw)
+
+    first = run_cv_grid(recipe, [TINY], [0, 1], 2, **{**kw, "train_fn": interrupted_in_fold_2})
+    assert first["done"] == [f"{TINY}-s0-f1"] and first["interrupted"] == [f"{TINY}-s0-f2"] and first["summary"] is None
+    rep = run_cv_grid(recipe, [TINY], [0, 1], 2, **kw)  # the same command again goes on
+    assert rep["skipped"] == [f"{TINY}-s0-f1"] and not rep["interrupted"]
+    assert rep["done"] == [f"{TINY}-s0-f2", f"{TINY}-s1-f1", f"{TINY}-s1-f2"]
+    # the shared pretraining was trained once and reused by every fold and seed
+    assert calls == [("classes12", None, 0), ("hotspot", "1/2", 0), ("interrupted", "2/2", 0)] + [
+        ("hotspot", f"{k}/2", s) for s, k in ((0, 2), (1, 1), (1, 2))]
     pre = pretrain_dir(tmp_path / "runs", recipe, TINY, 0)
     for s in (0, 1):
         seed_split = make_binary_split(data, ProtocolConfig(seed=s, no_anomaly_pools="fixed"))
@@ -243,9 +255,19 @@ def test_cv_grid_end_to_end_on_a_tiny_cnn(tmp_path, fast_compile, capsys):
         assert oof["oof"]["roc_auc"] is not None and oof["oof"]["log_loss"] > 0
         assert 0 <= oof["oof"]["specificity_at_sensitivity_0.95"] <= 1 and oof["val_split_fold_mean"]["accuracy"] is not None
     assert rep["summary"]["overall"]["n_runs"] == 2
+    # scripts/evaluate.py on a fold run: by default its 'test' (the seed's validation split), no realistic test set
+    import hotspot_jax.data as data_pkg
+    from hotspot_jax.evaluate.cli import main as evaluate_main
+
+    monkeypatch.delenv("HOTSPOT_DATA", raising=False)
+    monkeypatch.setattr(data_pkg, "load_dataset", lambda *a, **k: data)
+    fold_dir = fold_run_dir(tmp_path / "runs", "tiny-cv", TINY, 0, 1, 2)
+    assert run_cli(evaluate_main, ["--workdir", str(fold_dir), "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
+    assert "cross-validation fold 1 of 2" in capsys.readouterr().err
+    assert (tmp_path / "ev" / "test_metrics.json").is_file() and not (tmp_path / "ev" / "test_realistic_metrics.json").exists()
     assert (tmp_path / "results" / "tiny-cv" / "cv2" / "cv_summary.md").read_text().count("|") > 10
     again = run_cv_grid(recipe, [TINY], [0, 1], 2, **kw)
-    assert again["skipped"] == rep["done"] and not again["done"] and len(calls) == 5  # nothing retrained
+    assert len(again["skipped"]) == 4 and not again["done"] and len(calls) == 6  # nothing retrained
     # a second "recipe": the same OOF files with one metric moved, compared pair by pair
     other = tmp_path / "results" / "tiny-cv+x" / "cv2"
     other.mkdir(parents=True)
