@@ -129,6 +129,7 @@ class SplitManifest:
     class_names: tuple[str, ...]
     dataset_sha256: str = ""
     left_out: str = ""  # the split whose validation and test images this one leaves out, e.g. "binary seed 0"
+    cv: Mapping | None = None  # a cross-validation fold (hotspot_jax.data.cv): fold, folds, what each split is
 
     @property
     def seed(self) -> int:
@@ -148,6 +149,8 @@ class SplitManifest:
                "splits": {k: list(v) for k, v in self.splits.items()}}
         if self.left_out:  # absent otherwise, so manifests of earlier runs compare equal
             out["left_out"] = self.left_out
+        if self.cv:  # likewise: only a cross-validation fold's manifest has it
+            out["cv"] = dict(self.cv)
         return out
 
     @classmethod
@@ -163,7 +166,7 @@ class SplitManifest:
                        splits={k: tuple(str(i) for i in v) for k, v in d["splits"].items()},
                        counts={k: {c: int(n) for c, n in v.items()} for k, v in d["counts"].items()},
                        class_names=tuple(d["class_names"]), dataset_sha256=str(d.get("dataset_sha256", "")),
-                       left_out=str(d.get("left_out", "")))
+                       left_out=str(d.get("left_out", "")), cv=d.get("cv") or None)
         except (KeyError, TypeError, AttributeError) as err:
             raise DataError(f"{where}: malformed split manifest ({type(err).__name__}: {err})") from None
         except ConfigError as err:
@@ -211,6 +214,9 @@ class SplitManifest:
         fmt = lambda r: "  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths)))
         lines = [f"{self.task} task, seed {self.seed}, dataset metadata sha256 {self.dataset_sha256[:12] or '?'}",
                  fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
+        if self.cv:
+            lines.append(f"cross-validation fold {self.cv['fold']} of {self.cv['folds']}:")
+            lines += [f"  {split}: {what}" for split, what in self.cv.get("splits", {}).items()]
         return "\n".join(lines)
 
 

@@ -189,10 +189,14 @@ def check_no_leak(source_manifests: Iterable[tuple[str, SplitManifest]], target:
         used = source_ids(manifest.splits.get("train", ())) | source_ids(manifest.splits.get("val", ()))
         leaked = sorted(used & held, key=lambda i: (len(i), i))
         if leaked:
+            fix = (f"train the source with --leave-out {'hotspot' if target.task == 'binary' else '...'} and the "
+                   "same --seed")
+            if target.cv:  # a fold validates on the seed's training pool, which a per-seed leave-out run trained on
+                fix = ("a cross-validation fold validates on the seed's training pool: start it from a run with "
+                       "--leave-out hotspot-any-seed --no-anomaly-pools fixed, or from scratch")
             raise DataError(
                 f"--init-from {where}: {len(leaked)} image(s) that trained or selected that run are validation or "
-                f"test images of this run (e.g. {', '.join(leaked[:3])}); train the source with "
-                f"--leave-out {'hotspot' if target.task == 'binary' else '...'} and the same --seed"
+                f"test images of this run (e.g. {', '.join(leaked[:3])}); {fix}"
             )
 
 

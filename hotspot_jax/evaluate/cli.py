@@ -171,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"--task {tm.task.name}")
     if splits is not None:
         pass
+    elif tm.task.name == "hotspot" and tm.manifest is not None and tm.manifest.cv:
+        splits = ["test"]  # a cross-validation fold (hotspot_jax.data.cv): its test is the seed's validation split
+        print(f"cross-validation fold {tm.manifest.cv['fold']} of {tm.manifest.cv['folds']}: evaluating its 'test' split, "
+              "the seed's validation split (a fold run has no realistic test set)", file=sys.stderr)
     elif tm.task.name == "hotspot":
         splits = parse_splits(DEFAULT_SPLITS)
     else:

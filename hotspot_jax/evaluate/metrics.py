@@ -124,6 +124,14 @@ def binary_metrics(y_true: Sequence[int], y_score: Sequence[float], threshold: f
     }
 
 
+def log_loss(y_true: Sequence[int], y_score: Sequence[float], eps: float = 1e-6) -> float:
+    """Mean binary cross-entropy (natural log) of hotspot probabilities, each clipped to [eps, 1 - eps]: the
+    stored predictions have 6 decimals, so a probability written as 0 or 1 counts as eps away from it."""
+    labels, scores = as_label_score_arrays(y_true, y_score)
+    p = np.clip(scores, eps, 1.0 - eps)
+    return float(-np.mean(np.where(labels == 1, np.log(p), np.log1p(-p))))
+
+
 def roc_points(y_true: Sequence[int], y_score: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """scikit-learn's ROC curve ``(fpr, tpr, thresholds)``, or None when y_true holds a single class."""
     from sklearn.metrics import roc_curve

@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--lever-split", choices=("test", "val"), default="test",
         help="--lever-table on the test sets (final runs; McNemar against the baseline) or on the validation split "
         "(what settings are chosen on; refreshes the 'levers-val' block of --docs) (default: test)")
+    arg("--cv", type=int, metavar="K",
+        help="cross-validation for choosing settings: run each network and seed of the recipe as K fold runs inside the "
+        "seed's training pool (validation = one fold, 'test' = the seed's validation split; the test sets are never "
+        "read), from the recipe's shared pretraining (reused, not rerun); then the out-of-fold metrics per network and "
+        "seed and their means, in results/<recipe>/cv<K>/. Needs a recipe without per-seed pretraining, e.g. best-v2 "
+        "(default: off)")
+    arg("--cv-compare", nargs=2, metavar=("FOLDER_A", "FOLDER_B"),
+        help="train nothing: compare the cross-validation results of two results folders (e.g. best-v2 "
+        "best-v2+image_size=96) over the networks and seeds both have: mean out-of-fold ROC AUC, accuracy, log loss, "
+        "specificity at sensitivity >= 0.95, paired differences and how many pairs improved (with several K, pick one "
+        "with --cv)")
     arg("--lever-baseline", metavar="FOLDER", help="results folder the lever rows are compared with (default: the first row of each network and seed)")
     from hotspot_jax.train import distributed
 
@@ -87,8 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if docs:
             update_docs(Path(docs), block, table)
         return 0
+    if args.cv_compare:
+        from hotspot_jax.reproduce.cv import cv_compare
+
+        print(cv_compare(args.results_dir, args.cv_compare[0], args.cv_compare[1], args.cv))
+        return 0
     if not args.recipe:
-        parser.error("--recipe is required (unless --lever-table is given)")
+        parser.error("--recipe is required (unless --lever-table or --cv-compare is given)")
     from hotspot_jax.train import distributed
 
     launch = distributed.launch_from_args(args)
@@ -107,6 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(s < 0 for s in args.seeds):
         raise ConfigError(f"--seeds must be non-negative, got {args.seeds}")
 
+    if args.cv is not None:
+        if launch is not None:
+            raise ConfigError("--cv runs in one process; leave out the multi-process options")
+        from hotspot_jax.reproduce.cv import check_cv_recipe
+
+        check_cv_recipe(recipe, args.cv, archs, parse_pretrained(args.pretrained))  # before anything is written
+        return _main_cv(args, recipe, archs)
     distributed.initialize(launch)  # before JAX computes anything; nothing without the multi-process options
     primary = distributed.is_primary()
 
@@ -130,4 +153,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     agg = report.build(args.results_dir, recipe.name, docs=docs)
     log(f"wrote {Path(args.results_dir) / recipe.name / 'report.md'} and figures ({len(agg['runs'])} runs)"
         + (f"; refreshed {docs}" if docs else ""))
+    return 0
+
+
+def _main_cv(args: argparse.Namespace, recipe, archs: list[str]) -> int:
+    """``--cv K``: the fold runs (unless --report-only), the OOF summaries and the recipe's cv summary table."""
+    from hotspot_jax.errors import DataError
+    from hotspot_jax.reproduce.cv import cv_dir, cv_table, run_cv_grid, summarize_cv
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    if args.report_only:
+        summary = summarize_cv(recipe, archs, args.seeds, args.cv, args.results_dir, log)
+    else:
+        res = run_cv_grid(recipe, archs, args.seeds, args.cv, data=args.data, runs_dir=args.runs_dir,
+                          results_dir=args.results_dir, pretrained=parse_pretrained(args.pretrained),
+                          progress=not args.no_progress, log=log)
+        log(f"{recipe.name} cv{args.cv}: {len(res['done'])} fold run(s) done, {len(res['skipped'])} skipped"
+            + (f", interrupted at {res['interrupted'][0]}" if res["interrupted"] else ""))
+        if res["interrupted"]:
+            return 130
+        summary = res.get("summary")
+    if summary is None:
+        raise DataError(f"no network and seed of {recipe.name} has all {args.cv} fold summaries under "
+                        f"{cv_dir(args.results_dir, recipe.name, args.cv)}")
+    print(cv_table(summary))
+    log(f"wrote {cv_dir(args.results_dir, recipe.name, args.cv) / 'cv_summary.md'}")
     return 0

@@ -299,28 +299,13 @@ def run_grid(
         log(f"[{k + 1}/{len(todo)}] {recipe.name}/{arch}-s{seed} -> {workdir}")
         start = time.perf_counter()
         extra: dict[str, Any] = {"timing": {}}
-        init_from = None
         weights = (pretrained or {}).get(arch)
-        if recipe.pretrain_epochs and not weights:
-            pre_dir = pretrain_dir(runs_dir, recipe, arch, seed)
-            pre_cfg = recipe.pretrain_config(arch, seed, str(pre_dir), data)
-            distributed.on_primary(lambda: bool(set_aside_stale_workdir(pre_dir, pre_cfg, log)), "stale-pretraining")
-            # a run writes it last; shared, not redone
-            finished = distributed.on_primary(lambda: (pre_dir / "test_metrics.json").is_file(), "pretrained")
-            what = ("every seed's hotspot split" if recipe.pretrain_pool == "shared"
-                    else "the hotspot split's held-out images")
-            log(f"in-domain pretraining: reusing {pre_dir}" if finished else
-                f"in-domain pretraining (classes12, leaving out {what}) -> {pre_dir}")
-            if not finished and train_fn(pre_cfg, progress=progress, log=log, dataset=dataset).interrupted:
-                report["interrupted"].append(f"{arch}-s{seed}")
-                log(f"interrupted {recipe.name}/{arch}-s{seed} in pretraining; rerun the same command to continue")
-                break
-            init_from = str(pre_dir)
-            if primary:
-                extra["pretraining"] = pretraining_summary(pre_dir)
-                extra["timing"]["pretrain_seconds"] = extra["pretraining"]["train_seconds"]
-                if recipe.pretrain_pool == "shared":  # one pretraining serves every seed: count it once, not per seed
-                    extra["timing"]["pretrain_shared_across_seeds"] = True
+        init_from = ensure_pretraining(recipe, arch, seed, extra, runs_dir=runs_dir, data=data, dataset=dataset,
+                                       weights=weights, progress=progress, log=log, train_fn=train_fn)
+        if init_from is INTERRUPTED:
+            report["interrupted"].append(f"{arch}-s{seed}")
+            log(f"interrupted {recipe.name}/{arch}-s{seed} in pretraining; rerun the same command to continue")
+            break
         cfg = recipe.train_config(arch, seed, str(workdir), data, pretrained=weights, init_from=init_from)
         distributed.on_primary(lambda: bool(set_aside_stale_workdir(workdir, cfg, log)), "stale-run")
         result = train_fn(cfg, progress=progress, log=log, dataset=dataset)
@@ -338,6 +323,38 @@ def run_grid(
         report["done"].append(f"{arch}-s{seed}")
         log(f"wrote {out}: {result_line(summary)}")
     return report
+
+
+INTERRUPTED = "interrupted"  # what ensure_pretraining returns when the pretraining run was interrupted
+
+
+def ensure_pretraining(recipe: Recipe, arch: str, seed: int, extra: dict[str, Any], *, runs_dir, data, dataset,
+                       weights: str | None, progress: bool, log: Callable[[str], None], train_fn: Callable) -> str | None:
+    """The ``init_from`` of a run of ``recipe``: its in-domain pretraining run directory, trained first unless it
+    has finished (a shared one is trained once and reused by every seed and fold), or None without pretraining
+    (or with ImageNet ``weights``); :data:`INTERRUPTED` when that pretraining was interrupted. Records the
+    pretraining in ``extra`` (the run summary's ``pretraining`` and timing)."""
+    from hotspot_jax.train import distributed
+
+    if not recipe.pretrain_epochs or weights:
+        return None
+    pre_dir = pretrain_dir(runs_dir, recipe, arch, seed)
+    pre_cfg = recipe.pretrain_config(arch, seed, str(pre_dir), data)
+    distributed.on_primary(lambda: bool(set_aside_stale_workdir(pre_dir, pre_cfg, log)), "stale-pretraining")
+    # a run writes it last; shared, not redone
+    finished = distributed.on_primary(lambda: (pre_dir / "test_metrics.json").is_file(), "pretrained")
+    what = ("every seed's hotspot split" if recipe.pretrain_pool == "shared"
+            else "the hotspot split's held-out images")
+    log(f"in-domain pretraining: reusing {pre_dir}" if finished else
+        f"in-domain pretraining (classes12, leaving out {what}) -> {pre_dir}")
+    if not finished and train_fn(pre_cfg, progress=progress, log=log, dataset=dataset).interrupted:
+        return INTERRUPTED
+    if distributed.is_primary():
+        extra["pretraining"] = pretraining_summary(pre_dir)
+        extra["timing"]["pretrain_seconds"] = extra["pretraining"]["train_seconds"]
+        if recipe.pretrain_pool == "shared":  # one pretraining serves every seed: count it once, not per seed
+            extra["timing"]["pretrain_shared_across_seeds"] = True
+    return str(pre_dir)
 
 
 def pretraining_summary(workdir: Path) -> dict[str, Any]:

@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the hotspot split's No-Anomaly images: study = each seed draws from all 10,000 and the realistic test "
         "set is every one left unused; fixed = a seed-independent partition: 4,000 realistic-test, 3,000 for "
         "pretraining only, 3,000 to draw from (docs/tasks.md) (default: study)")
+    arg("--cv-fold", metavar="k/K",
+        help="hotspot task only: cross-validation inside the seed's training pool, for choosing settings. Validate on "
+        "fold k of K of the training hotspots (their augmented copies stay with them, stratified by class) and as many "
+        "of its No-Anomaly images, train on the other folds; the final 'test' evaluation reads the seed's validation "
+        "split, never the test sets. Leak-free only from a start that never saw the training pool (a shared "
+        "--leave-out hotspot-any-seed pretraining; checked) (default: none = the seed's own split)")
     arg("--init-from", metavar="RUN_DIR|CHECKPOINT",
         help="start from another run's weights (its best checkpoint, or the checkpoint directory given), BatchNorm "
         "statistics included; a new head when its task has another class count. No image that trained that run may "

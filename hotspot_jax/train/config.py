@@ -25,6 +25,8 @@ IDENTITY_FIELDS = (
     "label_smoothing", "mixup_alpha", "aspect", "ema_decay",
     # tasks and starting points (hotspot_jax.data.tasks); a stored config without them is a hotspot run from its init
     "task", "leave_out", "init_from_checkpoint", "no_anomaly_pools",
+    # a cross-validation fold of the hotspot training pool (hotspot_jax.data.cv); None: the seed's own split
+    "cv_fold",
 )
 
 
@@ -69,6 +71,7 @@ class TrainConfig:
     leave_out: str | None = None  # "hotspot": split only images the hotspot split of this seed trains on or leaves unused;
     # "hotspot-any-seed": only images no hotspot split of any seed validates or tests on (fixed pools)
     no_anomaly_pools: str = "study"  # the hotspot split's No-Anomaly pools: study | fixed (hotspot_jax.data.protocol)
+    cv_fold: str | None = None  # "k/K": fold k of K of the seed's training pool (hotspot_jax.data.cv); None: off
 
     @property
     def epochs_schedule(self) -> int | None:
@@ -157,6 +160,16 @@ class TrainConfig:
         if self.no_anomaly_pools != "study" and self.no_anomaly_ratio != 1.0:
             raise ConfigError("--no-anomaly-ratio above 1 takes its images from the realistic test set of the study's "
                               "layout; it is not available with --no-anomaly-pools fixed")
+        cv_fold = None
+        if self.cv_fold is not None:
+            from hotspot_jax.data.cv import fold_label, parse_cv_fold
+
+            cv_fold = fold_label(*parse_cv_fold(self.cv_fold))
+            if task_name != "hotspot":
+                raise ConfigError(f"--cv-fold splits the hotspot task's training pool; it does not apply to --task {task_name}")
+            if self.no_anomaly_ratio != 1.0:
+                raise ConfigError("--cv-fold with --no-anomaly-ratio: the extra No-Anomaly images come from the realistic "
+                                  "test set, which a cross-validation fold does not have; use one or the other")
         if pretrained and self.init_from:
             raise ConfigError("--pretrained and --init-from both give initial weights; use one")
         init_from, init_checkpoint = None, None
@@ -166,12 +179,14 @@ class TrainConfig:
             init_checkpoint = str(resolve_checkpoint(Path(self.init_from).expanduser(), "--init-from").resolve())
             init_from = str(Path(self.init_from).expanduser().resolve())
         suffix = "" if task_name == "hotspot" else f"-{task_name}"
-        workdir = self.workdir or os.path.join("runs", f"{spec.name}{suffix}-s{self.seed}-{size}px")
+        fold = "-cv{}of{}".format(*cv_fold.split("/")) if cv_fold else ""
+        workdir = self.workdir or os.path.join("runs", f"{spec.name}{suffix}-s{self.seed}-{size}px{fold}")
         if Path(workdir).expanduser().exists() and not Path(workdir).expanduser().is_dir():
             raise ConfigError(f"--workdir {workdir} is a file, not a directory; give a directory (new or a run's)")
         return dataclasses.replace(
             self, arch=spec.name, image_size=size, pretrained=pretrained, pretrained_sha256=sha, workdir=workdir,
             init_from=init_from, init_from_checkpoint=init_checkpoint, task=task_name, data=resolve_data(self.data),
+            cv_fold=cv_fold,
         )
 
     @property
@@ -199,7 +214,7 @@ class TrainConfig:
 
 _LEVER_DEFAULTS = {"epochs_schedule": None, "lr_schedule": "constant", "warmup_epochs": 0, "online_augment": "none",
                    "no_anomaly_ratio": 1.0, "task": "hotspot", "leave_out": None, "init_from_checkpoint": None,
-                   "no_anomaly_pools": "study", "ema_decay": 0.0}
+                   "no_anomaly_pools": "study", "ema_decay": 0.0, "cv_fold": None}
 
 
 def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:

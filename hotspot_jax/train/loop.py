@@ -185,6 +185,10 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progre
     ds = dataset if dataset is not None else load_dataset(cfg.data, progress=progress)
     task = get_task(cfg.task, ds.class_names if ds.own else None)
     manifest = make_split(task, ds, cfg.seed, cfg.leave_out, cfg.no_anomaly_pools)
+    if cfg.cv_fold is not None:  # fold k of K of the seed's training pool; its test split is the seed's validation
+        from hotspot_jax.data.cv import make_fold_split
+
+        manifest = make_fold_split(ds, manifest, cfg.cv_fold)
     arrays = dict(materialize(ds, manifest))
     if task.name == "hotspot":
         manifest, arrays = levers.add_no_anomaly(ds, manifest, arrays, cfg.no_anomaly_ratio, cfg.seed)
@@ -196,7 +200,7 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progre
         if name in arrays:
             arrays[name] = _subset(arrays[name], cfg.limit_eval, cfg.seed, 2 + k)
     log(f"data ({task.name}): " + ", ".join(f"{k} {len(v)}" for k, v in arrays.items()))
-    if progress or task.name != "hotspot":
+    if progress or task.name != "hotspot" or manifest.cv:
         log(manifest.summary())
     return manifest, arrays
 
@@ -695,6 +699,10 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
     if primary:
         evaluation_dir.mkdir(exist_ok=True)
     splits = [name for name in EVAL_SPLITS if name in arrays]
+    if cfg.cv_fold is not None:
+        out["cv_fold"] = cfg.cv_fold
+        log(f"cross-validation fold {cfg.cv_fold}: 'test' below is the seed's validation split; the balanced and "
+            "realistic test sets are not read (no realistic-prevalence evaluation)")
     if not splits:
         log("no test split (the run's split leaves its test images out): validation metrics only")
         splits = ["val"]
