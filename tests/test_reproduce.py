@@ -168,6 +168,26 @@ def test_report_from_json_alone_writes_tables_figures_and_docs_block(tmp_path):
     assert json.dumps(again, sort_keys=True) == json.dumps(agg, sort_keys=True)
 
 
+def test_time_to_accuracy_pays_a_shared_pretraining_once_and_takes_the_median_fine_tuning(tmp_path):
+    from hotspot_jax.reproduce import tables
+
+    runs = [fake_run(*g) for g in GRID]
+    for i, r in enumerate(runs):  # squeezenet: shared 600 s pretraining; alexnet: 300 s per seed
+        r["timing"].update(train_seconds=60.0 * (i % 3 + 1), pretrain_seconds=600.0 if i < 3 else 300.0 + 60 * i,
+                           pretrain_shared_across_seeds=i < 3)
+    write_runs(tmp_path, runs)
+    rows = {r["arch"]: r for r in report.build(tmp_path, "paper-cpu")["time_to_accuracy"]}
+    sq, ax = rows["squeezenet1_1"], rows["alexnet"]
+    assert (sq["pretrain_minutes"], sq["finetune_minutes"], sq["pretrain_shared"]) == (10.0, 2.0, True)
+    assert (ax["pretrain_minutes"], ax["finetune_minutes"], ax["pretrain_shared"]) == (9.0, 2.0, False)  # 480/540/600 s
+    assert sq["test_accuracy"] == pytest.approx(0.95) and sq["seeds"] == 3
+    table = tables.time_to_accuracy_table(list(rows.values()), target_minutes=22)
+    assert "| 10.0 (shared by every seed) | 2.0 | 12.0 |" in table
+    assert "23.0 (over the 22 min target)" in table
+    assert "23.0 (within the 30 min target)" in tables.time_to_accuracy_table(list(rows.values()), 30)
+    assert "Time to accuracy" in (tmp_path / "paper-cpu" / "report.md").read_text()
+
+
 def test_report_errors_name_the_problem(tmp_path):
     with pytest.raises(DataError, match="no finished runs of recipe 'best'"):
         report.build(tmp_path, "best")

@@ -112,6 +112,8 @@ def _binary_body(recipe: str, desc: str, runs: list[dict[str, Any]], groups: dic
         "Errors shared between architectures (per seed: same split and test images; ensemble = mean anomaly "
         "probability of the networks, an anomaly at 0.5 or more):",
         tables.shared_errors_table(shared) if shared else "(no seed with two or more architectures)",
+        "Time to accuracy on the machine of the runs (training epochs only, without compilation and scoring):",
+        tables.time_to_accuracy_table(aggregate.setdefault("time_to_accuracy", tables.time_to_accuracy(groups))),
         "Wall time, throughput and machine of every run:",
         tables.timing_table(runs),
         f"![Figure 10]({rel}/{figs['fig10'].name})\n\n![Figure 11]({rel}/{figs['fig11'].name})\n\n"

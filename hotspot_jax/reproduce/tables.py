@@ -115,6 +115,41 @@ def timing_table(runs: Sequence[dict]) -> str:
     return _table(header, rows)
 
 
+def time_to_accuracy(groups: dict[str, list[dict]]) -> list[dict[str, Any]]:
+    """Per network: the training time one seed costs (pretraining + the median fine-tuning over seeds) beside
+    its mean test accuracy; a shared pretraining (``pretrain_shared_across_seeds``) is paid once per network,
+    so it is listed apart from the per-seed time. Epoch time only: compilation and scoring are not in
+    ``train_seconds`` (tests/test_reproduce.py)."""
+    rows = []
+    for arch, runs in groups.items():
+        fine = sorted(r.get("timing", {}).get("train_seconds") or 0.0 for r in runs)
+        pre = [r.get("timing", {}).get("pretrain_seconds") for r in runs]
+        pre = [p for p in pre if p]
+        shared = any(r.get("timing", {}).get("pretrain_shared_across_seeds") for r in runs)
+        accs = [r["test"]["accuracy"] for r in runs if r.get("test")]
+        rows.append({"arch": arch, "seeds": len(runs), "test_accuracy": sum(accs) / len(accs) if accs else None,
+                     "pretrain_minutes": (sorted(pre)[len(pre) // 2] / 60) if pre else 0.0,
+                     "pretrain_shared": shared, "finetune_minutes": fine[len(fine) // 2] / 60 if fine else None})
+    return rows
+
+
+def time_to_accuracy_table(rows: list[dict[str, Any]], target_minutes: float = 90.0) -> str:
+    """:func:`time_to_accuracy` as a table, with one seed of every network against ``target_minutes``."""
+    header = ["Network", "Seeds", "Mean test accuracy", "Pretraining min", "Fine-tuning min (median)",
+              "One seed, min"]
+    body, total = [], 0.0
+    for r in rows:
+        one = r["pretrain_minutes"] + (r["finetune_minutes"] or 0.0)
+        total += one
+        pre = fmt(r["pretrain_minutes"], 1) + (" (shared by every seed)" if r["pretrain_shared"] else "")
+        body.append([display_name(r["arch"]), str(r["seeds"]), fmt(r["test_accuracy"]), pre,
+                     fmt(r["finetune_minutes"], 1), fmt(one, 1)])
+    verdict = "within" if total <= target_minutes else "over"
+    body.append(["all of the above, one seed", "", "", "", "", f"{total:.1f} ({verdict} the {target_minutes:.0f} "
+                 "min target)"])
+    return _table(header, body)
+
+
 def shared_errors_table(rows: list[dict[str, Any]]) -> str:
     """Per seed: images wrong by k of the n networks, wrong by a majority, and the ensemble's accuracy."""
     n_max = max(len(r["archs"]) for r in rows)
