@@ -254,6 +254,8 @@ def test_cv_grid_end_to_end_on_a_tiny_cnn(tmp_path, fast_compile, capsys, monkey
         assert sorted(oof["oof_predictions"]["ids"]) == sorted(val_ids) and oof["oof"]["n"] == len(set(val_ids))
         assert oof["oof"]["roc_auc"] is not None and oof["oof"]["log_loss"] > 0
         assert 0 <= oof["oof"]["specificity_at_sensitivity_0.95"] <= 1 and oof["val_split_fold_mean"]["accuracy"] is not None
+        # the last-epoch OOF: the same images, each fold's final checkpoint (chosen by nothing), the run's epochs
+        assert oof["oof_last_epoch"]["n"] == oof["oof"]["n"] and oof["oof_last_epoch"]["epochs"] == [recipe.epochs] * 2
     assert rep["summary"]["overall"]["n_runs"] == 2
     # scripts/evaluate.py on a fold run: by default its 'test' (the seed's validation split), no realistic test set
     import hotspot_jax.data as data_pkg
@@ -266,8 +268,13 @@ def test_cv_grid_end_to_end_on_a_tiny_cnn(tmp_path, fast_compile, capsys, monkey
     assert "cross-validation fold 1 of 2" in capsys.readouterr().err
     assert (tmp_path / "ev" / "test_metrics.json").is_file() and not (tmp_path / "ev" / "test_realistic_metrics.json").exists()
     assert (tmp_path / "results" / "tiny-cv" / "cv2" / "cv_summary.md").read_text().count("|") > 10
+    # a fold summary written before the last-epoch predictions were recorded: added from its run, nothing retrained
+    f1 = tmp_path / "results" / "tiny-cv" / "cv2" / f"{TINY}-s0-f1.json"
+    recorded = json.loads(f1.read_text())
+    f1.write_text(json.dumps({k: v for k, v in recorded.items() if k != "val_predictions_last"}))
     again = run_cv_grid(recipe, [TINY], [0, 1], 2, **kw)
     assert len(again["skipped"]) == 4 and not again["done"] and len(calls) == 6  # nothing retrained
+    assert json.loads(f1.read_text())["val_predictions_last"] == recorded["val_predictions_last"]
     # a second "recipe": the same OOF files with one metric moved, compared pair by pair
     other = tmp_path / "results" / "tiny-cv+x" / "cv2"
     other.mkdir(parents=True)
@@ -317,3 +324,30 @@ def test_oof_summary_scores_the_concatenated_folds():
     with pytest.raises(DataError, match="validation of two folds"):
         oof_summary(dup)
     assert log_loss([1, 0], [1.0, 0.0]) == pytest.approx(-np.log(1 - 1e-6))  # clipped, finite
+    assert out["oof_last_epoch"] is None  # fold summaries without last-epoch predictions
+    last = [dict(f, val_predictions_last={**f["val_predictions"], "probs": [1 - p for p in f["val_predictions"]["probs"]],
+                                          "epoch": 7}) for f in folds]
+    flipped = oof_summary(last)["oof_last_epoch"]
+    assert flipped["roc_auc"] == pytest.approx(1 - m["roc_auc"]) and flipped["epochs"] == [7, 7, 7]
+    with pytest.raises(DataError, match="not of the same images"):
+        oof_summary([dict(f, val_predictions_last={**f["val_predictions_last"], "ids": [f"y{k}-{i}" for i in range(10)]})
+                     for k, f in enumerate(last)])
+
+
+def test_cv_compare_refuses_pairs_of_different_images(tmp_path):
+    """Two recipes are compared pair by pair only on OOF predictions of the very same images."""
+    from hotspot_jax.reproduce.cv import CV_FORMAT, cv_compare
+
+    def write(folder, ids, auc):
+        d = tmp_path / folder / "cv5"
+        d.mkdir(parents=True, exist_ok=True)
+        oof = {"roc_auc": auc, "accuracy": 0.9, "log_loss": 0.2, "specificity_at_sensitivity_0.95": 0.8}
+        (d / "a-s0-oof.json").write_text(json.dumps({"format": CV_FORMAT, "arch": "a", "seed": 0, "oof": oof,
+                                                     "val_split_fold_mean": {}, "oof_predictions": {"ids": ids}}))
+
+    write("A", ["1", "2"], 0.9)
+    write("B", ["2", "1"], 0.95)
+    assert "| +0.0500 | 1 of 1 |" in cv_compare(tmp_path, "A", "B")
+    write("C", ["1", "3"], 0.95)
+    with pytest.raises(DataError, match="different images"):
+        cv_compare(tmp_path, "A", "C")

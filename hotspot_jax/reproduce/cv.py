@@ -31,6 +31,9 @@ TARGET_SENSITIVITY = 0.95  # the OOF specificity is read at the highest threshol
 OOF_METRICS = (("roc_auc", "OOF ROC AUC", True), ("accuracy", "OOF accuracy at 0.5", True),
                ("log_loss", "OOF log loss", False),
                ("specificity_at_sensitivity_0.95", "OOF specificity at sensitivity >= 0.95", True))
+#: the same OOF metrics from each fold's last-epoch checkpoint: no checkpoint choice saw these scores (the best
+#: checkpoint is chosen on the fold's own validation images, which inflates the OOF accuracy read at it)
+OOF_LAST = "oof_last_epoch"
 #: the seed's validation split (each fold's "test"), mean over the folds
 VAL_SPLIT_METRICS = (("roc_auc", "val split ROC AUC (fold mean)", True), ("accuracy", "val split accuracy (fold mean)", True))
 
@@ -78,6 +81,21 @@ def _full_val_predictions(workdir: Path) -> dict[str, list]:
     return {"ids": p["ids"], "labels": p["labels"], "probs": p["probs"]}
 
 
+def _last_epoch_val_predictions(workdir: Path, dataset) -> dict[str, Any]:
+    """The fold's validation predictions from its last-epoch checkpoint (the run's test-time augmentation, 6
+    decimals, the epoch recorded): scores that chose nothing, unlike the best checkpoint's (tests/test_cv.py)."""
+    from hotspot_jax.data import SplitManifest, materialize
+    from hotspot_jax.train.checkpoint import LATEST_DIR
+    from hotspot_jax.train.restore import load_trained
+
+    manifest = SplitManifest.from_json(Path(workdir) / "manifest.json")
+    val = materialize(dataset, dataclasses.replace(manifest, splits={"val": manifest.splits["val"]}))["val"]
+    tm = load_trained(Path(workdir) / LATEST_DIR)
+    probs = tm.predict_proba(val.images, progress=False)
+    return {"epoch": tm.epoch, "ids": [str(i) for i in val.ids], "labels": [int(y) for y in val.labels],
+            "probs": [round(float(p), 6) for p in probs]}
+
+
 def run_cv_grid(recipe: Recipe, archs: Iterable[str], seeds: Iterable[int], folds: int, *, data: str | None = None,
                 dataset=None, runs_dir: str | Path = "runs/reproduce", results_dir: str | Path = "results",
                 pretrained: dict[str, str] | None = None, progress: bool = True, log: Callable[[str], None] = print,
@@ -90,6 +108,7 @@ def run_cv_grid(recipe: Recipe, archs: Iterable[str], seeds: Iterable[int], fold
 
     from hotspot_jax.reproduce.runner import (INTERRUPTED, ensure_pretraining, is_finished, result_line,
                                               set_aside_stale_workdir, summarize_run, write_json)
+    from hotspot_jax.train.checkpoint import LATEST_DIR
 
     if train_fn is None:
         from hotspot_jax.train.loop import train as train_fn
@@ -103,10 +122,22 @@ def run_cv_grid(recipe: Recipe, archs: Iterable[str], seeds: Iterable[int], fold
         if (a, s, k) not in todo:
             report["skipped"].append(f"{a}-s{s}-f{k}")
             log(f"skip {recipe.name}/cv{folds}/{a}-s{s}-f{k}: finished")
-    if todo and dataset is None:
+    # finished folds written before the last-epoch predictions were recorded: add them from the fold's run
+    backfill = [(a, s, k) for a, s, k in grid if (a, s, k) not in todo
+                and "val_predictions_last" not in json.loads(fold_result_path(results_dir, recipe.name, a, s, k,
+                                                                                 folds).read_text())
+                and (fold_run_dir(runs_dir, recipe.name, a, s, k, folds) / LATEST_DIR).is_dir()]
+    if (todo or backfill) and dataset is None:
         from hotspot_jax.data import load_dataset
 
         dataset = load_dataset(data, progress=progress)
+    for a, s, k in backfill:
+        path = fold_result_path(results_dir, recipe.name, a, s, k, folds)
+        summary = json.loads(path.read_text())
+        summary["val_predictions_last"] = _last_epoch_val_predictions(fold_run_dir(runs_dir, recipe.name, a, s, k, folds),
+                                                                      dataset)
+        write_json(path, summary, compact_lists=True)
+        log(f"added the last-epoch validation predictions to {path}")
     for n, (arch, seed, k) in enumerate(todo):
         name = f"{arch}-s{seed}-f{k}"
         workdir = fold_run_dir(runs_dir, recipe.name, arch, seed, k, folds)
@@ -131,6 +162,7 @@ def run_cv_grid(recipe: Recipe, archs: Iterable[str], seeds: Iterable[int], fold
         extra["cv_fold"] = {"fold": k, "folds": folds,
                             "test_is": "the seed's validation split (the test sets are not read)"}
         extra["val_predictions"] = _full_val_predictions(workdir)
+        extra["val_predictions_last"] = _last_epoch_val_predictions(workdir, dataset)
         summary = summarize_run(workdir, recipe, arch, seed, extra)
         out = fold_result_path(results_dir, recipe.name, arch, seed, k, folds)
         write_json(out, summary, compact_lists=True)
@@ -182,20 +214,31 @@ def oof_summary(fold_summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if [s["cv_fold"]["fold"] for s in folds] != list(range(1, n_folds + 1)) or \
             {(s["arch"], s["seed"], s["cv_fold"]["folds"]) for s in folds} != {(first["arch"], first["seed"], n_folds)}:
         raise DataError(f"the fold summaries of {first['arch']}-s{first['seed']} are not folds 1 to {n_folds} of one run")
-    ids, labels, probs = [], [], []
-    for s in folds:
-        p = s["val_predictions"]
-        ids += p["ids"]
-        labels += p["labels"]
-        probs += p["probs"]
-    if len(set(ids)) != len(ids):
-        raise DataError(f"{first['arch']}-s{first['seed']}: an image is in the validation of two folds")
-    m = binary_metrics(labels, probs, 0.5)
-    point = decision_threshold.choose(labels, probs, TARGET_SENSITIVITY)
-    oof = {"n": m["n"], "n_pos": m["n_pos"], "n_neg": m["n_neg"], "roc_auc": m["roc_auc"], "accuracy": m["accuracy"],
-           "log_loss": log_loss(labels, probs), "sensitivity": m["sensitivity"], "specificity": m["specificity"],
-           "specificity_at_sensitivity_0.95": point["validation_specificity"],
-           "threshold_at_sensitivity_0.95": point["threshold"]}
+    def pooled(key):
+        ids, labels, probs = [], [], []
+        for s in folds:
+            p = s[key]
+            ids += p["ids"]
+            labels += p["labels"]
+            probs += p["probs"]
+        if len(set(ids)) != len(ids):
+            raise DataError(f"{first['arch']}-s{first['seed']}: an image is in the validation of two folds")
+        m = binary_metrics(labels, probs, 0.5)
+        point = decision_threshold.choose(labels, probs, TARGET_SENSITIVITY)
+        oof = {"n": m["n"], "n_pos": m["n_pos"], "n_neg": m["n_neg"], "roc_auc": m["roc_auc"], "accuracy": m["accuracy"],
+               "log_loss": log_loss(labels, probs), "sensitivity": m["sensitivity"], "specificity": m["specificity"],
+               "specificity_at_sensitivity_0.95": point["validation_specificity"],
+               "threshold_at_sensitivity_0.95": point["threshold"]}
+        return ids, labels, probs, oof
+
+    ids, labels, probs, oof = pooled("val_predictions")
+    last = None
+    if all("val_predictions_last" in s for s in folds):
+        last_ids, last_labels, _, last = pooled("val_predictions_last")
+        if sorted(zip(last_ids, last_labels)) != sorted(zip(ids, labels)):
+            raise DataError(f"{first['arch']}-s{first['seed']}: the last-epoch and best-checkpoint validation "
+                            "predictions are not of the same images")
+        last["epochs"] = [s["val_predictions_last"].get("epoch") for s in folds]
     keys = ("accuracy", "roc_auc", "loss", "sensitivity", "specificity")
     test_mean = {k: _mean([s["test"].get(k) for s in folds]) for k in keys}
     return {
@@ -205,6 +248,7 @@ def oof_summary(fold_summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "seed": first["seed"],
         "folds": n_folds,
         "oof": oof,
+        OOF_LAST: last,  # None when a fold summary predates the last-epoch predictions
         "val_split_fold_mean": test_mean,  # each fold's "test": the seed's validation split
         "per_fold": [{"fold": s["cv_fold"]["fold"], "best_checkpoint": s.get("best_checkpoint"),
                       "val": {k: (s.get("operating_point") or {}).get("validation_at_0.5", {}).get(k)
@@ -244,6 +288,7 @@ def cv_summary(results_dir: str | Path, folder: str, folds: int) -> dict[str, An
     def means(rs):
         return {"seeds": sorted(r["seed"] for r in rs), "n_runs": len(rs),
                 "oof": {k: _mean([r["oof"].get(k) for r in rs]) for k, _, _ in OOF_METRICS},
+                OOF_LAST: {k: _mean([(r.get(OOF_LAST) or {}).get(k) for r in rs]) for k, _, _ in OOF_METRICS},
                 "val_split_fold_mean": {k: _mean([r["val_split_fold_mean"].get(k) for r in rs])
                                         for k, _, _ in VAL_SPLIT_METRICS}}
 
@@ -257,11 +302,12 @@ def cv_table(summary: dict[str, Any]) -> str:
     from hotspot_jax.reproduce.study import display_name
     from hotspot_jax.reproduce.tables import _table
 
-    header = ["Network", "Seeds"] + [name for _, name, _ in OOF_METRICS] + [name for _, name, _ in VAL_SPLIT_METRICS]
+    header = ["Network", "Seeds"] + [name for _, name, _ in OOF_METRICS] + ["OOF ROC AUC, last epoch"] + \
+        [name for _, name, _ in VAL_SPLIT_METRICS]
     rows = []
     for label, m in [*((display_name(a), m) for a, m in summary["per_arch"].items()), ("All", summary["overall"])]:
         rows.append([label, " ".join(map(str, m["seeds"])) if label != "All" else str(m["n_runs"]) + " runs",
-                     *(_f(m["oof"][k]) for k, _, _ in OOF_METRICS),
+                     *(_f(m["oof"][k]) for k, _, _ in OOF_METRICS), _f((m.get(OOF_LAST) or {}).get("roc_auc")),
                      *(_f(m["val_split_fold_mean"][k]) for k, _, _ in VAL_SPLIT_METRICS)])
     return (f"`{summary['recipe']}`, {summary['folds']}-fold cross-validation inside each seed's training pool "
             "(means over seeds; OOF = the folds' validation predictions concatenated):\n\n" + _table(header, rows))
@@ -310,12 +356,18 @@ def cv_compare(results_dir: str | Path, folder_a: str, folder_b: str, folds: int
     pairs = sorted(a.keys() & b.keys())
     if not pairs:
         raise DataError(f"{folder_a} and {folder_b} have no (network, seed) with {folds}-fold OOF summaries in common")
+    for p in pairs:  # a paired comparison: both recipes' OOF predictions are of the very same images
+        ids_a, ids_b = (sorted(r[p].get("oof_predictions", {}).get("ids", ())) for r in (a, b))
+        if ids_a != ids_b:
+            raise DataError(f"{display_name(p[0])} seed {p[1]}: {folder_a} and {folder_b} have out-of-fold predictions "
+                            "of different images (other folds); they cannot be compared pair by pair")
     metrics = [("oof", k, name, up) for k, name, up in OOF_METRICS] + \
+              [(OOF_LAST, k, name + ", last epoch", up) for k, name, up in OOF_METRICS] + \
               [("val_split_fold_mean", k, name, up) for k, name, up in VAL_SPLIT_METRICS]
     rows = []
     for group, key, name, up in metrics:
-        va = [a[p][group].get(key) for p in pairs]
-        vb = [b[p][group].get(key) for p in pairs]
+        va = [(a[p].get(group) or {}).get(key) for p in pairs]
+        vb = [(b[p].get(group) or {}).get(key) for p in pairs]
         if any(v is None for v in va + vb):
             rows.append([name, "n/a", "n/a", "n/a", "n/a"])
             continue
