@@ -325,6 +325,10 @@ def test_oof_summary_scores_the_concatenated_folds():
         oof_summary(dup)
     assert log_loss([1, 0], [1.0, 0.0]) == pytest.approx(-np.log(1 - 1e-6))  # clipped, finite
     assert out["oof_last_epoch"] is None  # fold summaries without last-epoch predictions
+    mixed = [dict(f, train_config={"init_from_checkpoint": f"pre/best/{k}", "image_size": 48, "tta": "none"})
+             for k, f in enumerate(folds)]  # a pretraining rerun between folds
+    with pytest.raises(DataError, match="differ in starting checkpoint"):
+        oof_summary(mixed)
     last = [dict(f, val_predictions_last={**f["val_predictions"], "probs": [1 - p for p in f["val_predictions"]["probs"]],
                                           "epoch": 7}) for f in folds]
     flipped = oof_summary(last)["oof_last_epoch"]

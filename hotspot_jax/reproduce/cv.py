@@ -214,6 +214,10 @@ def oof_summary(fold_summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if [s["cv_fold"]["fold"] for s in folds] != list(range(1, n_folds + 1)) or \
             {(s["arch"], s["seed"], s["cv_fold"]["folds"]) for s in folds} != {(first["arch"], first["seed"], n_folds)}:
         raise DataError(f"the fold summaries of {first['arch']}-s{first['seed']} are not folds 1 to {n_folds} of one run")
+    starts = {tuple((s.get("train_config") or {}).get(k) for k in ("init_from_checkpoint", "image_size", "tta")) for s in folds}
+    if len(starts) > 1:  # e.g. a pretraining rerun between folds: the OOF set would mix two models' starting points
+        raise DataError(f"the folds of {first['arch']}-s{first['seed']} differ in starting checkpoint, input size or "
+                        f"test-time augmentation: {sorted(map(str, starts))}")
     def pooled(key):
         ids, labels, probs = [], [], []
         for s in folds:
