@@ -1,6 +1,7 @@
 """Prepare the InfraredSolarModules dataset (build the TFDS cache) and print the study's split summary.
 
 Usage: python scripts/prepare_data.py [--data PATH] [--seed N] [--manifest OUT.json] ...
+       python scripts/prepare_data.py --duplicates   # pixel-identical images and the splits they cross
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sharpen-amount", type=float, default=a.sharpen_amount, help="imsharpen Amount")
     p.add_argument("--sharpen-threshold", type=float, default=a.sharpen_threshold, help="imsharpen Threshold")
     p.add_argument("--manifest", default=None, help="write the split manifest (JSON of image ids) here")
+    p.add_argument("--duplicates", action="store_true",
+                   help="instead of a split summary: list the groups of pixel-identical images under different ids, "
+                        "and which of them cross a held-out boundary (hotspot splits, their cross-validation "
+                        "folds, the 12-class pretrainings) for the --duplicate-seeds")
+    p.add_argument("--duplicate-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], metavar="N",
+                   help="the seeds --duplicates checks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -63,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress=not args.quiet)
     print(f"loaded {len(data):,} images in {time.perf_counter() - start:.1f} s "
           f"(metadata sha256 {data.metadata_sha256})")
+    if args.duplicates:
+        from hotspot_jax.data.duplicates import duplicate_report
+
+        print(duplicate_report(data, args.duplicate_seeds))
+        return 0
     counts = data.class_counts()
     print("classes: " + ", ".join(f"{c} {n:,}" for c, n in counts.items()))
     manifest = (make_binary_split if args.task == "binary" else make_multiclass_split)(data, config)

@@ -193,6 +193,8 @@ def summarize_run(workdir: Path, recipe: Recipe, arch: str, seed: int, extra: di
         "initialisation": (extra or {}).get("initialisation", config.get("initialisation")),
         "train_config": run,
         "split_counts": manifest.get("counts"),
+        # validation/test images whose pixel twin trained or selected the run (hotspot_jax.data.duplicates)
+        **({"pixel_twins": config["pixel_twins"]} if config.get("pixel_twins") else {}),
         "best_checkpoint": tm.get("checkpoint", {}).get("epoch"),
         **_test_metrics(tm, task, workdir),
         "history": [
@@ -368,6 +370,8 @@ def pretraining_summary(workdir: Path) -> dict[str, Any]:
         "settings": run,
         "left_out": manifest.get("left_out"),
         "split_counts": manifest.get("counts"),
+        # validation/test images whose pixel twin trained or selected the run (hotspot_jax.data.duplicates)
+        **({"pixel_twins": config["pixel_twins"]} if config.get("pixel_twins") else {}),
         "best_checkpoint": tm.get("checkpoint", {}).get("epoch"),
         "validation": {k: tm.get("val", {}).get(k) for k in ("accuracy", "macro_f1", "n")},
         "history": [{k: h.get(k) for k in ("epoch", "train_loss", "train_accuracy", "val_accuracy")} for h in history],

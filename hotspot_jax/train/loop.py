@@ -179,6 +179,11 @@ def _subset(split, n: int | None, seed: int, tag: int):
 
 def load_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progress: bool = True):
     """The split manifest of the run's task and the arrays of every split (counts printed)."""
+    return load_run_data(cfg, log, dataset, progress)[1:]
+
+
+def load_run_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progress: bool = True):
+    """``(dataset, manifest, arrays)``: :func:`load_data` with the dataset it read."""
     from hotspot_jax.data import load_dataset, materialize
     from hotspot_jax.data.tasks import get_task, make_split
 
@@ -202,7 +207,7 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progre
     log(f"data ({task.name}): " + ", ".join(f"{k} {len(v)}" for k, v in arrays.items()))
     if progress or task.name != "hotspot" or manifest.cv:
         log(manifest.summary())
-    return manifest, arrays
+    return ds, manifest, arrays
 
 
 def write_manifest(manifest, workdir: Path, resuming: bool) -> None:
@@ -284,9 +289,10 @@ def describe_initialisation(cfg: TrainConfig, num_classes: int) -> str:
             f"{source.get('initialisation', 'scratch')}), checkpoint {checkpoint.parent.name}/{checkpoint.name}, {head}")
 
 
-def check_init_from_leak(cfg: TrainConfig, manifest) -> None:
+def check_init_from_leak(cfg: TrainConfig, manifest) -> list:
     """The no-leak invariant of ``--init-from``: no image that trained or selected the source run, or any
-    run it started from in turn, is a validation or test image of this run (tests/test_tasks.py)."""
+    run it started from in turn, is a validation or test image of this run (tests/test_tasks.py).
+    Returns the chain ``[(workdir, manifest), ...]``, source first (none without ``--init-from``)."""
     from hotspot_jax.data import SplitManifest
     from hotspot_jax.data.tasks import check_no_leak
     from hotspot_jax.train.restore import read_config
@@ -303,6 +309,20 @@ def check_init_from_leak(cfg: TrainConfig, manifest) -> None:
         chain.append((str(workdir), SplitManifest.from_json(path)))
         checkpoint = read_config(workdir)["run"].get("init_from_checkpoint")
     check_no_leak(chain, manifest)
+    return chain
+
+
+def note_pixel_twins(dataset, manifest, chain, log: Callable[[str], None]) -> list[dict]:
+    """The run's validation/test images whose pixel-identical twin (another id) is in its training split or
+    trained or selected a run of its ``--init-from`` chain: one note line, and the list for config.json. Not
+    an error: committed runs have such twins (InfraredSolarModules, docs/data.md); tests/test_duplicates.py."""
+    from hotspot_jax.data.duplicates import training_twins, twin_note
+
+    twins = training_twins(dataset, manifest, chain)
+    note = twin_note(twins)
+    if note:
+        log(note)
+    return [t.to_dict() for t in twins]
 
 
 def replicate(tree: Any, devices) -> Any:
@@ -459,10 +479,10 @@ def train(
     # the data before the weights: bad data, or a source run that would leak, fails in seconds, before
     # anything of the run is written (train.cli removes a work directory it made); process 0 first, as it
     # may build the dataset cache the others then read
-    manifest, arrays = distributed.primary_first(lambda: load_data(cfg, log, dataset, progress), "data")
+    ds, manifest, arrays = distributed.primary_first(lambda: load_run_data(cfg, log, dataset, progress), "data")
     task = task_of_manifest(manifest)
-    if cfg.init_from_checkpoint is not None:
-        check_init_from_leak(cfg, manifest)
+    chain = check_init_from_leak(cfg, manifest) if cfg.init_from_checkpoint is not None else []
+    twins = note_pixel_twins(ds, manifest, chain, log)
     model = build_model({"run": cfg.to_dict(), "classes": list(task.class_names)}, bn_axis_name=AXIS)
     root = jax.random.PRNGKey(cfg.seed)
     dropout_key = jax.random.fold_in(root, 2)
@@ -482,6 +502,9 @@ def train(
         "batching": BATCH_RULE,
         "steps_per_epoch": steps,
         "dataset_sha256": manifest.dataset_sha256,  # the release's metadata sha256, as in manifest.json
+        # validation/test images with a pixel-identical twin in training data (not in manifest.json, which a
+        # resumed run compares with the one it began with)
+        "pixel_twins": twins,
         "environment": environment(),
         "created": stored["created"] if stored else _now(),
         "resumed": (stored.get("resumed", []) + [_now()]) if stored else [],
