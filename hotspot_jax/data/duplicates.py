@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import weakref
+from pathlib import Path
 from typing import Iterable
 
 from hotspot_jax.data.protocol import SplitManifest
@@ -81,8 +82,9 @@ def training_twins(dataset, target: SplitManifest, sources: Iterable[tuple[str, 
     for where, manifest in sources:
         if manifest.dataset_sha256 and target.dataset_sha256 and manifest.dataset_sha256 != target.dataset_sha256:
             continue  # another dataset: its ids do not name these images
-        name = str(where).rstrip("/").rsplit("/", 1)[-1]
-        uses += [(f"{split} of --init-from {name}", source_ids(manifest.splits.get(split, ()))) for split in ("train", "val")]
+        name = Path(where).name  # the run's folder name
+        uses += [(f"{split} of --init-from {name}", source_ids(manifest.splits.get(split, ())))
+                 for split in ("train", "val")]
     found = []
     for split in HELD_OUT:
         for held in sorted(source_ids(target.splits.get(split, ())), key=_id_sort_key):
@@ -136,7 +138,8 @@ def duplicate_report(dataset, seeds: Iterable[int] = REPORT_SEEDS) -> str:
                   training_twins(dataset, split, [("shared-pretraining", shared)]))
         folds = [f"fold {k}: {t.describe()}" for k in range(1, CV_FOLDS + 1) for t in training_twins(
             dataset, make_fold_split(dataset, split, f"{k}/{CV_FOLDS}"), [("shared-pretraining", shared)])]
-        lines.append(f"    its {CV_FOLDS} cross-validation folds from the shared pretraining: " + ("; ".join(folds) or "none"))
+        lines.append(f"    its {CV_FOLDS} cross-validation folds from the shared pretraining: "
+                     + ("; ".join(folds) or "none"))
     for seed in seeds:
         split = make_binary_split(dataset, ProtocolConfig(seed=seed))
         own = make_split(get_task("classes12"), dataset, seed, "hotspot", "study")
