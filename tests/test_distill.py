@@ -281,3 +281,26 @@ def test_recipe_teachers_resolve_per_seed_and_a_missing_one_is_one_line(tmp_path
     assert best.train_config("tiny_cnn_test", 1, str(tmp_path / "w")).distill_from is None
     with pytest.raises(ConfigError, match="use <recipe>:<arch>"):
         with_overrides(best, ["distill_teachers=shufflenet"])
+
+
+def test_train_cli_distils_from_a_teacher_run_and_resumes_from_its_workdir(capsys, tmp_path, monkeypatch, fast_compile):
+    """``scripts/train.py --distill-from`` end to end on a synthetic release; ``--resume --workdir`` alone keeps
+    the teachers (re-resolved) and reads the saved targets."""
+    from fixtures_data import make_synthetic_release
+    from hotspot_jax.train.cli import main
+
+    monkeypatch.setenv("HOTSPOT_DATA", str(make_synthetic_release(tmp_path, {"Hot-Spot": 10, "No-Anomaly": 40})))
+    common = ["--arch", "tiny_cnn_test", "--batch-size", "8", "--image-size", "16", "--no-progress"]
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    assert run_cli(main, [*common, "--epochs", "1", "--workdir", str(teacher)]) == 0
+    assert run_cli(main, [*common, "--epochs", "1", "--workdir", str(student), "--distill-from", str(teacher),
+                          "--distill-weight", "0.8"]) == 0
+    saved = read_targets(student / TARGETS_FILE)
+    assert saved is not None and np.allclose(saved["targets"].sum(-1), 1.0, atol=1e-5)
+    run = json.loads((student / "config.json").read_text())["run"]
+    assert run["distill_weight"] == 0.8 and run["distill_from"] == [str(teacher.resolve())]
+    capsys.readouterr()
+    assert run_cli(main, ["--resume", "--workdir", str(student), "--epochs", "2", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "read from" in err and "teacher 1/1" not in err, err
+    assert len(_rows(student)) == 2
