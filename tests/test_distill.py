@@ -304,3 +304,26 @@ def test_train_cli_distils_from_a_teacher_run_and_resumes_from_its_workdir(capsy
     err = capsys.readouterr().err
     assert "read from" in err and "teacher 1/1" not in err, err
     assert len(_rows(student)) == 2
+
+
+def test_the_grid_gives_each_run_its_seeds_teachers_and_refuses_a_missing_one_before_training(tmp_path):
+    from hotspot_jax.reproduce.runner import run_dir, run_grid
+    from hotspot_jax.train.loop import RunResult
+
+    lever = with_overrides(RECIPES["best-v2"], ["pretrain_epochs=0", "distill_teachers=best-v2:squeezenet"])
+    seen = []
+
+    def fake_train(cfg, **kw):
+        seen.append(cfg)
+        return RunResult(workdir=cfg.workdir, epochs_done=0, best=None, interrupted=True)
+
+    grid = dict(runs_dir=tmp_path / "runs", results_dir=tmp_path / "results", dataset=object(), progress=False,
+                log=lambda m: None, train_fn=fake_train)
+    with pytest.raises(ConfigError, match=r"best-v2/squeezenet1_1-s3 are missing or unfinished"):
+        run_grid(lever, ["shufflenet"], [3], **grid)
+    assert seen == []
+    teacher = run_dir(tmp_path / "runs", "best-v2", "squeezenet1_1", 3)
+    teacher.mkdir(parents=True)
+    (teacher / "test_metrics.json").write_text("{}")
+    assert run_grid(lever, ["shufflenet"], [3], **grid)["interrupted"] == ["shufflenet_v2_x1_0-s3"]
+    assert seen[0].distill_from == [str(teacher)] and seen[0].distill_weight == 0.5 and seen[0].seed == 3
