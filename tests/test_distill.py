@@ -317,8 +317,8 @@ def test_the_grid_gives_each_run_its_seeds_teachers_and_refuses_a_missing_one_be
         seen.append(cfg)
         return RunResult(workdir=cfg.workdir, epochs_done=0, best=None, interrupted=True)
 
-    grid = dict(runs_dir=tmp_path / "runs", results_dir=tmp_path / "results", dataset=object(), progress=False,
-                log=lambda m: None, train_fn=fake_train)
+    grid = {"runs_dir": tmp_path / "runs", "results_dir": tmp_path / "results", "dataset": object(),
+            "progress": False, "log": lambda m: None, "train_fn": fake_train}
     with pytest.raises(ConfigError, match=r"best-v2/squeezenet1_1-s3 are missing or unfinished"):
         run_grid(lever, ["shufflenet"], [3], **grid)
     assert seen == []

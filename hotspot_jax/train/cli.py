@@ -156,7 +156,8 @@ def _workdir_of(cfg: TrainConfig) -> Path | None:
     if cfg.workdir:
         return Path(cfg.workdir)
     try:
-        return Path(dataclasses.replace(cfg, pretrained=None, init_weights=None, data=None).resolve().workdir)
+        return Path(dataclasses.replace(cfg, pretrained=None, init_from=None, distill_from=None,
+                                       distill_weight=None, distill_temperature=None, data=None).resolve().workdir)
     except HotspotError:
         return None
 
