@@ -58,6 +58,13 @@ def test_missing_arch_and_bad_numbers(capsys, tmp_path):
     _fails(capsys, [*TINY, "--image-size", "2", "--workdir", str(tmp_path / "w")], "minimum input size 4")
 
 
+def test_bad_numbers_without_workdir_are_one_line_too(capsys, tmp_path, monkeypatch):
+    """The default work directory (runs/...) is worked out without a traceback, and not left behind."""
+    monkeypatch.chdir(tmp_path)
+    _fails(capsys, [*TINY, "--epochs", "0"], "--epochs must be at least 1")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unwritable_workdir(capsys, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

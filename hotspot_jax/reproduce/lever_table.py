@@ -38,6 +38,9 @@ def _settings(run: dict[str, Any]) -> str:
         parts.append(f"mixup {rec['mixup_alpha']:g}")
     if rec.get("ema_decay"):
         parts.append(f"EMA {rec['ema_decay']:g}")
+    if rec.get("distill_teachers"):
+        parts.append(f"distilled from {rec['distill_teachers']} (A {rec.get('distill_weight', 0.5):g}, "
+                     f"T {rec.get('distill_temperature', 2.0):g})")
     if rec.get("tta", "none") != "none":
         parts.append(f"TTA {rec['tta']}")
     if rec.get("aspect", "square") != "square":

@@ -39,7 +39,8 @@ RECIPE_TASKS = ("hotspot", "anomaly", "classes12")
 # settings added after results were committed: left out of the fingerprint at these (default) values, so
 # the committed runs of a recipe stay its finished runs
 ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none", "aspect": "square", "task": "hotspot",
-               "no_anomaly_pools": "study", "pretrain_pool": "seed", "ema_decay": 0.0}
+               "no_anomaly_pools": "study", "pretrain_pool": "seed", "ema_decay": 0.0, "distill_teachers": None,
+               "distill_weight": 0.5, "distill_temperature": 2.0}
 PRETRAIN_POOLS = ("seed", "shared")
 
 
@@ -73,6 +74,11 @@ class Recipe:
     # seed: each seed pretrains on what its hotspot split trains on or leaves unused; shared (fixed pools only):
     # one pretraining per network, on what no seed validates or tests on, starts every seed's run
     pretrain_pool: str = "seed"
+    # knowledge distillation (hotspot_jax.train.distill): "<recipe>:<arch>,<arch>,...", the runs of that recipe with
+    # the same seed teach each run (reproduce.runner.distill_teacher_dirs); None: off
+    distill_teachers: str | None = None
+    distill_weight: float = 0.5  # used only with distill_teachers
+    distill_temperature: float = 2.0
 
     def __post_init__(self):
         """ConfigError for a task that does not exist or cannot take the recipe's settings: the in-domain
@@ -97,6 +103,20 @@ class Recipe:
             raise ConfigError(f"recipe {self.name!r}: no_anomaly_pools applies to the hotspot task, not {self.task}")
         if self.task != "hotspot" and self.no_anomaly_ratio != 1.0:
             raise ConfigError(f"recipe {self.name!r}: no_anomaly_ratio applies to the hotspot task, not {self.task}")
+        if self.distill_teachers is not None:
+            self.teacher_runs()  # checks the form
+
+    def teacher_runs(self) -> tuple[str, list[str]] | None:
+        """``(teacher recipe, [architecture, ...])`` of ``distill_teachers`` (None without); ConfigError for a
+        value not of the form ``<recipe>:<arch>,<arch>``."""
+        if self.distill_teachers is None:
+            return None
+        recipe, sep, archs = str(self.distill_teachers).partition(":")
+        names = [a.strip() for a in archs.split(",") if a.strip()]
+        if not sep or not recipe.strip() or not names:
+            raise ConfigError(f"distill_teachers={self.distill_teachers!r}: use <recipe>:<arch>[,<arch>...], e.g. "
+                              "best-v2:shufflenet,squeezenet,mobilenet_v2")
+        return recipe.strip(), names
 
     def fingerprint(self) -> str:
         """Short hash of every setting except name/description: a finished run of another fingerprint is stale."""
@@ -137,8 +157,9 @@ class Recipe:
         )
 
     def train_config(self, arch: str, seed: int, workdir: str, data: str | None = None,
-                     pretrained: str | None = None, init_from: str | None = None):
-        """The TrainConfig of one run of this recipe."""
+                     pretrained: str | None = None, init_from: str | None = None,
+                     distill_from: list[str] | None = None):
+        """The TrainConfig of one run of this recipe (``distill_from``: its teachers' run directories)."""
         from hotspot_jax.train.config import TrainConfig
 
         import architectures
@@ -149,6 +170,12 @@ class Recipe:
         options = self.lever_options()
         if init_from:
             options["init_from"] = init_from
+        if distill_from:
+            options.update(distill_from=list(distill_from), distill_weight=self.distill_weight,
+                           distill_temperature=self.distill_temperature)
+        elif self.distill_teachers is not None:
+            raise ConfigError(f"recipe {self.name!r} distils from {self.distill_teachers}: give the teachers' run "
+                              "directories (reproduce.runner.distill_teacher_dirs)")
         unknown = [k for k in options if k not in {f.name for f in dataclasses.fields(TrainConfig)}]
         if unknown:
             raise ConfigError(f"recipe {self.name!r} needs training options this version lacks: {', '.join(unknown)}")

@@ -292,6 +292,8 @@ def run_grid(
     for a, s in [(a, s) for s in seeds for a in archs if (a, s) not in todo]:
         report["skipped"].append(f"{a}-s{s}")
         log(f"skip {recipe.name}/{a}-s{s}: finished ({result_path(results_dir, recipe.name, a, s)})")
+    # every teacher of every run to do, before any training: a missing one is one line, not a failure hours in
+    teachers = {s: distill_teacher_dirs(recipe, s, runs_dir) for s in sorted({s for _, s in todo})}
     if todo and dataset is None:
         from hotspot_jax.data import load_dataset
 
@@ -308,7 +310,8 @@ def run_grid(
             report["interrupted"].append(f"{arch}-s{seed}")
             log(f"interrupted {recipe.name}/{arch}-s{seed} in pretraining; rerun the same command to continue")
             break
-        cfg = recipe.train_config(arch, seed, str(workdir), data, pretrained=weights, init_from=init_from)
+        cfg = recipe.train_config(arch, seed, str(workdir), data, pretrained=weights, init_from=init_from,
+                                  distill_from=teachers[seed])
         distributed.on_primary(lambda: bool(set_aside_stale_workdir(workdir, cfg, log)), "stale-run")
         result = train_fn(cfg, progress=progress, log=log, dataset=dataset)
         if result.interrupted:
@@ -325,6 +328,25 @@ def run_grid(
         report["done"].append(f"{arch}-s{seed}")
         log(f"wrote {out}: {result_line(summary)}")
     return report
+
+
+def distill_teacher_dirs(recipe: Recipe, seed: int, runs_dir: str | Path) -> list[str] | None:
+    """The teacher run directories of a run of ``recipe`` with ``seed``: ``<runs>/<teacher recipe>/<arch>-s<seed>``
+    for each architecture of ``distill_teachers`` (None without it); ConfigError, one line, when one is missing or
+    unfinished (no test_metrics.json, which a run writes last)."""
+    import architectures
+
+    spec = recipe.teacher_runs()
+    if spec is None:
+        return None
+    teacher_recipe, archs = spec
+    dirs = [run_dir(runs_dir, teacher_recipe, architectures.get(a).name, seed) for a in archs]
+    missing = [str(d) for d in dirs if not (d / "test_metrics.json").is_file()]
+    if missing:
+        raise ConfigError(f"recipe {recipe.name!r} distils from {recipe.distill_teachers}, but teacher run(s) "
+                          f"{', '.join(missing)} are missing or unfinished; run --recipe {teacher_recipe} for seed "
+                          f"{seed} first (with the same --runs-dir)")
+    return [str(d) for d in dirs]
 
 
 INTERRUPTED = "interrupted"  # what ensure_pretraining returns when the pretraining run was interrupted

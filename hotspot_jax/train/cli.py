@@ -104,6 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--target-sensitivity", type=float, metavar="S",
         help="the operating point: after training, the threshold is chosen on the validation split as the highest "
         f"one with sensitivity >= S, stored beside the best checkpoint (default: {_D['target_sensitivity']})")
+    from hotspot_jax.train.config import DISTILL_TEMPERATURE, DISTILL_WEIGHT
+
+    arg("--distill-from", nargs="+", metavar="RUN_DIR",
+        help="knowledge distillation: teacher runs (work directories: their best checkpoints; or checkpoint "
+        "directories) of this run's task. Before training, each training image gets the mean of the teachers' "
+        "softmax(logits / T) on it (each teacher at its own input size, no test-time flips), saved as "
+        "distill_targets.npz; the loss becomes (1 - A) * hard loss + A * T^2 * KL(teachers || student). No image that "
+        "trained a teacher (or the runs it started from) may be a validation or test image of this run (checked) "
+        "(default: none = off)")
+    arg("--distill-weight", type=float, metavar="A",
+        help=f"the teachers' share A of the loss, in [0, 1] (default with --distill-from: {DISTILL_WEIGHT})")
+    arg("--distill-temperature", type=float, metavar="T",
+        help=f"the softmax temperature T > 0 of teachers and student in the distillation term (default with "
+        f"--distill-from: {DISTILL_TEMPERATURE})")
     arg("--no-progress", action="store_true", help="no progress bars (default: show them)")
     from hotspot_jax.train import distributed
 
@@ -128,6 +142,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                 raise ConfigError(f"{path} is not a valid run configuration ({err})") from None
             base.pop("pretrained_sha256", None)
             base.pop("init_from_checkpoint", None)
+            base.pop("distill_checkpoints", None)  # resolved again from distill_from
             base.pop("init_weights", None), base.pop("init_weights_sha256", None)  # runs made before --init-from
             base.pop("data", None)  # the dataset may have moved: take --data / $HOTSPOT_DATA
     merged = {**base, **given}
@@ -141,7 +156,8 @@ def _workdir_of(cfg: TrainConfig) -> Path | None:
     if cfg.workdir:
         return Path(cfg.workdir)
     try:
-        return Path(dataclasses.replace(cfg, pretrained=None, init_weights=None, data=None).resolve().workdir)
+        return Path(dataclasses.replace(cfg, pretrained=None, init_from=None, distill_from=None,
+                                       distill_weight=None, distill_temperature=None, data=None).resolve().workdir)
     except HotspotError:
         return None
 

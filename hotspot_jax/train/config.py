@@ -27,6 +27,8 @@ IDENTITY_FIELDS = (
     "task", "leave_out", "init_from_checkpoint", "no_anomaly_pools",
     # a cross-validation fold of the hotspot training pool (hotspot_jax.data.cv); None: the seed's own split
     "cv_fold",
+    # knowledge distillation (hotspot_jax.train.distill); None: off
+    "distill_checkpoints", "distill_weight", "distill_temperature",
 )
 
 
@@ -72,6 +74,11 @@ class TrainConfig:
     # "hotspot-any-seed": only images no hotspot split of any seed validates or tests on (fixed pools)
     no_anomaly_pools: str = "study"  # the hotspot split's No-Anomaly pools: study | fixed (hotspot_jax.data.protocol)
     cv_fold: str | None = None  # "k/K": fold k of K of the seed's training pool (hotspot_jax.data.cv); None: off
+    # knowledge distillation (hotspot_jax.train.distill): teacher runs (run or checkpoint directories); None: off
+    distill_from: list[str] | None = None
+    distill_checkpoints: list[str] | None = None  # filled by resolve(): the checkpoint directory each teacher names
+    distill_weight: float | None = None  # A in (1 - A) * hard loss + A * T^2 * KL; None: 0.5 with teachers
+    distill_temperature: float | None = None  # T; None: 2.0 with teachers
 
     @property
     def epochs_schedule(self) -> int | None:
@@ -178,6 +185,7 @@ class TrainConfig:
 
             init_checkpoint = str(resolve_checkpoint(Path(self.init_from).expanduser(), "--init-from").resolve())
             init_from = str(Path(self.init_from).expanduser().resolve())
+        distill = _resolve_distill(self.distill_from, self.distill_weight, self.distill_temperature)
         suffix = "" if task_name == "hotspot" else f"-{task_name}"
         fold = "-cv{}of{}".format(*cv_fold.split("/")) if cv_fold else ""
         workdir = self.workdir or os.path.join("runs", f"{spec.name}{suffix}-s{self.seed}-{size}px{fold}")
@@ -186,7 +194,7 @@ class TrainConfig:
         return dataclasses.replace(
             self, arch=spec.name, image_size=size, pretrained=pretrained, pretrained_sha256=sha, workdir=workdir,
             init_from=init_from, init_from_checkpoint=init_checkpoint, task=task_name, data=resolve_data(self.data),
-            cv_fold=cv_fold,
+            cv_fold=cv_fold, **distill,
         )
 
     @property
@@ -214,7 +222,8 @@ class TrainConfig:
 
 _LEVER_DEFAULTS = {"epochs_schedule": None, "lr_schedule": "constant", "warmup_epochs": 0, "online_augment": "none",
                    "no_anomaly_ratio": 1.0, "task": "hotspot", "leave_out": None, "init_from_checkpoint": None,
-                   "no_anomaly_pools": "study", "ema_decay": 0.0, "cv_fold": None}
+                   "no_anomaly_pools": "study", "ema_decay": 0.0, "cv_fold": None, "distill_checkpoints": None,
+                   "distill_weight": None, "distill_temperature": None}
 
 
 def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:
@@ -226,6 +235,39 @@ def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:
         return stored.get(k, _LEVER_DEFAULTS.get(k))
 
     return [f"{k}: {old(k)!r} -> {getattr(new, k)!r}" for k in IDENTITY_FIELDS if old(k) != getattr(new, k)]
+
+
+DISTILL_WEIGHT = 0.5  # --distill-weight when teachers are given without one
+DISTILL_TEMPERATURE = 2.0  # --distill-temperature likewise
+
+
+def _resolve_distill(teachers, weight, temperature) -> dict[str, Any]:
+    """The distillation fields of a resolved config: absolute teacher directories, their checkpoints, weight and
+    temperature (defaults with teachers); all None without teachers. ConfigError for a bad value."""
+    if not teachers:
+        for option, value in (("--distill-weight", weight), ("--distill-temperature", temperature)):
+            if value is not None:
+                raise ConfigError(f"{option} needs teacher runs (--distill-from RUN_DIR ...)")
+        return {"distill_from": None, "distill_checkpoints": None, "distill_weight": None, "distill_temperature": None}
+    if isinstance(teachers, str):
+        teachers = [teachers]
+    weight = DISTILL_WEIGHT if weight is None else float(weight)
+    temperature = DISTILL_TEMPERATURE if temperature is None else float(temperature)
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"--distill-weight must be in [0, 1] (the soft targets' share of the loss), got {weight}")
+    if not (0.0 < temperature < float("inf")):
+        raise ConfigError(f"--distill-temperature must be a finite number > 0, got {temperature}")
+    from hotspot_jax.train.restore import resolve_checkpoint
+
+    dirs, checkpoints = [], []
+    for teacher in teachers:
+        path = Path(teacher).expanduser()
+        checkpoints.append(str(resolve_checkpoint(path, "--distill-from").resolve()))
+        dirs.append(str(path.resolve()))
+    if len(set(checkpoints)) != len(checkpoints):
+        raise ConfigError("--distill-from names the same teacher checkpoint twice")
+    return {"distill_from": dirs, "distill_checkpoints": checkpoints, "distill_weight": weight,
+            "distill_temperature": temperature}
 
 
 def _is_own_data(data: str | None) -> bool:

@@ -40,7 +40,8 @@ from hotspot_jax.train.step import AXIS, make_eval_step, make_train_step
 
 BEST_RULE = "highest validation accuracy; ties: lower validation loss, then earlier epoch"
 BATCH_RULE = "last partial training batch dropped each epoch; order reshuffled each epoch from (seed, epoch)"
-RUN_FILES = ("config.json", "manifest.json", "metrics.jsonl", "test_metrics.json", decision_threshold.FILE)
+RUN_FILES = ("config.json", "manifest.json", "metrics.jsonl", "test_metrics.json", decision_threshold.FILE,
+             "distill_targets.npz")  # hotspot_jax.train.distill.TARGETS_FILE
 RUN_DIRS = (LATEST_DIR, BEST_DIR, "figures", "evaluation")
 EVAL_SPLITS = ("test", "test_realistic")
 STEP_DELAY_ENV = "HOTSPOT_TRAIN_STEP_DELAY"  # test hook: seconds to sleep after each step (interruption tests)
@@ -293,12 +294,20 @@ def check_init_from_leak(cfg: TrainConfig, manifest) -> list:
     """The no-leak invariant of ``--init-from``: no image that trained or selected the source run, or any
     run it started from in turn, is a validation or test image of this run (tests/test_tasks.py).
     Returns the chain ``[(workdir, manifest), ...]``, source first (none without ``--init-from``)."""
-    from hotspot_jax.data import SplitManifest
     from hotspot_jax.data.tasks import check_no_leak
+
+    chain = init_from_chain(cfg.init_from_checkpoint)
+    check_no_leak(chain, manifest)
+    return chain
+
+
+def init_from_chain(checkpoint: str | None) -> list:
+    """``[(workdir, manifest), ...]`` of the run of ``checkpoint`` and every run it started from in turn
+    (``--init-from``), that run first; DataError for a run without manifest.json."""
+    from hotspot_jax.data import SplitManifest
     from hotspot_jax.train.restore import read_config
 
     chain, seen = [], set()
-    checkpoint = cfg.init_from_checkpoint
     while checkpoint is not None and checkpoint not in seen:
         seen.add(checkpoint)
         workdir = Path(checkpoint).parent.parent
@@ -308,7 +317,6 @@ def check_init_from_leak(cfg: TrainConfig, manifest) -> list:
                             "unknown; it cannot be checked for leaks")
         chain.append((str(workdir), SplitManifest.from_json(path)))
         checkpoint = read_config(workdir)["run"].get("init_from_checkpoint")
-    check_no_leak(chain, manifest)
     return chain
 
 
@@ -482,6 +490,11 @@ def train(
     ds, manifest, arrays = distributed.primary_first(lambda: load_run_data(cfg, log, dataset, progress), "data")
     task = task_of_manifest(manifest)
     chain = check_init_from_leak(cfg, manifest) if cfg.init_from_checkpoint is not None else []
+    teachers = None
+    if cfg.distill_checkpoints is not None:  # the same invariant for every teacher (hotspot_jax.train.distill)
+        from hotspot_jax.train.distill import check_teachers
+
+        teachers = check_teachers(cfg, manifest, task)
     twins = note_pixel_twins(ds, manifest, chain, log)
     model = build_model({"run": cfg.to_dict(), "classes": list(task.class_names)}, bn_axis_name=AXIS)
     root = jax.random.PRNGKey(cfg.seed)
@@ -509,8 +522,20 @@ def train(
         "created": stored["created"] if stored else _now(),
         "resumed": (stored.get("resumed", []) + [_now()]) if stored else [],
     }
+    if teachers is not None:
+        from hotspot_jax.train.distill import TARGETS_FILE
+
+        config["distillation"] = {"teachers": teachers, "weight": cfg.distill_weight,
+                                  "temperature": cfg.distill_temperature, "targets": TARGETS_FILE,
+                                  "targets_of": "the un-augmented training images (mean of the teachers' "
+                                                "softmax(logits / T), plain forward pass)"}
     if primary:
         write_json_atomic(workdir / "config.json", config)
+    soft = None
+    if teachers is not None:  # once, before training; a resumed run reads them back (process 0 first)
+        from hotspot_jax.train.distill import teacher_targets
+
+        soft = distributed.primary_first(lambda: teacher_targets(cfg, train_split, log, progress), "distill")
 
     ckpts = RunCheckpoints(workdir, keep=cfg.keep)  # orbax: every process saves and restores together
     try:
@@ -535,7 +560,8 @@ def train(
                 + (f" in {processes} processes" if processes > 1 else ""))
         if primary:
             _write_history(workdir, meta["history"])
-        result = _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key, steps, progress, log)
+        result = _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key, steps, progress, log,
+                             soft)
         if result.interrupted:
             return result
         result.test_metrics = final_evaluation(cfg, arrays, devices, progress, log)
@@ -561,15 +587,18 @@ def _write_history(workdir: Path, history: list[dict[str, Any]]) -> None:
         plot_training_curves(history, workdir / "figures" / "training_curves.png")
 
 
-def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key, steps, progress, log) -> RunResult:
-    """The epoch loop from the position in ``meta``; saves a checkpoint every epoch and on Ctrl-C."""
+def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key, steps, progress, log,
+                soft=None) -> RunResult:
+    """The epoch loop from the position in ``meta``; saves a checkpoint every epoch and on Ctrl-C. ``soft``: the
+    teachers' targets of the training images (distillation), batched and sharded like the labels."""
     n_local = len(distributed.local_devices(devices))  # all of them in a single-process run
     primary = distributed.is_primary()
     workdir = Path(cfg.workdir)
     train_split, val_split = arrays["train"], arrays["val"]
     train_step = make_train_step(model, tx, cfg.input_hw, devices, augment=levers.online_augment_fn(cfg.online_augment),
                                  label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup_alpha,
-                                 ema_decay=cfg.ema_decay)
+                                 ema_decay=cfg.ema_decay, distill_weight=cfg.distill_weight,
+                                 distill_temperature=cfg.distill_temperature or 2.0)
     eval_step = make_eval_step(model, cfg.input_hw, devices, tta=cfg.tta)
     rep = replicate(state, devices)
     history, best = meta["history"], meta["best"]
@@ -588,12 +617,11 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
             pending, b = None, first
             for b in range(first, steps):
                 idx = distributed.local_rows(order[b], devices)  # this process's devices' rows
-                rep, metrics = train_step(
-                    rep,
-                    batching.shard(train_split.images[idx], n_local),
-                    batching.shard(train_split.labels[idx], n_local),
-                    dropout_key,
-                )
+                batch = (batching.shard(train_split.images[idx], n_local),
+                         batching.shard(train_split.labels[idx], n_local))
+                if soft is not None:
+                    batch += (batching.shard(soft[idx], n_local),)
+                rep, metrics = train_step(rep, *batch, dropout_key)
                 if vote is not None:
                     vote.cast()
                 if pending is not None:  # fetch the previous step's metrics: no pipeline stall

@@ -91,10 +91,24 @@ def soft_targets(labels: jax.Array, num_classes: int, smoothing: float) -> jax.A
 def mixup(x: jax.Array, labels: jax.Array, key: jax.Array, alpha: float) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """mixup (Zhang et al., 2018) inside one device's batch: ``(lam * x + (1 - lam) * x[perm], labels,
     labels[perm], lam)``, ``lam ~ Beta(alpha, alpha)`` once per batch, ``perm`` a random permutation."""
-    k_lam, k_perm = jax.random.split(key)
-    lam = jax.random.beta(k_lam, alpha, alpha).astype(x.dtype)
-    perm = jax.random.permutation(k_perm, x.shape[0])
+    lam, perm = mixup_draw(key, alpha, x.shape[0], x.dtype)
     return lam * x + (1 - lam) * x[perm], labels, labels[perm], lam
+
+
+def mixup_draw(key: jax.Array, alpha: float, n: int, dtype: Any) -> tuple[jax.Array, jax.Array]:
+    """mixup's ``(lam, perm)`` for ``key``: what :func:`mixup` mixes with (and distillation mixes its targets with)."""
+    k_lam, k_perm = jax.random.split(key)
+    return jax.random.beta(k_lam, alpha, alpha).astype(dtype), jax.random.permutation(k_perm, n)
+
+
+def distillation_loss(logits: jax.Array, teacher_probs: jax.Array, temperature: float) -> jax.Array:
+    """Per-example ``T^2 * KL(teacher || softmax(logits / T))`` in float32 (Hinton et al., 2015): ``teacher_probs``
+    are the teachers' tempered probabilities; ``T^2`` keeps the gradient's scale independent of ``T``. Zero exactly
+    when the student's tempered softmax equals the teacher's (tests/test_distill.py)."""
+    t = teacher_probs.astype(jnp.float32)
+    log_student = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, -1)
+    log_teacher = jnp.log(jnp.where(t > 0, t, 1.0))
+    return temperature**2 * jnp.sum(jnp.where(t > 0, t * (log_teacher - log_student), 0.0), -1)
 
 
 def _aux_loss(mutated: dict[str, Any], loss: Callable[[jax.Array], jax.Array]) -> jax.Array:
@@ -107,8 +121,13 @@ def _aux_loss(mutated: dict[str, Any], loss: Callable[[jax.Array], jax.Array]) -
 def train_step_fn(
     model: nn.Module, tx: optax.GradientTransformation, image_size: int, aux_weight: float = AUX_WEIGHT,
     augment: Callable | None = None, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, ema_decay: float = 0.0,
+    distill_weight: float | None = None, distill_temperature: float = 2.0,
 ) -> Callable:
-    """The per-device step ``(state, images_u8, labels, key) -> (state, metrics)``, to be pmapped.
+    """The per-device step ``(state, images_u8, labels, key) -> (state, metrics)``, to be pmapped; with
+    ``distill_weight`` (not None: knowledge distillation, hotspot_jax.train.distill) it is
+    ``(state, images_u8, labels, teacher_probs, key)`` and the main head's objective is
+    ``(1 - A) * hard loss + A * distillation_loss`` (mixup mixes ``teacher_probs`` with the same lam and perm;
+    auxiliary heads keep the hard loss). The ``loss`` metric stays the hard loss, ``total_loss`` is the objective.
 
     Dropout gets ``fold_in(fold_in(key, step), device index)``: a function of (seed, step, device);
     ``augment(images_u8, key)`` (online augmentation, optional) gets that key folded with 1, mixup (on the
@@ -117,13 +136,20 @@ def train_step_fn(
     towards the new variables (hotspot_jax.train.ema); it never feeds back into the update.
     """
 
-    def step(state, images, labels, key):
+    distill = distill_weight is not None
+
+    def step(state, images, labels, *rest):
+        teacher, key = rest if distill else (None, rest[0])
         key = jax.random.fold_in(jax.random.fold_in(key, state["step"]), jax.lax.axis_index(AXIS))
         if augment is not None:
             images = augment(images, jax.random.fold_in(key, 1))
         x = _preprocess(images, image_size)
         if mixup_alpha > 0:
             x, labels_a, labels_b, lam = mixup(x, labels, jax.random.fold_in(key, 2), mixup_alpha)
+            if distill:  # the same draw as mixup's
+                _, perm = mixup_draw(jax.random.fold_in(key, 2), mixup_alpha, x.shape[0], x.dtype)
+                lam_t = lam.astype(jnp.float32)
+                teacher = lam_t * teacher + (1 - lam_t) * teacher[perm]
 
         def data_loss(logits):
             if not (mixup_alpha > 0 or label_smoothing > 0):
@@ -143,7 +169,11 @@ def train_step_fn(
                 variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats", "aux_logits"]
             )
             loss = data_loss(logits)
-            total = loss + aux_weight * _aux_loss(mutated, data_loss)
+            objective = loss
+            if distill:
+                soft = jnp.mean(distillation_loss(logits, teacher, distill_temperature))
+                objective = (1.0 - distill_weight) * loss + distill_weight * soft
+            total = objective + aux_weight * _aux_loss(mutated, data_loss)
             return total, (loss, logits, mutated.get("batch_stats", state["batch_stats"]))
 
         (total, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -177,12 +207,17 @@ def make_train_step(
     label_smoothing: float = 0.0,
     mixup_alpha: float = 0.0,
     ema_decay: float = 0.0,
+    distill_weight: float | None = None,
+    distill_temperature: float = 2.0,
 ) -> Callable:
-    """pmapped train step: state replicated (donated), images ``(D, B/D, H, W, 1)`` uint8, labels ``(D, B/D)``."""
+    """pmapped train step: state replicated (donated), images ``(D, B/D, H, W, 1)`` uint8, labels ``(D, B/D)``
+    (and with ``distill_weight`` the teachers' probabilities ``(D, B/D, K)`` after them)."""
+    distill = distill_weight is not None
     return jax.pmap(
-        train_step_fn(model, tx, image_size, aux_weight, augment, label_smoothing, mixup_alpha, ema_decay),
+        train_step_fn(model, tx, image_size, aux_weight, augment, label_smoothing, mixup_alpha, ema_decay,
+                      distill_weight, distill_temperature),
         axis_name=AXIS,
-        in_axes=(0, 0, 0, None),
+        in_axes=(0, 0, 0, 0, None) if distill else (0, 0, 0, None),
         donate_argnums=(0,),
         devices=devices,
     )
