@@ -106,7 +106,7 @@ def run_cv_grid(recipe: Recipe, archs: Iterable[str], seeds: Iterable[int], fold
     ``train_fn`` replaces the training loop (tests)."""
     import architectures
 
-    from hotspot_jax.reproduce.runner import (INTERRUPTED, ensure_pretraining, is_finished, result_line,
+    from hotspot_jax.reproduce.runner import (INTERRUPTED, is_finished, result_line, start_run,
                                               set_aside_stale_workdir, summarize_run, write_json)
     from hotspot_jax.train.checkpoint import LATEST_DIR
 
@@ -143,13 +143,10 @@ def run_cv_grid(recipe: Recipe, archs: Iterable[str], seeds: Iterable[int], fold
         workdir = fold_run_dir(runs_dir, recipe.name, arch, seed, k, folds)
         log(f"[{n + 1}/{len(todo)}] {recipe.name}/{arch}-s{seed} fold {k} of {folds} -> {workdir}")
         start = time.perf_counter()
-        extra: dict[str, Any] = {"timing": {}}
-        weights = (pretrained or {}).get(arch)
-        init_from = ensure_pretraining(recipe, arch, seed, extra, runs_dir=runs_dir, data=data, dataset=dataset,
-                                       weights=weights, progress=progress, log=log, train_fn=train_fn)
+        extra, weights, init_from = start_run(recipe, arch, seed, name, report, pretrained=pretrained,
+                                              runs_dir=runs_dir, data=data, dataset=dataset, progress=progress,
+                                              log=log, train_fn=train_fn)
         if init_from is INTERRUPTED:
-            report["interrupted"].append(name)
-            log(f"interrupted {recipe.name}/{name} in pretraining; rerun the same command to continue")
             break
         cfg = dataclasses.replace(recipe.train_config(arch, seed, str(workdir), data, pretrained=weights,
                                                       init_from=init_from), cv_fold=f"{k}/{folds}")

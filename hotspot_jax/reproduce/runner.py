@@ -302,13 +302,10 @@ def run_grid(
         workdir = run_dir(runs_dir, recipe.name, arch, seed)
         log(f"[{k + 1}/{len(todo)}] {recipe.name}/{arch}-s{seed} -> {workdir}")
         start = time.perf_counter()
-        extra: dict[str, Any] = {"timing": {}}
-        weights = (pretrained or {}).get(arch)
-        init_from = ensure_pretraining(recipe, arch, seed, extra, runs_dir=runs_dir, data=data, dataset=dataset,
-                                       weights=weights, progress=progress, log=log, train_fn=train_fn)
+        extra, weights, init_from = start_run(recipe, arch, seed, f"{arch}-s{seed}", report, pretrained=pretrained,
+                                              runs_dir=runs_dir, data=data, dataset=dataset, progress=progress,
+                                              log=log, train_fn=train_fn)
         if init_from is INTERRUPTED:
-            report["interrupted"].append(f"{arch}-s{seed}")
-            log(f"interrupted {recipe.name}/{arch}-s{seed} in pretraining; rerun the same command to continue")
             break
         cfg = recipe.train_config(arch, seed, str(workdir), data, pretrained=weights, init_from=init_from,
                                   distill_from=teachers[seed])
@@ -350,6 +347,23 @@ def distill_teacher_dirs(recipe: Recipe, seed: int, runs_dir: str | Path) -> lis
 
 
 INTERRUPTED = "interrupted"  # what ensure_pretraining returns when the pretraining run was interrupted
+
+
+def start_run(recipe: Recipe, arch: str, seed: int, label: str, report: dict[str, list], *, pretrained, runs_dir,
+              data, dataset, progress: bool, log: Callable[[str], None], train_fn: Callable
+              ) -> tuple[dict[str, Any], str | None, str | None]:
+    """What a grid or fold run of ``recipe`` starts from: ``(extra, weights, init_from)``, its summary's record,
+    its ImageNet weights (if any) and its pretraining run (trained first if needed, :func:`ensure_pretraining`).
+    ``init_from`` is :data:`INTERRUPTED` when that pretraining was interrupted; ``report`` and the log then say
+    so under ``label``."""
+    extra: dict[str, Any] = {"timing": {}}
+    weights = (pretrained or {}).get(arch)
+    init_from = ensure_pretraining(recipe, arch, seed, extra, runs_dir=runs_dir, data=data, dataset=dataset,
+                                   weights=weights, progress=progress, log=log, train_fn=train_fn)
+    if init_from is INTERRUPTED:
+        report["interrupted"].append(label)
+        log(f"interrupted {recipe.name}/{label} in pretraining; rerun the same command to continue")
+    return extra, weights, init_from
 
 
 def ensure_pretraining(recipe: Recipe, arch: str, seed: int, extra: dict[str, Any], *, runs_dir, data, dataset,
