@@ -119,6 +119,18 @@ def test_bad_distillation_options_are_one_error_line(capsys, tmp_path, teacher_r
     assert "Traceback" not in err and not (tmp_path / "w").exists()
 
 
+def test_a_teacher_run_without_a_best_checkpoint_is_refused_not_replaced_by_its_latest(teacher_run, tmp_path):
+    """A work directory teaches with its best checkpoint only; restore.resolve_checkpoint's fallback to the latest
+    one (an unselected, possibly mid-epoch state) is refused in one line; a checkpoint directory named is used."""
+    _, teacher = teacher_run
+    nobest = shutil.copytree(teacher, tmp_path / "nobest")
+    shutil.rmtree(nobest / "best")
+    with pytest.raises(ConfigError, match=r"--distill-from .*nobest: that run has no best checkpoint"):
+        TrainConfig(arch="tiny_cnn_test", distill_from=[str(nobest)]).resolve()
+    named = TrainConfig(arch="tiny_cnn_test", distill_from=[str(nobest / "checkpoints" / "4")]).resolve()
+    assert named.distill_checkpoints == [str((nobest / "checkpoints" / "4").resolve())]
+
+
 def test_distillation_is_part_of_the_identity():
     base = TrainConfig(arch="tiny_cnn_test").resolve()
     stored = {k: v for k, v in base.to_dict().items() if not k.startswith("distill")}  # a config of before

@@ -257,12 +257,17 @@ def _resolve_distill(teachers, weight, temperature) -> dict[str, Any]:
         raise ConfigError(f"--distill-weight must be in [0, 1] (the soft targets' share of the loss), got {weight}")
     if not (0.0 < temperature < float("inf")):
         raise ConfigError(f"--distill-temperature must be a finite number > 0, got {temperature}")
+    from hotspot_jax.train.checkpoint import BEST_DIR
     from hotspot_jax.train.restore import resolve_checkpoint
 
     dirs, checkpoints = [], []
     for teacher in teachers:
         path = Path(teacher).expanduser()
-        checkpoints.append(str(resolve_checkpoint(path, "--distill-from").resolve()))
+        checkpoint = resolve_checkpoint(path, "--distill-from").resolve()
+        if (path / "config.json").is_file() and checkpoint.parent.name != BEST_DIR:  # restore.py fell back to latest
+            raise ConfigError(f"--distill-from {path}: that run has no best checkpoint (interrupted in its first "
+                              "epoch?); finish it, or name a checkpoint directory (checkpoints/<step>) to use that one")
+        checkpoints.append(str(checkpoint))
         dirs.append(str(path.resolve()))
     if len(set(checkpoints)) != len(checkpoints):
         raise ConfigError("--distill-from names the same teacher checkpoint twice")
