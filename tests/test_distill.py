@@ -271,6 +271,36 @@ def test_a_teacher_that_trained_on_a_held_out_image_or_of_another_task_is_refuse
         assert not (tmp_path / name / "config.json").exists() and not (tmp_path / name / TARGETS_FILE).exists()
 
 
+def test_the_teachers_of_a_teacher_and_of_an_init_from_run_are_checked_too(teacher_run, tmp_path):
+    """Knowledge of a held-out image reaches a run through any run that shaped its weights: a teacher's own teachers
+    are checked as teachers are, and the teachers of an ``--init-from`` source as that source is."""
+    from hotspot_jax.data.tasks import check_no_leak
+    from hotspot_jax.train.loop import init_from_chain, load_data, train
+
+    data, teacher = teacher_run
+    other_seed = _copy_teacher(teacher, tmp_path / "seed3")  # its training split holds the student's held-out images
+    manifest, _ = load_data(dataclasses.replace(_cfg(other_seed), seed=3).resolve(), lambda m: None, data,
+                            progress=False)
+    manifest.to_json(other_seed / "manifest.json")
+    taught = _copy_teacher(teacher, tmp_path / "taught")  # the student's split, distilled from the seed-3 run
+    config = json.loads((taught / "config.json").read_text())
+    config["run"]["distill_checkpoints"] = [str(next((other_seed / "best").glob("[0-9]*")))]
+    (taught / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DataError, match=r"--distill-from .*seed3 \(a teacher of --distill-from teacher .*taught\): "
+                                        r"\d+ image\(s\) that trained that teacher"):
+        train(_cfg(tmp_path / "s1", distill_from=[str(taught)]), progress=False, log=lambda m: None, dataset=data)
+    assert not (tmp_path / "s1" / "config.json").exists()
+    # an --init-from source that trained on the student's training images only, distilled from the seed-3 run
+    student, _ = load_data(_cfg(tmp_path / "s2").resolve(), lambda m: None, data, progress=False)
+    (taught / "manifest.json").write_text(json.dumps({**json.loads((taught / "manifest.json").read_text()),
+                                                      "splits": {"train": list(student.splits["train"])}}))
+    chain = init_from_chain(str(next((taught / "best").glob("[0-9]*"))))
+    assert [where for where, _ in chain] == [str(taught), f"{other_seed} (a --distill-from teacher of {taught})"]
+    check_no_leak(chain[:1], student)  # the source itself is clean
+    with pytest.raises(DataError, match=r"--init-from .*seed3 \(a --distill-from teacher of .*taught\): \d+ image"):
+        check_no_leak(chain, student)
+
+
 # ---------------------------------------------------------------------------------------------- recipes
 def test_recipe_teachers_resolve_per_seed_and_a_missing_one_is_one_line(tmp_path):
     from hotspot_jax.reproduce.runner import distill_teacher_dirs, run_dir

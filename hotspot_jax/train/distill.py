@@ -8,9 +8,10 @@ input size and aspect, one plain forward pass (a teacher's test-time flips are n
 shifts) changes the student's input only: the target of an image is the teacher's on the un-augmented image.
 The loss is in :func:`hotspot_jax.train.step.train_step_fn`; tests/test_distill.py holds every rule here.
 
-No-leak invariant (:func:`check_teachers`): no image that trained a teacher (its training split) or a run of its
-``--init-from`` chain (training and validation splits, as ``--init-from`` itself) is a validation or test image
-of this run, and every teacher has this run's task and classes. A teacher's checkpoint was chosen on its own
+No-leak invariant (:func:`check_teachers`): no image that trained a teacher (its training split), a teacher of a
+teacher, in turn, or a run of their ``--init-from`` chains (training and validation splits, as ``--init-from``
+itself, whose chain includes its runs' teachers: loop.init_from_chain) is a validation or test image of this run,
+and every teacher has this run's task and classes. A teacher's checkpoint was chosen on its own
 validation split, which is this run's when it shares the seed and split (docs/training.md, Distillation).
 """
 
@@ -32,44 +33,63 @@ TARGETS_FILE = "distill_targets.npz"
 
 def check_teachers(cfg, manifest, task) -> list[dict[str, Any]]:
     """Refuse (one DataError/ConfigError line) a teacher of another task or classes, without a manifest, of another
-    dataset, or whose training data holds a validation or test image of this run (``manifest``); returns what
-    config.json records of each teacher."""
+    dataset, or whose training data holds a validation or test image of this run (``manifest``); the teachers of a
+    teacher (its own ``--distill-from``), in turn, likewise; returns what config.json records of each teacher."""
+    from hotspot_jax.data.tasks import HELD_OUT
+
+    held = {i for name in HELD_OUT for i in manifest.splits.get(name, ())}
+    out, seen = [], set()
+    todo = [(str(c), None) for c in cfg.distill_checkpoints]
+    while todo:
+        checkpoint, taught = todo.pop(0)
+        if checkpoint in seen:
+            continue
+        seen.add(checkpoint)
+        config = _check_teacher(checkpoint, taught, manifest, task, held)
+        todo += [(str(c), Path(checkpoint).parent.parent) for c in config["run"].get("distill_checkpoints") or ()]
+        if taught is None:
+            out.append({"workdir": str(Path(checkpoint).parent.parent), "checkpoint": checkpoint,
+                        "arch": config["run"]["arch"], "image_size": config["run"]["image_size"],
+                        "seed": config["run"].get("seed")})
+    return out
+
+
+def _check_teacher(checkpoint: str, taught: Path | None, manifest, task, held: set[str]) -> dict[str, Any]:
+    """The rules of :func:`check_teachers` for one teacher (``taught``: the teacher it taught, None for this run's
+    own); returns its config.json."""
     from hotspot_jax.data import SplitManifest
-    from hotspot_jax.data.tasks import HELD_OUT, check_no_leak, source_ids, task_of_config
+    from hotspot_jax.data.tasks import check_no_leak, source_ids, task_of_config
     from hotspot_jax.train.loop import init_from_chain
     from hotspot_jax.train.restore import read_config
 
-    held = {i for name in HELD_OUT for i in manifest.splits.get(name, ())}
-    out = []
-    for checkpoint in cfg.distill_checkpoints:
-        workdir = Path(checkpoint).parent.parent
-        config = read_config(workdir)
-        teacher_task = task_of_config(config)
-        if teacher_task.name != task.name or list(teacher_task.class_names) != list(task.class_names):
-            raise ConfigError(f"--distill-from {workdir}: a {teacher_task.name} run with {teacher_task.num_classes} "
-                              f"classes cannot teach a {task.name} run with {task.num_classes} classes")
-        path = workdir / "manifest.json"
-        if not path.is_file():
-            raise DataError(f"--distill-from {workdir}: the run has no manifest.json, so its training images are "
-                            "unknown; it cannot be checked for leaks")
-        teacher = SplitManifest.from_json(path)
-        if teacher.dataset_sha256 != manifest.dataset_sha256:
-            raise DataError(f"--distill-from {workdir}: that run was trained on another dataset (metadata sha256 "
-                            f"{str(teacher.dataset_sha256)[:12]}, this run's {str(manifest.dataset_sha256)[:12]}); "
-                            "its training images cannot be checked for leaks")
-        leaked = sorted(source_ids(teacher.splits.get("train", ())) & held, key=lambda i: (len(i), i))
-        if leaked:
-            raise DataError(
-                f"--distill-from {workdir}: {len(leaked)} image(s) that trained that teacher are validation or test "
-                f"images of this run (e.g. {', '.join(leaked[:3])}); use teachers trained on this run's split (the "
-                "same --seed, --task and --no-anomaly-pools)")
-        start = config["run"].get("init_from_checkpoint")
-        if start is not None:
-            chain = [(f"{where} (the start of --distill-from teacher {workdir})", m) for where, m in init_from_chain(start)]
-            check_no_leak(chain, manifest)
-        out.append({"workdir": str(workdir), "checkpoint": str(checkpoint), "arch": config["run"]["arch"],
-                    "image_size": config["run"]["image_size"], "seed": config["run"].get("seed")})
-    return out
+    workdir = Path(checkpoint).parent.parent
+    name = f"--distill-from {workdir}" + ("" if taught is None else f" (a teacher of --distill-from teacher {taught})")
+    config = read_config(workdir)
+    teacher_task = task_of_config(config)
+    if teacher_task.name != task.name or list(teacher_task.class_names) != list(task.class_names):
+        raise ConfigError(f"{name}: a {teacher_task.name} run with {teacher_task.num_classes} "
+                          f"classes cannot teach a {task.name} run with {task.num_classes} classes")
+    path = workdir / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"{name}: the run has no manifest.json, so its training images are "
+                        "unknown; it cannot be checked for leaks")
+    teacher = SplitManifest.from_json(path)
+    if teacher.dataset_sha256 != manifest.dataset_sha256:
+        raise DataError(f"{name}: that run was trained on another dataset (metadata sha256 "
+                        f"{str(teacher.dataset_sha256)[:12]}, this run's {str(manifest.dataset_sha256)[:12]}); "
+                        "its training images cannot be checked for leaks")
+    leaked = sorted(source_ids(teacher.splits.get("train", ())) & held, key=lambda i: (len(i), i))
+    if leaked:
+        raise DataError(
+            f"{name}: {len(leaked)} image(s) that trained that teacher are validation or test "
+            f"images of this run (e.g. {', '.join(leaked[:3])}); use teachers trained on this run's split (the "
+            "same --seed, --task and --no-anomaly-pools)")
+    start = config["run"].get("init_from_checkpoint")
+    if start is not None:
+        teacher_of = f"--distill-from teacher {workdir}" + ("" if taught is None else f" of {taught}")
+        chain = [(f"{where} (the start of {teacher_of})", m) for where, m in init_from_chain(start)]
+        check_no_leak(chain, manifest)
+    return config
 
 
 def tempered_probabilities(tm, images: np.ndarray, temperature: float, batch_size: int = 256,

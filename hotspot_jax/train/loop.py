@@ -302,21 +302,28 @@ def check_init_from_leak(cfg: TrainConfig, manifest) -> list:
 
 
 def init_from_chain(checkpoint: str | None) -> list:
-    """``[(workdir, manifest), ...]`` of the run of ``checkpoint`` and every run it started from in turn
-    (``--init-from``), that run first; DataError for a run without manifest.json."""
+    """``[(where, manifest), ...]`` of the run of ``checkpoint``, every run it started from in turn
+    (``--init-from``) and every teacher (``--distill-from``) of those runs, in turn: all of them shaped its weights;
+    that run first; DataError for a run without manifest.json (tests/test_distill.py)."""
     from hotspot_jax.data import SplitManifest
     from hotspot_jax.train.restore import read_config
 
-    chain, seen = [], set()
-    while checkpoint is not None and checkpoint not in seen:
+    chain, seen, todo = [], set(), [(checkpoint, None)]
+    while todo:
+        checkpoint, taught = todo.pop(0)
+        if checkpoint is None or checkpoint in seen:
+            continue
         seen.add(checkpoint)
         workdir = Path(checkpoint).parent.parent
+        where = str(workdir) if taught is None else f"{workdir} (a --distill-from teacher of {taught})"
         path = workdir / "manifest.json"
         if not path.is_file():
-            raise DataError(f"--init-from {workdir}: the run has no manifest.json, so its training images are "
+            raise DataError(f"--init-from {where}: the run has no manifest.json, so its training images are "
                             "unknown; it cannot be checked for leaks")
-        chain.append((str(workdir), SplitManifest.from_json(path)))
-        checkpoint = read_config(workdir)["run"].get("init_from_checkpoint")
+        chain.append((where, SplitManifest.from_json(path)))
+        run = read_config(workdir)["run"]
+        todo.append((run.get("init_from_checkpoint"), None))
+        todo += [(c, workdir) for c in run.get("distill_checkpoints") or ()]
     return chain
 
 
