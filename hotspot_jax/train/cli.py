@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         "directories) of this run's task. Before training, each training image gets the mean of the teachers' "
         "softmax(logits / T) on it (each teacher at its own input size, no test-time flips), saved as "
         "distill_targets.npz; the loss becomes (1 - A) * hard loss + A * T^2 * KL(teachers || student). No image that "
-        "trained a teacher (or the runs it started from) may be a validation or test image of this run (checked) "
+        "trained a teacher (or the runs it started or learnt from) may be a validation or test image of this run "
+        "(checked) "
         "(default: none = off)")
     arg("--distill-weight", type=float, metavar="A",
         help=f"the teachers' share A of the loss, in [0, 1] (default with --distill-from: {DISTILL_WEIGHT})")
