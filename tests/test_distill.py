@@ -100,6 +100,32 @@ def test_off_and_weight_zero_leave_the_step_unchanged_weight_one_follows_the_tea
     assert np.isfinite(float(mm["total_loss"][0]))
 
 
+def test_mixup_mixes_the_teachers_targets_with_its_own_lam_and_permutation(fast_compile):
+    """With mixup, the distillation term of the step is T^2 KL to ``lam * p + (1 - lam) * p[perm]``, the very draw
+    that mixed the images (weight 1: the objective is that term alone), not to the unmixed targets."""
+    model = build_model({"run": {"arch": "tiny_cnn_test"}}, bn_axis_name=steps.AXIS)
+    single = build_model({"run": {"arch": "tiny_cnn_test"}})
+    tx = sgd_momentum(0.1, 0.9)
+    state = create_state(init_variables(model, jax.random.PRNGKey(0), 16), tx)
+    images, labels, teacher = _batch(0)
+    key = jax.random.PRNGKey(1)
+    step = steps.make_train_step(model, tx, 16, DEVICES, mixup_alpha=0.4, distill_weight=1.0, distill_temperature=T)
+    from hotspot_jax.train.loop import replicate
+
+    _, metrics = step(replicate(state, DEVICES), images, labels, teacher, key)
+    k = jax.random.fold_in(jax.random.fold_in(key, 0), 0)  # (step 0, device 0), as train_step_fn folds it
+    x = steps._preprocess(images[0], 16)
+    lam, perm = steps.mixup_draw(jax.random.fold_in(k, 2), 0.4, x.shape[0], x.dtype)
+    logits, _ = single.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
+                             lam * x + (1 - lam) * x[perm], train=True, mutable=["batch_stats"], rngs={"dropout": k})
+    mixed = lam * teacher[0] + (1 - lam) * teacher[0][perm]
+    assert not np.array_equal(np.asarray(perm), np.arange(8))
+    want = float(jnp.mean(steps.distillation_loss(logits, mixed, T)))
+    unmixed = float(jnp.mean(steps.distillation_loss(logits, teacher[0], T)))
+    assert float(metrics["total_loss"][0]) == pytest.approx(want, rel=1e-5)
+    assert unmixed != pytest.approx(want, rel=1e-3)
+
+
 # ----------------------------------------------------------------------------------------- configuration
 @pytest.mark.parametrize("args, message", [
     (["--distill-weight", "0.3"], "--distill-weight needs teacher runs"),
