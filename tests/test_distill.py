@@ -297,6 +297,23 @@ def test_a_teacher_that_trained_on_a_held_out_image_or_of_another_task_is_refuse
         assert not (tmp_path / name / "config.json").exists() and not (tmp_path / name / TARGETS_FILE).exists()
 
 
+def test_a_teacher_whose_validation_split_holds_a_test_image_of_this_run_is_refused(teacher_run, tmp_path):
+    """A teacher's validation split chose its checkpoint; a test image of the student there would reach the student
+    through the teacher's targets, so it is refused like a training leak (tests/test_distill.py)."""
+    from hotspot_jax.train.loop import load_data, train
+
+    data, teacher = teacher_run
+    student, _ = load_data(_cfg(tmp_path / "s").resolve(), lambda m: None, data, progress=False)
+    moved = _copy_teacher(teacher, tmp_path / "valtest")
+    m = json.loads((moved / "manifest.json").read_text())
+    m["splits"]["val"] = list(m["splits"]["val"]) + [student.splits["test"][0]]
+    m["splits"]["train"] = [i for i in m["splits"]["train"] if i not in set(student.splits["test"])]
+    (moved / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DataError, match=r"--distill-from .*valtest: 1 image\(s\) that chose that teacher's checkpoint"):
+        train(_cfg(tmp_path / "s", distill_from=[str(moved)]), progress=False, log=lambda m: None, dataset=data)
+    assert not (tmp_path / "s" / "config.json").exists()
+
+
 def test_the_teachers_of_a_teacher_and_of_an_init_from_run_are_checked_too(teacher_run, tmp_path):
     """Knowledge of a held-out image reaches a run through any run that shaped its weights: a teacher's own teachers
     are checked as teachers are, and the teachers of an ``--init-from`` source as that source is."""

@@ -33,7 +33,8 @@ TARGETS_FILE = "distill_targets.npz"
 
 def check_teachers(cfg, manifest, task) -> list[dict[str, Any]]:
     """Refuse (one DataError/ConfigError line) a teacher of another task or classes, without a manifest, of another
-    dataset, or whose training data holds a validation or test image of this run (``manifest``); the teachers of a
+    dataset, whose training data holds a validation or test image of this run (``manifest``), or whose validation
+    split (which chose its checkpoint) holds a test image of this run; the teachers of a
     teacher (its own ``--distill-from``), in turn, likewise; returns what config.json records of each teacher."""
     from hotspot_jax.data.tasks import HELD_OUT
 
@@ -58,7 +59,7 @@ def _check_teacher(checkpoint: str, taught: Path | None, manifest, task, held: s
     """The rules of :func:`check_teachers` for one teacher (``taught``: the teacher it taught, None for this run's
     own); returns its config.json."""
     from hotspot_jax.data import SplitManifest
-    from hotspot_jax.data.tasks import check_no_leak, source_ids, task_of_config
+    from hotspot_jax.data.tasks import HELD_OUT, check_no_leak, source_ids, task_of_config
     from hotspot_jax.train.loop import init_from_chain
     from hotspot_jax.train.restore import read_config
 
@@ -84,6 +85,13 @@ def _check_teacher(checkpoint: str, taught: Path | None, manifest, task, held: s
             f"{name}: {len(leaked)} image(s) that trained that teacher are validation or test "
             f"images of this run (e.g. {', '.join(leaked[:3])}); use teachers trained on this run's split (the "
             "same --seed, --task and --no-anomaly-pools)")
+    tests = {i for split in HELD_OUT if split != "val" for i in manifest.splits.get(split, ())}
+    chose = sorted(source_ids(teacher.splits.get("val", ())) & tests, key=lambda i: (len(i), i))
+    if chose:  # they chose the teacher's checkpoint (and threshold): what it teaches would carry them
+        raise DataError(
+            f"{name}: {len(chose)} image(s) that chose that teacher's checkpoint (its validation split) are test "
+            f"images of this run (e.g. {', '.join(chose[:3])}); use teachers of this run's split (the same --seed, "
+            "--task and --no-anomaly-pools)")
     start = config["run"].get("init_from_checkpoint")
     if start is not None:
         teacher_of = f"--distill-from teacher {workdir}" + ("" if taught is None else f" of {taught}")
