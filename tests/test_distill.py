@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import test_train_tiny  # noqa: F401  (registers the tiny_cnn_test architecture)
+from interrupt_fakes import interrupt_after_reads
 from test_ema import _dataset, _rows
 from test_train_tiny import fast_compile  # noqa: F401  (fixture)
 from hotspot_jax.cli import run_cli
@@ -232,22 +233,8 @@ def test_interrupted_and_resumed_student_equals_the_uninterrupted_one(teacher_ru
     data, _ = teacher_run
     teachers, run, _ = student_run
 
-    class StopInEpoch2(loop.InterruptFlag):
-        """Ctrl-C after the second step of epoch 2 (reads: one per step, one at each epoch end)."""
-
-        reads = 0
-
-        @property
-        def requested(self):
-            StopInEpoch2.reads += 1
-            return StopInEpoch2.reads >= 7
-
-        @requested.setter
-        def requested(self, value):
-            pass
-
     cfg = _cfg(tmp_path / "broken", distill_from=teachers, distill_temperature=3.0)
-    monkeypatch.setattr(loop, "InterruptFlag", StopInEpoch2)
+    monkeypatch.setattr(loop, "InterruptFlag", interrupt_after_reads(7))  # mid-epoch 2
     first = loop.train(cfg, progress=False, log=lambda m: None, dataset=data)
     assert first.interrupted and first.checkpoint == tmp_path / "broken" / "checkpoints" / "6"
     monkeypatch.undo()

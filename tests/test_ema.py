@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import test_train_tiny  # noqa: F401  (registers the tiny_cnn_test architecture)
+from interrupt_fakes import interrupt_after_reads
 from test_train_tiny import fast_compile  # noqa: F401  (fixture)
 from hotspot_jax.cli import run_cli
 from hotspot_jax.data import CLASS_NAMES, ModuleImages
@@ -211,21 +212,7 @@ def test_interrupted_and_resumed_ema_run_equals_the_uninterrupted_one(straight, 
 
     data, run = straight
 
-    class StopInEpoch2(loop.InterruptFlag):
-        """Ctrl-C after the second step of epoch 2 (reads: one per step, one at each epoch end)."""
-
-        reads = 0
-
-        @property
-        def requested(self):
-            StopInEpoch2.reads += 1
-            return StopInEpoch2.reads >= 7
-
-        @requested.setter
-        def requested(self, value):
-            pass
-
-    monkeypatch.setattr(loop, "InterruptFlag", StopInEpoch2)
+    monkeypatch.setattr(loop, "InterruptFlag", interrupt_after_reads(7))  # mid-epoch 2
     broken = tmp_path / "broken"
     first = loop.train(_cfg(broken), progress=False, log=lambda m: None, dataset=data)
     assert first.interrupted and first.checkpoint == broken / "checkpoints" / "6"  # mid-epoch 2
