@@ -17,6 +17,7 @@ import test_train_tiny  # noqa: F401  (registers the tiny_cnn_test architecture)
 from interrupt_fakes import interrupt_after_reads
 from test_ema import _dataset, _rows
 from test_train_tiny import fast_compile  # noqa: F401  (fixture)
+from xla_fast_compile import optimizations_off
 from hotspot_jax.cli import run_cli
 from hotspot_jax.errors import ConfigError, DataError
 from hotspot_jax.reproduce.recipes import RECIPES, with_overrides
@@ -177,14 +178,12 @@ def teacher_run(tmp_path_factory):
     """A 2-epoch teacher on the student's split (seed 2) and the dataset."""
     from hotspot_jax.train.loop import train
 
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    data = _dataset()
-    run = tmp_path_factory.mktemp("distill") / "teacher"
-    train(dataclasses.replace(_cfg(run), epochs=2, lr=0.1, image_size=20), progress=False, log=lambda m: None,
-          dataset=data)
-    yield data, run
-    jax.config.update("jax_disable_most_optimizations", old)
+    with optimizations_off():
+        data = _dataset()
+        run = tmp_path_factory.mktemp("distill") / "teacher"
+        train(dataclasses.replace(_cfg(run), epochs=2, lr=0.1, image_size=20), progress=False, log=lambda m: None,
+              dataset=data)
+        yield data, run
 
 
 @pytest.fixture(scope="module")

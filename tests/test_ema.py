@@ -15,6 +15,7 @@ import pytest
 import test_train_tiny  # noqa: F401  (registers the tiny_cnn_test architecture)
 from interrupt_fakes import interrupt_after_reads
 from test_train_tiny import fast_compile  # noqa: F401  (fixture)
+from xla_fast_compile import optimizations_off
 from hotspot_jax.cli import run_cli
 from hotspot_jax.data import CLASS_NAMES, ModuleImages
 from hotspot_jax.errors import ConfigError
@@ -162,13 +163,11 @@ def straight(tmp_path_factory):
     """An uninterrupted 3-epoch EMA run (4 steps an epoch: checkpoints 4, 8, 12) and its dataset."""
     from hotspot_jax.train.loop import train
 
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    data = _dataset()
-    run = tmp_path_factory.mktemp("ema") / "straight"
-    train(_cfg(run), progress=False, log=lambda m: None, dataset=data)
-    yield data, run
-    jax.config.update("jax_disable_most_optimizations", old)
+    with optimizations_off():
+        data = _dataset()
+        run = tmp_path_factory.mktemp("ema") / "straight"
+        train(_cfg(run), progress=False, log=lambda m: None, dataset=data)
+        yield data, run
 
 
 def _rows(run):

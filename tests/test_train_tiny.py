@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from xla_fast_compile import optimizations_off
 import architectures
 from architectures.ops import layers
 from hotspot_jax.errors import ConfigError
@@ -75,10 +76,8 @@ if TINY_NO_DROPOUT not in architectures.names():
 @pytest.fixture
 def fast_compile():
     """Compile with most XLA optimisations off (tiny models: compile time dominates); restored afterwards."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+    with optimizations_off():
+        yield
 
 
 def test_epoch_permutation_depends_only_on_seed_and_epoch():
