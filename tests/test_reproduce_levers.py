@@ -5,6 +5,7 @@ the real dataset's manifests)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -100,6 +101,70 @@ def test_online_flips_are_exact_flips_and_shifts_are_edge_replicated_crops():
     assert levers.online_augment_fn("none") is None
     with pytest.raises(ConfigError, match="unknown --online-augment"):
         levers.online_augment_fn("mixup")
+
+
+def test_jitter_keeps_the_geometry_of_flip_shift_and_only_rescales_grey_levels_within_bounds():
+    """flip-shift-jitter = a flip-shift (its own key) then, per image, (x - mean) * c + mean + b, rounded and
+    clipped: every output is an affine map of one flipped, shifted copy of its input with c and b in bounds."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(30, 226, size=(24, 40, 24, 1), dtype=np.uint8)
+    jit = levers.online_augment_fn("flip-shift-jitter")
+    out = np.asarray(jax.jit(jit)(images, jax.random.PRNGKey(7)))
+    assert out.dtype == np.uint8 and out.shape == images.shape
+    assert np.array_equal(out, np.asarray(jit(images, jax.random.PRNGKey(7))))  # a function of the key
+    assert not np.array_equal(out, np.asarray(jit(images, jax.random.PRNGKey(8))))
+    s = levers.MAX_SHIFT
+    contrasts, offsets = [], []
+    for x, y in zip(images, out):
+        best = None
+        for flipped in (x, x[:, ::-1], x[::-1, :], x[::-1, ::-1]):
+            pad = np.pad(flipped, ((s, s), (s, s), (0, 0)), mode="edge").astype(np.float64)
+            for dy in range(2 * s + 1):
+                for dx in range(2 * s + 1):
+                    src = pad[dy:dy + 40, dx:dx + 24].ravel()
+                    a, b = np.polyfit(src, y.astype(np.float64).ravel(), 1)  # y ~ a * src + b
+                    err = np.max(np.abs(a * src + b - y.ravel()))
+                    if best is None or err < best[0]:
+                        best = (err, a, b, src.mean())
+        err, a, b, mean = best
+        assert err <= 1.0, "each output is a rounded affine map of a flipped, shifted copy of its input"
+        contrasts.append(a)
+        offsets.append(b - mean * (1 - a))  # b = mean * (1 - c) + offset
+    c = np.array(contrasts)
+    assert np.all(c >= 1 / levers.MAX_CONTRAST - 0.02) and np.all(c <= levers.MAX_CONTRAST + 0.02)
+    assert np.all(np.abs(offsets) <= levers.MAX_BRIGHTNESS + 1.0)
+    assert c.std() > 0.03 and np.std(offsets) > 3  # drawn per image
+    # clipped, not wrapped: a bright image stays bright
+    white = np.full((8, 40, 24, 1), 250, np.uint8)
+    assert np.asarray(jit(white, jax.random.PRNGKey(0))).min() >= 250 - levers.MAX_BRIGHTNESS - 1
+
+
+def test_flip_shift_draws_are_unchanged_by_the_jitter_option():
+    """Adding flip-shift-jitter must not change what flip-shift draws (committed runs resume bit-identically)."""
+    images = np.random.default_rng(2).integers(0, 256, size=(6, 40, 24, 1), dtype=np.uint8)
+    key = jax.random.PRNGKey(11)
+    keys = jax.random.split(key, 6)
+    by_hand = np.stack([np.asarray(levers._flip_shift(x, k, levers.MAX_SHIFT)) for x, k in zip(images, keys)])
+    assert np.array_equal(np.asarray(levers.online_augment_fn("flip-shift")(images, key)), by_hand)
+
+
+def test_pretrain_augment_changes_the_pretraining_alone_and_names_its_own_folder(tmp_path):
+    from hotspot_jax.reproduce.recipes import RECIPES, with_overrides
+    from hotspot_jax.reproduce.runner import pretrain_dir
+
+    base = RECIPES["best-v2"]
+    lever = with_overrides(base, ["pretrain_augment=flip-shift-jitter"])
+    assert lever.name == "best-v2+pretrain_augment=flip-shift-jitter"
+    assert base.pretrain_online_augment == "flip-shift" and lever.pretrain_online_augment == "flip-shift-jitter"
+    assert base.pretrain_config("shufflenet", 0, "/p").online_augment == "flip-shift"
+    assert lever.pretrain_config("shufflenet", 0, "/p").online_augment == "flip-shift-jitter"
+    assert lever.train_config("shufflenet", 0, "/r").online_augment == "flip-shift"  # fine-tuning unchanged
+    assert pretrain_dir(tmp_path, lever, "shufflenet", 0) != pretrain_dir(tmp_path, base, "shufflenet", 0)
+    assert pretrain_dir(tmp_path, lever, "shufflenet", 0).name.endswith("-flip-shift-jitter-fixedpools")
+    assert lever.fingerprint() != base.fingerprint()
+    assert base.fingerprint() == dataclasses.replace(base, pretrain_augment=None).fingerprint()  # committed runs
+    with pytest.raises(ConfigError, match="unknown pretrain_augment 'cutout'"):
+        with_overrides(base, ["pretrain_augment=cutout"])
 
 
 # --------------------------------------------------------------------------- more No-Anomaly images

@@ -45,7 +45,15 @@ def _settings(run: dict[str, Any]) -> str:
         parts.append(f"TTA {rec['tta']}")
     if rec.get("aspect", "square") != "square":
         parts.append("5:3 input")
-    parts.append(f"pretrain {rec.get('pretrain_epochs', 0)} ep" if rec.get("pretrain_epochs") else "scratch")
+    if rec.get("pretrain_epochs"):
+        pre = f"pretrain {rec['pretrain_epochs']} ep"
+        if rec.get("pretrain_lr", 0.01) != 0.01:
+            pre += f" lr {rec['pretrain_lr']:g}"
+        if rec.get("pretrain_augment") is not None:
+            pre += f" {rec['pretrain_augment']}"
+        parts.append(pre)
+    else:
+        parts.append("scratch")
     if rec.get("task", "hotspot") != "hotspot":
         parts.insert(0, f"task {rec['task']}")
     return ", ".join(parts)

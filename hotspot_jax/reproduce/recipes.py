@@ -40,7 +40,7 @@ RECIPE_TASKS = ("hotspot", "anomaly", "classes12")
 # the committed runs of a recipe stay its finished runs
 ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none", "aspect": "square", "task": "hotspot",
                "no_anomaly_pools": "study", "pretrain_pool": "seed", "ema_decay": 0.0, "distill_teachers": None,
-               "distill_weight": 0.5, "distill_temperature": 2.0}
+               "distill_weight": 0.5, "distill_temperature": 2.0, "pretrain_augment": None}
 PRETRAIN_POOLS = ("seed", "shared")
 
 
@@ -69,6 +69,7 @@ class Recipe:
     aspect: str = "square"  # square | source (5:3, image_size wide), pretraining and training
     pretrain_epochs: int = 0  # in-domain 12-class pretraining epochs (0: none); hotspot task only
     pretrain_lr: float = 0.01
+    pretrain_augment: str | None = None  # the pretraining's online augmentation; None: online_augment
     task: str = "hotspot"  # hotspot | anomaly | classes12 (hotspot_jax.data.tasks)
     no_anomaly_pools: str = "study"  # study | fixed: the hotspot split's No-Anomaly pools (hotspot_jax.data.protocol)
     # seed: each seed pretrains on what its hotspot split trains on or leaves unused; shared (fixed pools only):
@@ -105,6 +106,16 @@ class Recipe:
             raise ConfigError(f"recipe {self.name!r}: no_anomaly_ratio applies to the hotspot task, not {self.task}")
         if self.distill_teachers is not None:
             self.teacher_runs()  # checks the form
+        from hotspot_jax.train.levers import ONLINE_AUGMENTS
+
+        if self.pretrain_augment is not None and self.pretrain_augment not in ONLINE_AUGMENTS:
+            raise ConfigError(f"unknown pretrain_augment {self.pretrain_augment!r}; use one of "
+                              f"{', '.join(ONLINE_AUGMENTS)}")
+
+    @property
+    def pretrain_online_augment(self) -> str:
+        """The online augmentation of the in-domain pretraining: ``pretrain_augment``, else the recipe's own."""
+        return self.online_augment if self.pretrain_augment is None else self.pretrain_augment
 
     def teacher_runs(self) -> tuple[str, list[str]] | None:
         """``(teacher recipe, [architecture, ...])`` of ``distill_teachers`` (None without); ConfigError for a
@@ -138,7 +149,8 @@ class Recipe:
         """The TrainConfig of a run's in-domain pretraining: an ordinary classes12 run on the images the hotspot
         split of ``seed`` trains on or leaves unused (``leave_out="hotspot"``), or with ``pretrain_pool="shared"``
         on the images no seed's split validates or tests on (``leave_out="hotspot-any-seed"``, seed 0 for every
-        seed); cosine schedule with one warmup epoch, the recipe's input, batch and online augmentation."""
+        seed); cosine schedule with one warmup epoch, the recipe's input and batch, and
+        :attr:`pretrain_online_augment`."""
         from hotspot_jax.train.config import TrainConfig
 
         import architectures
@@ -152,7 +164,7 @@ class Recipe:
             seed=0 if self.pretrain_pool == "shared" else seed, workdir=workdir, task="classes12",
             leave_out="hotspot-any-seed" if self.pretrain_pool == "shared" else "hotspot",
             no_anomaly_pools=self.no_anomaly_pools, lr_schedule="cosine",
-            warmup_epochs=1 if self.pretrain_epochs > 1 else 0, online_augment=self.online_augment,
+            warmup_epochs=1 if self.pretrain_epochs > 1 else 0, online_augment=self.pretrain_online_augment,
             aspect=self.aspect, keep=1,
         )
 

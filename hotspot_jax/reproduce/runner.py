@@ -42,7 +42,7 @@ def pretrain_dir(runs_dir: str | Path, recipe: Recipe, arch: str, seed: int) -> 
     """Where a run's in-domain pretraining lives: shared by every recipe with the same pretraining settings (and,
     with ``pretrain_pool="shared"``, by every seed)."""
     who = "shared" if recipe.pretrain_pool == "shared" else f"s{seed}"
-    key = f"{arch}-{who}-classes12-{recipe.image_size or 'native'}px-e{recipe.pretrain_epochs}-lr{recipe.pretrain_lr:g}-{recipe.online_augment}"
+    key = f"{arch}-{who}-classes12-{recipe.image_size or 'native'}px-e{recipe.pretrain_epochs}-lr{recipe.pretrain_lr:g}-{recipe.pretrain_online_augment}"
     if recipe.aspect != "square":
         key += f"-{recipe.aspect}"
     if recipe.no_anomaly_pools != "study":

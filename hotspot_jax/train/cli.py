@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--lr-schedule", choices=SCHEDULES, help=f"learning-rate schedule (default: {_D['lr_schedule']}, the study)")
     arg("--warmup-epochs", type=int, help=f"linear warmup epochs before a cosine schedule (default: {_D['warmup_epochs']})")
     arg("--online-augment", choices=ONLINE_AUGMENTS,
-        help=f"random flips (and shifts) per image inside the training step (default: {_D['online_augment']})")
+        help="random flips (and shifts; and contrast and brightness with -jitter) per image inside the training "
+             f"step (default: {_D['online_augment']})")
     arg("--no-anomaly-ratio", type=float,
         help="training No-Anomaly images per training hotspot; extra ones come from unused No-Anomaly images "
         f"and leave the realistic test set (default: {_D['no_anomaly_ratio']:g}, the study)")

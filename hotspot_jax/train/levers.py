@@ -4,9 +4,11 @@ ordinary classes12 run that a run starts from with ``init_from``).
 
 * ``lr_schedule``: ``constant`` (the study) or ``cosine``: linear warmup over ``warmup_epochs`` from 0,
   then cosine decay to 0 at the last step, per step.
-* ``online_augment``: ``none``, ``flip`` (random horizontal and vertical flips, each with p = 0.5) or
+* ``online_augment``: ``none``, ``flip`` (random horizontal and vertical flips, each with p = 0.5),
   ``flip-shift`` (flips plus a random translation of up to ``MAX_SHIFT`` pixels in each axis, edge pixels
-  replicated), drawn per image from the step's dropout key, on the uint8 images before preprocessing.
+  replicated) or ``flip-shift-jitter`` (then a random contrast factor in [1/MAX_CONTRAST, MAX_CONTRAST]
+  about the image's mean and a brightness offset of up to ``MAX_BRIGHTNESS`` grey levels, clipped to 0-255),
+  drawn per image from the step's dropout key, on the uint8 images before preprocessing.
 * ``no_anomaly_ratio``: training No-Anomaly images per (augmented) training hotspot; above 1 the extra
   images come from the No-Anomaly images the split leaves unused, which therefore leave the
   realistic-prevalence test set (validation and the balanced test set do not change).
@@ -25,8 +27,10 @@ import optax
 from hotspot_jax.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine")
-ONLINE_AUGMENTS = ("none", "flip", "flip-shift")
+ONLINE_AUGMENTS = ("none", "flip", "flip-shift", "flip-shift-jitter")
 MAX_SHIFT = 3  # pixels (of the 40x24 source image)
+MAX_CONTRAST = 1.25  # contrast factor drawn log-uniformly in [1/1.25, 1.25] (flip-shift-jitter)
+MAX_BRIGHTNESS = 20.0  # grey levels (of 255) added or subtracted, uniformly (flip-shift-jitter)
 
 
 # ------------------------------------------------------------------------------------------ schedule
@@ -75,17 +79,36 @@ def _flip_shift(image: jax.Array, key: jax.Array, shift: int) -> jax.Array:
     return image
 
 
+def _jitter(image: jax.Array, key: jax.Array) -> jax.Array:
+    """A random contrast (about the image's mean) and brightness change of one uint8 image, rounded and
+    clipped back to uint8: the relative brightness a hotspot is seen by survives, the absolute level does not."""
+    k1, k2 = jax.random.split(key)
+    log_c = jax.random.uniform(k1, (), minval=-math.log(MAX_CONTRAST), maxval=math.log(MAX_CONTRAST))
+    offset = jax.random.uniform(k2, (), minval=-MAX_BRIGHTNESS, maxval=MAX_BRIGHTNESS)
+    x = image.astype(jnp.float32)
+    mean = jnp.mean(x)
+    x = (x - mean) * jnp.exp(log_c) + mean + offset
+    return jnp.clip(jnp.round(x), 0, 255).astype(image.dtype)
+
+
 def online_augment_fn(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
     """``(images (N, H, W, C), key) -> images`` for ``kind``, or None for ``none`` (jit-able)."""
     if kind == "none":
         return None
     if kind not in ONLINE_AUGMENTS:
         raise ConfigError(f"unknown --online-augment {kind!r}; use one of {', '.join(ONLINE_AUGMENTS)}")
-    shift = MAX_SHIFT if kind == "flip-shift" else 0
+    shift = MAX_SHIFT if kind.startswith("flip-shift") else 0
+    jitter = kind.endswith("-jitter")
+
+    def one(image: jax.Array, key: jax.Array) -> jax.Array:
+        if not jitter:  # flip and flip-shift draw from the key itself, as their committed runs did
+            return _flip_shift(image, key, shift)
+        k_geometry, k_jitter = jax.random.split(key)
+        return _jitter(_flip_shift(image, k_geometry, shift), k_jitter)
 
     def augment(images: jax.Array, key: jax.Array) -> jax.Array:
         keys = jax.random.split(key, images.shape[0])
-        return jax.vmap(lambda im, k: _flip_shift(im, k, shift))(images, keys)
+        return jax.vmap(one)(images, keys)
 
     return augment
 
