@@ -106,11 +106,12 @@ class Recipe:
             raise ConfigError(f"recipe {self.name!r}: no_anomaly_ratio applies to the hotspot task, not {self.task}")
         if self.distill_teachers is not None:
             self.teacher_runs()  # checks the form
-        from hotspot_jax.train.levers import ONLINE_AUGMENTS
+        if self.pretrain_augment is not None:
+            from hotspot_jax.train.levers import ONLINE_AUGMENTS  # imports JAX: only for a recipe that sets it
 
-        if self.pretrain_augment is not None and self.pretrain_augment not in ONLINE_AUGMENTS:
-            raise ConfigError(f"unknown pretrain_augment {self.pretrain_augment!r}; use one of "
-                              f"{', '.join(ONLINE_AUGMENTS)}")
+            if self.pretrain_augment not in ONLINE_AUGMENTS:
+                raise ConfigError(f"unknown pretrain_augment {self.pretrain_augment!r}; use one of "
+                                  f"{', '.join(ONLINE_AUGMENTS)}")
 
     @property
     def pretrain_online_augment(self) -> str:
