@@ -139,6 +139,31 @@ def test_jitter_keeps_the_geometry_of_flip_shift_and_only_rescales_grey_levels_w
     assert np.asarray(jit(white, jax.random.PRNGKey(0))).min() >= 250 - levers.MAX_BRIGHTNESS - 1
 
 
+def test_erase_is_flip_shift_then_one_rectangle_at_the_mean_in_about_half_the_images():
+    """flip-shift-erase = a flip-shift (its own key) then, with probability ERASE_P, one axis-aligned rectangle of
+    at most ERASE_AREA[1] of the image set to the image's rounded mean; everything else is the flip-shift's."""
+    n = 200
+    images = np.random.default_rng(3).integers(0, 256, size=(n, 40, 24, 1), dtype=np.uint8)
+    key = jax.random.PRNGKey(5)
+    erase = levers.online_augment_fn("flip-shift-erase")
+    out = np.asarray(jax.jit(erase)(images, key))
+    assert out.dtype == np.uint8 and out.shape == images.shape
+    erased = 0
+    for x, y, k in zip(images, out, jax.random.split(key, n)):
+        k_geometry, _ = jax.random.split(k)
+        moved = np.asarray(levers._flip_shift(x, k_geometry, levers.MAX_SHIFT))
+        changed = np.argwhere(y != moved)
+        if not len(changed):
+            continue
+        erased += 1
+        (y0, x0, _), (y1, x1, _) = changed.min(0), changed.max(0) + 1
+        fill = np.round(moved.astype(np.float64).mean())
+        assert np.all(y[y0:y1, x0:x1] == fill), "the changed pixels form one rectangle at the image's mean"
+        assert (y1 - y0) * (x1 - x0) <= 1.3 * levers.ERASE_AREA[1] * 40 * 24
+    assert 0.35 * n < erased < 0.65 * n  # ERASE_P = 0.5, drawn per image
+    assert np.array_equal(out, np.asarray(erase(images, key)))  # a function of the key, jit or not
+
+
 def test_flip_shift_draws_are_unchanged_by_the_jitter_option():
     """Adding flip-shift-jitter must not change what flip-shift draws (committed runs resume bit-identically)."""
     images = np.random.default_rng(2).integers(0, 256, size=(6, 40, 24, 1), dtype=np.uint8)

@@ -60,7 +60,7 @@ class Recipe:
     # levers (defaults = the study)
     lr_schedule: str = "constant"  # constant | cosine (per step, after warmup_epochs of linear warmup)
     warmup_epochs: int = 0
-    online_augment: str = "none"  # none | flip | flip-shift (random per image, inside the jitted step)
+    online_augment: str = "none"  # one of levers.ONLINE_AUGMENTS (random per image, inside the jitted step)
     no_anomaly_ratio: float = 1.0  # training No-Anomaly images per augmented training hotspot (study: 1)
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0

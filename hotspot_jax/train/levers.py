@@ -7,7 +7,9 @@ ordinary classes12 run that a run starts from with ``init_from``).
 * ``online_augment``: ``none``, ``flip`` (random horizontal and vertical flips, each with p = 0.5),
   ``flip-shift`` (flips plus a random translation of up to ``MAX_SHIFT`` pixels in each axis, edge pixels
   replicated) or ``flip-shift-jitter`` (then a random contrast factor in [1/MAX_CONTRAST, MAX_CONTRAST]
-  about the image's mean and a brightness offset of up to ``MAX_BRIGHTNESS`` grey levels, clipped to 0-255),
+  about the image's mean and a brightness offset of up to ``MAX_BRIGHTNESS`` grey levels, clipped to 0-255)
+  or ``flip-shift-erase`` (then, with probability ``ERASE_P``, random erasing (Zhong et al., 2017): one
+  rectangle of ``ERASE_AREA`` of the image's area and aspect in ``ERASE_ASPECT`` set to the image's mean),
   drawn per image from the step's dropout key, on the uint8 images before preprocessing.
 * ``no_anomaly_ratio``: training No-Anomaly images per (augmented) training hotspot; above 1 the extra
   images come from the No-Anomaly images the split leaves unused, which therefore leave the
@@ -27,10 +29,13 @@ import optax
 from hotspot_jax.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine")
-ONLINE_AUGMENTS = ("none", "flip", "flip-shift", "flip-shift-jitter")
+ONLINE_AUGMENTS = ("none", "flip", "flip-shift", "flip-shift-jitter", "flip-shift-erase")
 MAX_SHIFT = 3  # pixels (of the 40x24 source image)
 MAX_CONTRAST = 1.25  # contrast factor drawn log-uniformly in [1/1.25, 1.25] (flip-shift-jitter)
 MAX_BRIGHTNESS = 20.0  # grey levels (of 255) added or subtracted, uniformly (flip-shift-jitter)
+ERASE_P = 0.5  # probability that an image gets an erased rectangle (flip-shift-erase; Zhong et al.'s default)
+ERASE_AREA = (0.02, 0.2)  # the rectangle's share of the image area, uniform (Zhong et al.: up to 0.4; a hotspot is small)
+ERASE_ASPECT = (0.3, 3.3)  # the rectangle's height / width, log-uniform (Zhong et al.'s)
 
 
 # ------------------------------------------------------------------------------------------ schedule
@@ -91,6 +96,25 @@ def _jitter(image: jax.Array, key: jax.Array) -> jax.Array:
     return jnp.clip(jnp.round(x), 0, 255).astype(image.dtype)
 
 
+def _erase(image: jax.Array, key: jax.Array) -> jax.Array:
+    """With probability ERASE_P, one random rectangle of the uint8 image set to the image's rounded mean (random
+    erasing): the network must not rest on any one region. The rectangle lies inside the image (clipped)."""
+    k_apply, k_area, k_aspect, k_y, k_x = jax.random.split(key, 5)
+    h, w = image.shape[0], image.shape[1]
+    area = jax.random.uniform(k_area, (), minval=ERASE_AREA[0], maxval=ERASE_AREA[1]) * h * w
+    aspect = jnp.exp(jax.random.uniform(k_aspect, (), minval=math.log(ERASE_ASPECT[0]),
+                                        maxval=math.log(ERASE_ASPECT[1])))
+    eh = jnp.clip(jnp.round(jnp.sqrt(area * aspect)), 1, h).astype(jnp.int32)
+    ew = jnp.clip(jnp.round(jnp.sqrt(area / aspect)), 1, w).astype(jnp.int32)
+    y0 = jax.random.randint(k_y, (), 0, h - eh + 1)
+    x0 = jax.random.randint(k_x, (), 0, w - ew + 1)
+    ys = jnp.arange(h)[:, None, None]
+    xs = jnp.arange(w)[None, :, None]
+    inside = (ys >= y0) & (ys < y0 + eh) & (xs >= x0) & (xs < x0 + ew) & jax.random.bernoulli(k_apply, ERASE_P)
+    fill = jnp.round(jnp.mean(image.astype(jnp.float32))).astype(image.dtype)
+    return jnp.where(inside, fill, image)
+
+
 def online_augment_fn(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
     """``(images (N, H, W, C), key) -> images`` for ``kind``, or None for ``none`` (jit-able)."""
     if kind == "none":
@@ -98,13 +122,13 @@ def online_augment_fn(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array] 
     if kind not in ONLINE_AUGMENTS:
         raise ConfigError(f"unknown --online-augment {kind!r}; use one of {', '.join(ONLINE_AUGMENTS)}")
     shift = MAX_SHIFT if kind.startswith("flip-shift") else 0
-    jitter = kind.endswith("-jitter")
+    after = {"flip-shift-jitter": _jitter, "flip-shift-erase": _erase}.get(kind)
 
     def one(image: jax.Array, key: jax.Array) -> jax.Array:
-        if not jitter:  # flip and flip-shift draw from the key itself, as their committed runs did
+        if after is None:  # flip and flip-shift draw from the key itself, as their committed runs did
             return _flip_shift(image, key, shift)
-        k_geometry, k_jitter = jax.random.split(key)
-        return _jitter(_flip_shift(image, k_geometry, shift), k_jitter)
+        k_geometry, k_after = jax.random.split(key)
+        return after(_flip_shift(image, k_geometry, shift), k_after)
 
     def augment(images: jax.Array, key: jax.Array) -> jax.Array:
         keys = jax.random.split(key, images.shape[0])
