@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hotspot_jax.evaluate import decision_threshold
-from hotspot_jax.evaluate.metrics import binary_metrics
+from hotspot_jax.evaluate.metrics import binary_metrics, false_alarms_at_sensitivity
 from hotspot_jax.reproduce import report
 from hotspot_jax.reproduce.ensemble import ensemble_of_seed, operating_points
 from test_reproduce import fake_run, write_runs
@@ -63,6 +63,23 @@ def test_ensemble_threshold_is_chosen_on_the_mean_validation_scores_only():
     assert ensemble_of_seed(moved, 0.95)["operating_point"]["threshold"] != e["operating_point"]["threshold"]
 
 
+def test_false_alarms_at_sensitivity_is_the_fewest_of_any_threshold_reaching_it():
+    """FPR at the target TPR (x 1,000): compared with a brute force over every threshold, ties included."""
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        n_pos, n_neg = rng.integers(1, 30), rng.integers(1, 200)
+        labels = np.array([1] * n_pos + [0] * n_neg)
+        scores = rng.integers(0, 12, n_pos + n_neg) / 11.0  # coarse: many ties
+        for target in (0.5, 0.9, 0.95, 1.0):
+            alarms = [scores >= u for u in np.unique(scores)]  # every distinct set of alarms a threshold can give
+            best = min(1000.0 * np.sum(a & (labels == 0)) / n_neg for a in alarms
+                       if np.sum(a & (labels == 1)) >= target * n_pos - 1e-9)
+            assert false_alarms_at_sensitivity(labels, scores, target) == pytest.approx(best)
+    assert false_alarms_at_sensitivity([1, 1, 0, 0], [0.9, 0.2, 0.3, 0.1], 0.5) == 0.0
+    assert false_alarms_at_sensitivity([1, 1, 0, 0], [0.9, 0.2, 0.3, 0.1], 1.0) == 500.0
+    assert false_alarms_at_sensitivity([1, 1], [0.9, 0.2], 0.95) is None
+
+
 def test_no_ensemble_without_scores_or_across_different_images():
     a, b = scored_run("alexnet", 0, 0.0), scored_run("squeezenet1_1", 0, 0.0)
     old = {k: v for k, v in b.items() if k != "val_predictions"}  # a summary from before scores were kept
@@ -82,5 +99,9 @@ def test_report_has_the_operating_point_table_with_the_ensemble(tmp_path):
     alex = points["rows"][0]
     assert alex["realistic_false_alarms_at_point"] == pytest.approx(
         np.mean([r["test_realistic_at_operating_point"]["false_alarms_per_1000"] for r in runs if r["arch"] == "alexnet"]))
+    preds = [r["test_realistic_predictions"] for r in runs if r["arch"] == "alexnet"]
+    assert alex["realistic_false_alarms_at_sensitivity"] == pytest.approx(
+        np.mean([false_alarms_at_sensitivity(p["labels"], p["probs"], 0.95) for p in preds]))
     md = (tmp_path / "paper-cpu" / "report.md").read_text()
+    assert "(ranking)" in md
     assert "At the operating point a crew acts on" in md and "ensemble (mean probability of 2 networks)" in md

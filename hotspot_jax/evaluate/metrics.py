@@ -124,6 +124,19 @@ def binary_metrics(y_true: Sequence[int], y_score: Sequence[float], threshold: f
     }
 
 
+def false_alarms_at_sensitivity(y_true: Sequence[int], y_score: Sequence[float], target: float) -> float | None:
+    """False alarms per 1,000 negatives at the threshold that reaches sensitivity ``target`` on these images
+    themselves (FPR at a TPR, times 1,000): a measure of the ranking, not an operating point, since the threshold
+    is read off the same labels. The fewest of any threshold: negatives scoring at least the k-th highest
+    positive, k = ceil(target * positives). None without both classes (tests/test_ensemble.py)."""
+    labels, scores = as_label_score_arrays(y_true, y_score)
+    pos, neg = np.sort(scores[labels == 1])[::-1], scores[labels == 0]
+    if not len(pos) or not len(neg):
+        return None
+    k = max(1, math.ceil(round(target * len(pos), 9)))
+    return float(1000.0 * np.mean(neg >= pos[k - 1]))
+
+
 def log_loss(y_true: Sequence[int], y_score: Sequence[float], eps: float = 1e-6) -> float:
     """Mean binary cross-entropy (natural log) of hotspot probabilities, each clipped to [eps, 1 - eps]: the
     stored predictions have 6 decimals, so a probability written as 0 or 1 counts as eps away from it."""

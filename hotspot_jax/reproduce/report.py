@@ -103,7 +103,10 @@ def _binary_body(recipe: str, desc: str, runs: list[dict[str, Any]], groups: dic
         if points["rows"]:
             parts += ["At the operating point a crew acts on (each run's threshold chosen on its validation split for "
                       "sensitivity >= 0.95; the ensemble's chosen on the mean of its networks' validation scores), "
-                      "means over seeds:", tables.operating_point_table(points)]
+                      "means over seeds. The last column reads the threshold off the realistic test set itself (the "
+                      "fewest false alarms of any threshold reaching the sensitivity there): it measures how well the "
+                      "scores rank, apart from where validation put the threshold, and is no operating point:",
+                      tables.operating_point_table(points)]
     parts += [
         "Paired comparisons of test accuracy:",
         tables.comparisons_table(pairs) if pairs else "(fewer than two architectures)",
