@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         "best-v2+image_size=96) over the networks and seeds both have: mean out-of-fold ROC AUC, accuracy, log loss, "
         "specificity at sensitivity >= 0.95, paired differences and how many pairs improved (with several K, pick one "
         "with --cv)")
+    arg("--ensemble", nargs="+", metavar="FOLDER:ARCH[,ARCH]",
+        help="train nothing: the per-seed mean-probability ensemble of networks from several results folders, e.g. "
+        "best-v2+pretrain_epochs=80:shufflenet,squeezenet best-v2:googlenet,alexnet,mobilenet_v2 (the seeds all "
+        "members have; threshold chosen on validation); writes results/ensembles/<--ensemble-name>.md and .json")
+    arg("--ensemble-name", default="mixed", metavar="NAME",
+        help="file name of the --ensemble report under <results-dir>/ensembles/ (default: mixed)")
     arg("--lever-baseline", metavar="FOLDER", help="results folder the lever rows are compared with (default: the first row of each network and seed)")
     from hotspot_jax.train import distributed
 
@@ -103,8 +109,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(cv_compare(args.results_dir, args.cv_compare[0], args.cv_compare[1], args.cv))
         return 0
+    if args.ensemble:
+        import shlex
+
+        from hotspot_jax.reproduce.mixed_ensemble import mixed_ensemble, mixed_ensemble_report, write_mixed_ensemble
+
+        result = mixed_ensemble(args.results_dir, args.ensemble)
+        command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        md = write_mixed_ensemble(args.results_dir, args.ensemble_name, result, command)
+        print(mixed_ensemble_report(result))
+        print(f"wrote {md} and {md.with_suffix('.json')}", file=sys.stderr)
+        return 0
     if not args.recipe:
-        parser.error("--recipe is required (unless --lever-table or --cv-compare is given)")
+        parser.error("--recipe is required (unless --lever-table, --cv-compare or --ensemble is given)")
     from hotspot_jax.train import distributed
 
     launch = distributed.launch_from_args(args)
