@@ -32,6 +32,8 @@ def _settings(run: dict[str, Any]) -> str:
         parts.append(rec["online_augment"])
     if rec.get("no_anomaly_ratio", 1.0) != 1.0:
         parts.append(f"{rec['no_anomaly_ratio']:g}x No-Anomaly")
+    if rec.get("pool_no_anomaly"):
+        parts.append(f"+{rec['pool_no_anomaly']} pool No-Anomaly (resampled)")
     if rec.get("label_smoothing"):
         parts.append(f"label smoothing {rec['label_smoothing']:g}")
     if rec.get("mixup_alpha"):

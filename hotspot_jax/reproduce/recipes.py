@@ -40,7 +40,8 @@ RECIPE_TASKS = ("hotspot", "anomaly", "classes12")
 # the committed runs of a recipe stay its finished runs
 ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none", "aspect": "square", "task": "hotspot",
                "no_anomaly_pools": "study", "pretrain_pool": "seed", "ema_decay": 0.0, "distill_teachers": None,
-               "distill_weight": 0.5, "distill_temperature": 2.0, "pretrain_augment": None}
+               "distill_weight": 0.5, "distill_temperature": 2.0, "pretrain_augment": None,
+               "pool_no_anomaly": 0}
 PRETRAIN_POOLS = ("seed", "shared")
 
 
@@ -72,6 +73,9 @@ class Recipe:
     pretrain_augment: str | None = None  # the pretraining's online augmentation; None: online_augment
     task: str = "hotspot"  # hotspot | anomaly | classes12 (hotspot_jax.data.tasks)
     no_anomaly_pools: str = "study"  # study | fixed: the hotspot split's No-Anomaly pools (hotspot_jax.data.protocol)
+    # fine-tuning negatives: this many No-Anomaly images of the fixed layout's pretraining pool join the pool each
+    # epoch's No-Anomaly images are drawn from (the count per epoch stays the protocol's; hotspot_jax.train.levers)
+    pool_no_anomaly: int = 0
     # seed: each seed pretrains on what its hotspot split trains on or leaves unused; shared (fixed pools only):
     # one pretraining per network, on what no seed validates or tests on, starts every seed's run
     pretrain_pool: str = "seed"
@@ -141,7 +145,7 @@ class Recipe:
         defaults = Recipe(name="", description="")
         out = {}
         for key in ("lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio", "label_smoothing",
-                    "mixup_alpha", "ema_decay", "tta", "aspect", "task", "no_anomaly_pools"):
+                    "mixup_alpha", "ema_decay", "tta", "aspect", "task", "no_anomaly_pools", "pool_no_anomaly"):
             if getattr(self, key) != getattr(defaults, key):
                 out[key] = getattr(self, key)
         return out

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--no-anomaly-ratio", type=float,
         help="training No-Anomaly images per training hotspot; extra ones come from unused No-Anomaly images "
         f"and leave the realistic test set (default: {_D['no_anomaly_ratio']:g}, the study)")
+    arg("--pool-no-anomaly", type=int, metavar="N",
+        help="add N No-Anomaly images of the fixed layout's pretraining pool (which no split validates or tests on) "
+        "to the training negatives; each epoch still trains on the protocol's number of No-Anomaly images, drawn "
+        f"afresh from the larger pool (needs --no-anomaly-pools fixed) (default: {_D['pool_no_anomaly']})")
     from hotspot_jax.data.tasks import TASK_NAMES
 
     arg("--task", choices=TASK_NAMES,

@@ -24,7 +24,7 @@ IDENTITY_FIELDS = (
     "epochs_schedule", "lr_schedule", "warmup_epochs", "online_augment", "no_anomaly_ratio",
     "label_smoothing", "mixup_alpha", "aspect", "ema_decay",
     # tasks and starting points (hotspot_jax.data.tasks); a stored config without them is a hotspot run from its init
-    "task", "leave_out", "init_from_checkpoint", "no_anomaly_pools",
+    "task", "leave_out", "init_from_checkpoint", "no_anomaly_pools", "pool_no_anomaly",
     # a cross-validation fold of the hotspot training pool (hotspot_jax.data.cv); None: the seed's own split
     "cv_fold",
     # knowledge distillation (hotspot_jax.train.distill); None: off
@@ -73,6 +73,9 @@ class TrainConfig:
     leave_out: str | None = None  # "hotspot": split only images the hotspot split of this seed trains on or leaves unused;
     # "hotspot-any-seed": only images no hotspot split of any seed validates or tests on (fixed pools)
     no_anomaly_pools: str = "study"  # the hotspot split's No-Anomaly pools: study | fixed (hotspot_jax.data.protocol)
+    # No-Anomaly images of the fixed layout's pretraining pool added to the training negatives; each epoch still
+    # trains on the protocol's number of No-Anomaly images, drawn afresh (hotspot_jax.train.levers.add_pool_no_anomaly)
+    pool_no_anomaly: int = 0
     cv_fold: str | None = None  # "k/K": fold k of K of the seed's training pool (hotspot_jax.data.cv); None: off
     # knowledge distillation (hotspot_jax.train.distill): teacher runs (run or checkpoint directories); None: off
     distill_from: list[str] | None = None
@@ -167,6 +170,17 @@ class TrainConfig:
         if self.no_anomaly_pools != "study" and self.no_anomaly_ratio != 1.0:
             raise ConfigError("--no-anomaly-ratio above 1 takes its images from the realistic test set of the study's "
                               "layout; it is not available with --no-anomaly-pools fixed")
+        if isinstance(self.pool_no_anomaly, bool) or not isinstance(self.pool_no_anomaly, int) or self.pool_no_anomaly < 0:
+            raise ConfigError(f"--pool-no-anomaly must be a whole number >= 0, got {self.pool_no_anomaly!r}")
+        if self.pool_no_anomaly and (task_name != "hotspot" or self.no_anomaly_pools != "fixed"):
+            raise ConfigError("--pool-no-anomaly takes its images from the pretraining pool of the fixed No-Anomaly "
+                              "layout: it needs the hotspot task and --no-anomaly-pools fixed")
+        if self.pool_no_anomaly and self.limit_train:
+            raise ConfigError("--pool-no-anomaly and --limit-train together are not supported: a subset would not keep "
+                              "the added images apart from the protocol's; use one or the other")
+        if self.pool_no_anomaly and self.distill_from:
+            raise ConfigError("--pool-no-anomaly and distillation together are not supported: the teachers' targets "
+                              "cover the protocol's training images only; use one or the other")
         cv_fold = None
         if self.cv_fold is not None:
             from hotspot_jax.data.cv import fold_label, parse_cv_fold
@@ -222,7 +236,7 @@ class TrainConfig:
 
 _LEVER_DEFAULTS = {"epochs_schedule": None, "lr_schedule": "constant", "warmup_epochs": 0, "online_augment": "none",
                    "no_anomaly_ratio": 1.0, "task": "hotspot", "leave_out": None, "init_from_checkpoint": None,
-                   "no_anomaly_pools": "study", "ema_decay": 0.0, "cv_fold": None, "distill_checkpoints": None,
+                   "no_anomaly_pools": "study", "pool_no_anomaly": 0, "ema_decay": 0.0, "cv_fold": None, "distill_checkpoints": None,
                    "distill_weight": None, "distill_temperature": None}
 
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hotspot_jax.errors import ConfigError
+from hotspot_jax.errors import ConfigError, DataError
 
 SCHEDULES = ("constant", "cosine")
 ONLINE_AUGMENTS = ("none", "flip", "flip-shift", "flip-shift-jitter", "flip-shift-erase")
@@ -181,6 +181,46 @@ def add_no_anomaly(dataset, manifest, arrays: dict, ratio: float, seed: int):
     counts["test_realistic"]["No-Anomaly"] = counts["test_realistic"].get("No-Anomaly", 0) - want
     out = dict(arrays, train=new_train, test_realistic=new_real)
     return replace(manifest, splits=splits, counts=counts), out
+
+
+def add_pool_no_anomaly(dataset, manifest, arrays: dict, n: int, seed: int):
+    """Add ``n`` No-Anomaly images of the fixed layout's pretraining pool to ``train`` (drawn with
+    ``default_rng([seed, 0xA1])``); ``(manifest, arrays)`` with nothing else changed.
+
+    No split of any seed validates or tests on that pool (hotspot_jax.data.protocol.no_anomaly_pools), so the
+    images can join training without a leak; the loop still trains each epoch on the protocol's number of
+    No-Anomaly images, drawn afresh from the larger pool (:func:`hotspot_jax.train.batching.resampled_batch_indices`),
+    so the classes stay balanced and an epoch costs what it did. tests/test_pool_no_anomaly.py."""
+    from dataclasses import replace
+
+    from hotspot_jax.data import ArraySplit
+    from hotspot_jax.data.protocol import no_anomaly_pools
+
+    if n == 0:
+        return manifest, arrays
+    if manifest.config.no_anomaly_pools != "fixed":
+        raise ConfigError("--pool-no-anomaly needs --no-anomaly-pools fixed (the pool it draws from)")
+    pool = np.asarray(no_anomaly_pools(dataset, "fixed")["pretrain"], dtype=str)
+    if n > len(pool):
+        raise ConfigError(f"--pool-no-anomaly {n}: the pretraining pool has {len(pool)} No-Anomaly images")
+    extra = np.sort(pool[np.random.default_rng([seed, 0xA1]).permutation(len(pool))[:n]])
+    used = {i for name, ids in manifest.splits.items() for i in ids}
+    if used & set(extra.tolist()):  # the pools are disjoint by construction; never let a split image in twice
+        raise DataError("--pool-no-anomaly: a pretraining-pool image is already in the run's split")
+    idx = dataset.indices(extra)
+    train = arrays["train"]
+    new_train = ArraySplit(
+        images=np.concatenate([train.images, dataset.images[idx]]),
+        labels=np.concatenate([train.labels, np.zeros(len(idx), train.labels.dtype)]),
+        ids=np.concatenate([train.ids.astype(str), extra]),
+        class_names=train.class_names,
+    )
+    splits = dict(manifest.splits)
+    splits["train"] = tuple(sorted(set(splits["train"]) | set(extra.tolist()), key=_id_key))
+    counts = {k: dict(v) for k, v in manifest.counts.items()}
+    for key in ("train", "train_augmented"):
+        counts[key]["No-Anomaly"] = counts[key].get("No-Anomaly", 0) + n
+    return replace(manifest, splits=splits, counts=counts), dict(arrays, train=new_train)
 
 
 def _id_key(i: str):

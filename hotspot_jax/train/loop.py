@@ -198,6 +198,7 @@ def load_run_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, pr
     arrays = dict(materialize(ds, manifest))
     if task.name == "hotspot":
         manifest, arrays = levers.add_no_anomaly(ds, manifest, arrays, cfg.no_anomaly_ratio, cfg.seed)
+        manifest, arrays = levers.add_pool_no_anomaly(ds, manifest, arrays, cfg.pool_no_anomaly, cfg.seed)
     elif cfg.no_anomaly_ratio != 1.0:
         raise ConfigError(f"--no-anomaly-ratio applies to the hotspot task, not {task.name}")
     arrays = {k: v for k, v in arrays.items() if len(v) or k in ("train", "val")}  # a leave-out split has no test
@@ -509,7 +510,7 @@ def train(
     fresh = None if stored else initial_variables(cfg, model, jax.random.fold_in(root, 1), task)  # unused when resuming
     distributed.on_primary(lambda: write_manifest(manifest, workdir, resuming=stored is not None), "manifest")
     train_split = arrays["train"]
-    steps = batching.steps_per_epoch(len(train_split), cfg.batch_size)
+    steps = batching.epoch_steps(train_split.labels, cfg.pool_no_anomaly, cfg.batch_size)
     if steps == 0:
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_split)} images)")
     tx = levers.make_optimizer(cfg.to_dict(), steps)  # the study's SGD; a schedule needs the steps per epoch
@@ -617,7 +618,7 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
         for epoch in range(meta["epochs_done"], cfg.epochs):
             first = meta["batch_in_epoch"] if epoch == meta["epochs_done"] else 0
             sums = EpochSums(**meta["partial"]) if first and meta["partial"] else EpochSums()
-            order = batching.train_batch_indices(cfg.seed, epoch, len(train_split), cfg.batch_size)
+            order = batching.epoch_batches(cfg.seed, epoch, train_split.labels, cfg.pool_no_anomaly, cfg.batch_size)
             bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                        unit="step", dynamic_ncols=True)
             t0 = time.perf_counter()
