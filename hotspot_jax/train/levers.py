@@ -161,13 +161,7 @@ def add_no_anomaly(dataset, manifest, arrays: dict, ratio: float, seed: int):
     if want > len(pool):
         raise ConfigError(f"--no-anomaly-ratio {ratio} needs {want} more No-Anomaly images; only {len(pool)} are unused")
     extra = np.sort(pool[np.random.default_rng([seed, 0xA0]).permutation(len(pool))[:want]])
-    idx = dataset.indices(extra)
-    new_train = ArraySplit(
-        images=np.concatenate([train.images, dataset.images[idx]]),
-        labels=np.concatenate([train.labels, np.zeros(len(idx), np.int32)]),
-        ids=np.concatenate([train.ids, extra]),
-        class_names=train.class_names,
-    )
+    new_train = _with_no_anomaly(dataset, train, extra)
     extra_set = set(extra.tolist())
     keep = np.array([i not in extra_set for i in arrays["test_realistic"].ids])
     tr = arrays["test_realistic"]
@@ -193,7 +187,6 @@ def add_pool_no_anomaly(dataset, manifest, arrays: dict, n: int, seed: int):
     so the classes stay balanced and an epoch costs what it did. tests/test_pool_no_anomaly.py."""
     from dataclasses import replace
 
-    from hotspot_jax.data import ArraySplit
     from hotspot_jax.data.protocol import no_anomaly_pools
 
     if n == 0:
@@ -207,20 +200,23 @@ def add_pool_no_anomaly(dataset, manifest, arrays: dict, n: int, seed: int):
     used = {i for name, ids in manifest.splits.items() for i in ids}
     if used & set(extra.tolist()):  # the pools are disjoint by construction; never let a split image in twice
         raise DataError("--pool-no-anomaly: a pretraining-pool image is already in the run's split")
-    idx = dataset.indices(extra)
-    train = arrays["train"]
-    new_train = ArraySplit(
-        images=np.concatenate([train.images, dataset.images[idx]]),
-        labels=np.concatenate([train.labels, np.zeros(len(idx), train.labels.dtype)]),
-        ids=np.concatenate([train.ids.astype(str), extra]),
-        class_names=train.class_names,
-    )
+    new_train = _with_no_anomaly(dataset, arrays["train"], extra)
     splits = dict(manifest.splits)
     splits["train"] = tuple(sorted(set(splits["train"]) | set(extra.tolist()), key=_id_key))
     counts = {k: dict(v) for k, v in manifest.counts.items()}
     for key in ("train", "train_augmented"):
         counts[key]["No-Anomaly"] = counts[key].get("No-Anomaly", 0) + n
     return replace(manifest, splits=splits, counts=counts), dict(arrays, train=new_train)
+
+
+def _with_no_anomaly(dataset, train, extra: np.ndarray):
+    """``train`` with the No-Anomaly images ``extra`` (ids) appended, label 0."""
+    from hotspot_jax.data import ArraySplit
+
+    idx = dataset.indices(extra)
+    return ArraySplit(images=np.concatenate([train.images, dataset.images[idx]]),
+                      labels=np.concatenate([train.labels, np.zeros(len(idx), np.int32)]),
+                      ids=np.concatenate([train.ids, extra]), class_names=train.class_names)
 
 
 def _id_key(i: str):
