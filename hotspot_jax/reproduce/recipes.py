@@ -41,7 +41,7 @@ RECIPE_TASKS = ("hotspot", "anomaly", "classes12")
 ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none", "aspect": "square", "task": "hotspot",
                "no_anomaly_pools": "study", "pretrain_pool": "seed", "ema_decay": 0.0, "distill_teachers": None,
                "distill_weight": 0.5, "distill_temperature": 2.0, "pretrain_augment": None,
-               "pool_no_anomaly": 0}
+               "pool_no_anomaly": 0, "formula_epochs": 0, "formula_classes": 100, "formula_per_class": 100}
 PRETRAIN_POOLS = ("seed", "shared")
 
 
@@ -84,6 +84,12 @@ class Recipe:
     distill_teachers: str | None = None
     distill_weight: float = 0.5  # used only with distill_teachers
     distill_temperature: float = 2.0
+    # formula-driven pretraining before the in-domain one (hotspot_jax.data.fractaldb): epochs of an own-task run on
+    # formula_classes x formula_per_class fractal images, one per network, which starts the in-domain pretraining
+    # (or, without one, the run); 0: none
+    formula_epochs: int = 0
+    formula_classes: int = 100
+    formula_per_class: int = 100
 
     def __post_init__(self):
         """ConfigError for a task that does not exist or cannot take the recipe's settings: the in-domain
@@ -110,6 +116,9 @@ class Recipe:
             raise ConfigError(f"recipe {self.name!r}: no_anomaly_ratio applies to the hotspot task, not {self.task}")
         if self.distill_teachers is not None:
             self.teacher_runs()  # checks the form
+        if self.formula_epochs < 0 or self.formula_classes < 2 or self.formula_per_class < 4:
+            raise ConfigError(f"recipe {self.name!r}: formula_epochs >= 0, formula_classes >= 2 and "
+                              "formula_per_class >= 4 (each class is split 70/15/15)")
         if self.pretrain_augment is not None:
             from hotspot_jax.train.levers import ONLINE_AUGMENTS  # imports JAX: only for a recipe that sets it
 
@@ -150,12 +159,13 @@ class Recipe:
                 out[key] = getattr(self, key)
         return out
 
-    def pretrain_config(self, arch: str, seed: int, workdir: str, data: str | None = None):
+    def pretrain_config(self, arch: str, seed: int, workdir: str, data: str | None = None,
+                        init_from: str | None = None):
         """The TrainConfig of a run's in-domain pretraining: an ordinary classes12 run on the images the hotspot
         split of ``seed`` trains on or leaves unused (``leave_out="hotspot"``), or with ``pretrain_pool="shared"``
         on the images no seed's split validates or tests on (``leave_out="hotspot-any-seed"``, seed 0 for every
         seed); cosine schedule with one warmup epoch, the recipe's input and batch, and
-        :attr:`pretrain_online_augment`."""
+        :attr:`pretrain_online_augment`; started from ``init_from`` (the formula-driven pretraining) if given."""
         from hotspot_jax.train.config import TrainConfig
 
         import architectures
@@ -170,7 +180,25 @@ class Recipe:
             leave_out="hotspot-any-seed" if self.pretrain_pool == "shared" else "hotspot",
             no_anomaly_pools=self.no_anomaly_pools, lr_schedule="cosine",
             warmup_epochs=1 if self.pretrain_epochs > 1 else 0, online_augment=self.pretrain_online_augment,
-            aspect=self.aspect, keep=1,
+            aspect=self.aspect, keep=1, init_from=init_from,
+        )
+
+    def formula_config(self, arch: str, workdir: str, images: str):
+        """The TrainConfig of a network's formula-driven pretraining: an ordinary ``own``-task run on the fractal
+        image folder ``images``, with the in-domain pretraining's schedule, learning rate, augmentation and input
+        (seed 0: one per network, shared by every seed)."""
+        from hotspot_jax.train.config import TrainConfig
+
+        import architectures
+
+        size = self.image_size
+        if size is not None:
+            size = max(size, architectures.get(arch).min_input_size)
+        return TrainConfig(
+            arch=arch, data=images, epochs=self.formula_epochs, batch_size=self.batch_size, lr=self.pretrain_lr,
+            momentum=self.momentum, weight_decay=self.weight_decay, image_size=size, profile="paper", seed=0,
+            workdir=workdir, task="own", lr_schedule="cosine", warmup_epochs=1 if self.formula_epochs > 1 else 0,
+            online_augment=self.pretrain_online_augment, aspect=self.aspect, keep=1,
         )
 
     def train_config(self, arch: str, seed: int, workdir: str, data: str | None = None,

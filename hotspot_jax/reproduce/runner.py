@@ -47,7 +47,27 @@ def pretrain_dir(runs_dir: str | Path, recipe: Recipe, arch: str, seed: int) -> 
         key += f"-{recipe.aspect}"
     if recipe.no_anomaly_pools != "study":
         key += f"-{recipe.no_anomaly_pools}pools"
+    if recipe.formula_epochs:
+        key += f"-from-{formula_key(recipe)}"
     return Path(runs_dir) / "pretrain" / key
+
+
+def formula_key(recipe: Recipe) -> str:
+    """The settings of a formula-driven pretraining, as they name its folders."""
+    key = (f"fractaldb-c{recipe.formula_classes}-n{recipe.formula_per_class}-{recipe.image_size or 'native'}px"
+           f"-e{recipe.formula_epochs}-lr{recipe.pretrain_lr:g}-{recipe.pretrain_online_augment}")
+    return key + (f"-{recipe.aspect}" if recipe.aspect != "square" else "")
+
+
+def formula_images_dir(runs_dir: str | Path, recipe: Recipe) -> Path:
+    """Where the fractal images of a formula-driven pretraining are written (once; they are made from seed 0)."""
+    return Path(runs_dir) / "formula" / f"fractaldb-c{recipe.formula_classes}-n{recipe.formula_per_class}-s0"
+
+
+def formula_dir(runs_dir: str | Path, recipe: Recipe, arch: str) -> Path:
+    """Where a network's formula-driven pretraining run lives: one per network and settings, shared by every
+    seed and recipe."""
+    return Path(runs_dir) / "pretrain" / f"{arch}-{formula_key(recipe)}"
 
 
 def is_finished(path: Path, recipe: Recipe) -> bool:
@@ -374,10 +394,16 @@ def ensure_pretraining(recipe: Recipe, arch: str, seed: int, extra: dict[str, An
     pretraining in ``extra`` (the run summary's ``pretraining`` and timing)."""
     from hotspot_jax.train import distributed
 
-    if not recipe.pretrain_epochs or weights:
+    if not (recipe.pretrain_epochs or recipe.formula_epochs) or weights:
         return None
+    formula = None
+    if recipe.formula_epochs:
+        formula = ensure_formula_pretraining(recipe, arch, extra, runs_dir=runs_dir, progress=progress, log=log,
+                                             train_fn=train_fn)
+        if formula is INTERRUPTED or not recipe.pretrain_epochs:
+            return formula
     pre_dir = pretrain_dir(runs_dir, recipe, arch, seed)
-    pre_cfg = recipe.pretrain_config(arch, seed, str(pre_dir), data)
+    pre_cfg = recipe.pretrain_config(arch, seed, str(pre_dir), data, init_from=formula)
     distributed.on_primary(lambda: bool(set_aside_stale_workdir(pre_dir, pre_cfg, log)), "stale-pretraining")
     # a run writes it last; shared, not redone
     finished = distributed.on_primary(lambda: (pre_dir / "test_metrics.json").is_file(), "pretrained")
@@ -393,6 +419,37 @@ def ensure_pretraining(recipe: Recipe, arch: str, seed: int, extra: dict[str, An
         if recipe.pretrain_pool == "shared":  # one pretraining serves every seed: count it once, not per seed
             extra["timing"]["pretrain_shared_across_seeds"] = True
     return str(pre_dir)
+
+
+def ensure_formula_pretraining(recipe: Recipe, arch: str, extra: dict[str, Any], *, runs_dir,
+                               progress: bool, log: Callable[[str], None], train_fn: Callable) -> str:
+    """The formula-driven pretraining run of ``arch`` (:meth:`Recipe.formula_config`), its fractal images written
+    and the run trained first unless finished; :data:`INTERRUPTED` when interrupted. Records it in ``extra``
+    (``formula_pretraining`` and its time)."""
+    from hotspot_jax.data.fractaldb import write_fractaldb
+    from hotspot_jax.train import distributed
+
+    images = formula_images_dir(runs_dir, recipe)
+    work = formula_dir(runs_dir, recipe, arch)
+    cfg = recipe.formula_config(arch, str(work), str(images))
+    finished = distributed.on_primary(lambda: (work / "test_metrics.json").is_file(), "formula-pretrained")
+    if not finished:
+        def make_images() -> bool:
+            if not (images / "fractaldb.json").is_file():
+                log(f"formula images: {recipe.formula_classes} fractal classes x {recipe.formula_per_class} -> {images}")
+            write_fractaldb(images, recipe.formula_classes, recipe.formula_per_class, seed=0)
+            return True
+        distributed.on_primary(make_images, "formula-images")
+        distributed.on_primary(lambda: bool(set_aside_stale_workdir(work, cfg, log)), "stale-formula")
+        log(f"formula-driven pretraining ({recipe.formula_epochs} epochs on {images.name}) -> {work}")
+        if train_fn(cfg, progress=progress, log=log, dataset=None).interrupted:
+            return INTERRUPTED
+    else:
+        log(f"formula-driven pretraining: reusing {work}")
+    if distributed.is_primary():
+        extra["formula_pretraining"] = pretraining_summary(work)
+        extra["timing"]["formula_seconds"] = extra["formula_pretraining"]["train_seconds"]
+    return str(work)
 
 
 def pretraining_summary(workdir: Path) -> dict[str, Any]:
