@@ -113,6 +113,30 @@ def test_formula_then_in_domain_pretraining_then_the_run_on_a_tiny_cnn(tmp_path)
     summary = json.loads(result_path(tmp_path / "results", "tiny-formula", TINY, 0).read_text())
     assert summary["formula_pretraining"]["settings"]["task"] == "own"
     assert summary["timing"]["formula_seconds"] > 0 and summary["pretraining"]["settings"]["task"] == "classes12"
+    assert summary["timing"]["pretrain_seconds"] == pytest.approx(
+        summary["timing"]["formula_seconds"] + summary["pretraining"]["train_seconds"])
     calls.clear()
     assert run_grid(recipe, [TINY], [0], train_fn=recording, **kw)["skipped"] == [f"{TINY}-s0"]
     assert calls == []
+
+
+def test_formula_pretraining_alone_starts_a_classes12_run(tmp_path):
+    """Without in-domain pretraining the formula run starts the run itself, whatever its task (it holds no
+    dataset image, so even a classes12 target passes the no-leak check); it is counted as a shared pretraining."""
+    from test_reproduce_levers import fake_dataset
+    from test_train_tiny import TINY
+
+    from hotspot_jax.reproduce.recipes import Recipe
+    from hotspot_jax.reproduce.runner import formula_dir, result_path, run_grid
+
+    data = fake_dataset({"Hot-Spot": 40, "Hot-Spot-Multi": 40, "No-Anomaly": 120, "Cell": 40, "Diode": 40}, seed=7)
+    recipe = Recipe(name="tiny-formula-c12", description="test", image_size=16, epochs=1, batch_size=16, lr=0.01,
+                    task="classes12", formula_epochs=1, formula_classes=2, formula_per_class=12)
+    rep = run_grid(recipe, [TINY], [0], runs_dir=tmp_path / "runs", results_dir=tmp_path / "results", dataset=data,
+                   progress=False, log=lambda m: None)
+    assert rep["done"] == [f"{TINY}-s0"]
+    summary = json.loads(result_path(tmp_path / "results", "tiny-formula-c12", TINY, 0).read_text())
+    assert str(formula_dir(tmp_path / "runs", recipe, TINY)) in summary["train_config"]["init_from_checkpoint"]
+    assert summary["initialisation"].startswith("in-domain: own run") and "pretraining" not in summary
+    timing = summary["timing"]
+    assert timing["pretrain_seconds"] == timing["formula_seconds"] > 0 and timing["pretrain_shared_across_seeds"]

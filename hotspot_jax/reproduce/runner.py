@@ -401,6 +401,9 @@ def ensure_pretraining(recipe: Recipe, arch: str, seed: int, extra: dict[str, An
         formula = ensure_formula_pretraining(recipe, arch, extra, runs_dir=runs_dir, progress=progress, log=log,
                                              train_fn=train_fn)
         if formula is INTERRUPTED or not recipe.pretrain_epochs:
+            if distributed.is_primary() and formula is not INTERRUPTED:  # one formula run serves every seed
+                extra["timing"].update(pretrain_seconds=extra["timing"]["formula_seconds"],
+                                       pretrain_shared_across_seeds=True)
             return formula
     pre_dir = pretrain_dir(runs_dir, recipe, arch, seed)
     pre_cfg = recipe.pretrain_config(arch, seed, str(pre_dir), data, init_from=formula)
@@ -415,7 +418,9 @@ def ensure_pretraining(recipe: Recipe, arch: str, seed: int, extra: dict[str, An
         return INTERRUPTED
     if distributed.is_primary():
         extra["pretraining"] = pretraining_summary(pre_dir)
-        extra["timing"]["pretrain_seconds"] = extra["pretraining"]["train_seconds"]
+        # the formula-driven pretraining before it counts as pretraining too (formula_seconds: its part)
+        extra["timing"]["pretrain_seconds"] = (extra["pretraining"]["train_seconds"]
+                                               + extra["timing"].get("formula_seconds", 0.0))
         if recipe.pretrain_pool == "shared":  # one pretraining serves every seed: count it once, not per seed
             extra["timing"]["pretrain_shared_across_seeds"] = True
     return str(pre_dir)
@@ -425,7 +430,7 @@ def ensure_formula_pretraining(recipe: Recipe, arch: str, extra: dict[str, Any],
                                progress: bool, log: Callable[[str], None], train_fn: Callable) -> str:
     """The formula-driven pretraining run of ``arch`` (:meth:`Recipe.formula_config`), its fractal images written
     and the run trained first unless finished; :data:`INTERRUPTED` when interrupted. Records it in ``extra``
-    (``formula_pretraining`` and its time)."""
+    (``formula_pretraining``, and its time as ``formula_seconds``, which ``pretrain_seconds`` includes)."""
     from hotspot_jax.data.fractaldb import write_fractaldb
     from hotspot_jax.train import distributed
 
