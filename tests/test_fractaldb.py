@@ -4,6 +4,7 @@ own-task run that starts the in-domain pretraining, and no InfraredSolarModules 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -52,8 +53,33 @@ def test_diverging_and_degenerate_systems_fail_the_filling_rule():
     assert fractaldb.filling_rate(to_a_point, rng) == 0.0
     sierpinski = np.array([[0.5, 0, 0, 0.5, 0, 0], [0.5, 0, 0, 0.5, 0.5, 0], [0.5, 0, 0, 0.5, 0.25, 0.5]])
     assert 0.2 < fractaldb.filling_rate(sierpinski, rng) < 0.6
-    for ifs in fractaldb.search_classes(5, np.random.default_rng(3)):
-        assert fractaldb.MAPS[0] <= len(ifs) <= fractaldb.MAPS[1] and np.abs(ifs).max() <= 1.0
+    # the search keeps exactly the systems that pass the rule, in order (replayed with the same stream)
+    found = fractaldb.search_classes(8, np.random.default_rng(3))
+    replay, kept, rejected = np.random.default_rng(3), [], 0
+    while len(kept) < 8:
+        ifs = fractaldb.sample_ifs(replay)
+        if fractaldb.filling_rate(ifs, replay) >= fractaldb.MIN_FILL:
+            kept.append(ifs)
+        else:
+            rejected += 1
+    assert rejected > 0 and len(found) == 8 and all(np.array_equal(a, b) for a, b in zip(found, kept))
+    assert all(fractaldb.MAPS[0] <= len(ifs) <= fractaldb.MAPS[1] for ifs in found)
+
+
+def test_an_existing_folder_is_never_overwritten_and_a_failed_write_leaves_nothing(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "a").mkdir(parents=True)
+    (mine / "a" / "1.png").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="not a folder of formula images"):
+        fractaldb.write_fractaldb(mine, 2, 4)
+    assert (mine / "a" / "1.png").read_bytes() == b"x"
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fractaldb.write_fractaldb(tmp_path / "f", 3, 4, progress=stop)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
 
 def test_formula_keys_leave_committed_recipes_alone_and_name_their_own_pretraining(tmp_path):
@@ -107,7 +133,24 @@ def test_formula_then_in_domain_pretraining_then_the_run_on_a_tiny_cnn(tmp_path)
     assert calls[1][2] == str(fdir) and calls[2][2] == str(pdir)
     formula_manifest = json.loads((fdir / "manifest.json").read_text())
     used = set(formula_manifest["splits"]["train"]) | set(formula_manifest["splits"]["val"])
-    assert used and all(i.startswith("fractal") for i in used) and not used & set(data.ids)
+    assert len(used) == 3 * 8 - len(formula_manifest["splits"]["test"]) and all(i.startswith("fractal") for i in used)
+    # the no-leak check walks the whole chain: the hotspot run's source, and the formula run behind it; an image
+    # the in-domain pretraining trained on is still refused as a validation image of a target
+    from hotspot_jax.data import SplitManifest
+    from hotspot_jax.data.tasks import check_no_leak
+    from hotspot_jax.errors import DataError
+    from hotspot_jax.train.loop import init_from_chain
+    from hotspot_jax.reproduce.runner import run_dir
+
+    run_config = json.loads((run_dir(tmp_path / "runs", "tiny-formula", TINY, 0) / "config.json").read_text())
+    chain = init_from_chain(run_config["run"]["init_from_checkpoint"])
+    assert [where for where, _ in chain] == [str(pdir), str(fdir)]
+    target = SplitManifest.from_json(run_dir(tmp_path / "runs", "tiny-formula", TINY, 0) / "manifest.json")
+    check_no_leak(chain, target)
+    seen = json.loads((pdir / "manifest.json").read_text())["splits"]["train"][0]
+    leaky = dataclasses.replace(target, splits={**target.splits, "val": (*target.splits["val"], seen)})
+    with pytest.raises(DataError, match="trained or selected"):
+        check_no_leak(chain, leaky)
     pre_config = json.loads((pdir / "config.json").read_text())
     assert str(fdir) in pre_config["run"]["init_from_checkpoint"]
     summary = json.loads(result_path(tmp_path / "results", "tiny-formula", TINY, 0).read_text())
@@ -118,6 +161,16 @@ def test_formula_then_in_domain_pretraining_then_the_run_on_a_tiny_cnn(tmp_path)
     calls.clear()
     assert run_grid(recipe, [TINY], [0], train_fn=recording, **kw)["skipped"] == [f"{TINY}-s0"]
     assert calls == []
+    # another batch size (not in the folder names): the finished formula run is set aside and trained again
+    from hotspot_jax.train.loop import RunResult
+
+    def interrupted(cfg, **kw):
+        calls.append((cfg.task, cfg.batch_size))
+        return RunResult(workdir=tmp_path, epochs_done=0, best=None, interrupted=True)
+
+    other = dataclasses.replace(recipe, batch_size=8)
+    assert run_grid(other, [TINY], [0], train_fn=interrupted, **kw)["interrupted"] == [f"{TINY}-s0"]
+    assert calls == [("own", 8)] and len(list(fdir.parent.glob(fdir.name + ".stale-*"))) == 1
 
 
 def test_formula_pretraining_alone_starts_a_classes12_run(tmp_path):
@@ -137,6 +190,6 @@ def test_formula_pretraining_alone_starts_a_classes12_run(tmp_path):
     assert rep["done"] == [f"{TINY}-s0"]
     summary = json.loads(result_path(tmp_path / "results", "tiny-formula-c12", TINY, 0).read_text())
     assert str(formula_dir(tmp_path / "runs", recipe, TINY)) in summary["train_config"]["init_from_checkpoint"]
-    assert summary["initialisation"].startswith("in-domain: own run") and "pretraining" not in summary
+    assert summary["initialisation"].startswith("own images: own run") and "pretraining" not in summary
     timing = summary["timing"]
     assert timing["pretrain_seconds"] == timing["formula_seconds"] > 0 and timing["pretrain_shared_across_seeds"]

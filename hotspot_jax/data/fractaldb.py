@@ -6,7 +6,9 @@ InfraredSolarModules is involved, so such a run can start any run without a leak
 Rendering suits the target images: a grey density map (log of the chaos-game visits per pixel, scaled to 0-255)
 on InfraredSolarModules' 40 x 24 grid (height x width), the attractor's bounding box stretched to fill it.
 A class is kept when its attractor is finite and fills at least :data:`MIN_FILL` of a 64 x 64 rendering, as
-FractalDB's filling-rate rule does. Everything is a function of ``seed`` (tests/test_fractaldb.py).
+FractalDB's filling-rate rule does; with the box stretched per axis that rejects mainly diverging and degenerate
+systems (about 80% of random ones pass). Everything is a function of ``seed`` and the constants below
+(tests/test_fractaldb.py).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def chaos_points(ifs: np.ndarray, rng: np.random.Generator, walkers: int = WALKE
 def density(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
     """Visits per pixel of ``shape`` (height, width), the box of the points' 0.5-99.5 percentiles stretched
     over it (the sparse outskirts outside it dropped); None when the points diverge or collapse to (nearly) a
-    point or a line."""
+    point or a line along an axis (a diagonal line is stretched over the image and fails the filling rate)."""
     if not np.isfinite(points).all() or (np.abs(points) > 1e6).any():
         return None
     lo, hi = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
@@ -123,19 +125,30 @@ def instance(ifs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
+def finished(out: Path, settings: dict) -> bool:
+    """True when ``out`` holds finished formula images of ``settings``; ConfigError when ``out`` exists and
+    holds anything else (it is never overwritten)."""
+    if not out.exists():
+        return False
+    if (out / DONE_FILE).is_file():
+        stored = json.loads((out / DONE_FILE).read_text())
+        if stored == settings:
+            return True
+        raise ConfigError(f"{out} holds formula images of other settings ({stored}); choose another folder")
+    raise ConfigError(f"{out} exists and is not a folder of formula images; choose another folder")
+
+
 def write_fractaldb(out: str | os.PathLike, n_classes: int, per_class: int, seed: int = 0,
                     progress: Callable[[int, int], None] | None = None) -> Path:
     """Write ``n_classes`` x ``per_class`` images to ``out/<class>/<n>.png`` and, last, ``out/fractaldb.json``;
-    a folder that already has it (same settings) is kept as it is. Written in a temporary folder beside
-    ``out`` and renamed, so an interrupted run leaves nothing half-made."""
+    a folder that already has it (same settings) is kept as it is, and any other existing ``out`` is refused,
+    never overwritten. Written in a temporary folder beside ``out`` and renamed, so ``out`` is never half-made
+    (a killed process can leave its hidden ``.<name>-*`` temporary folder behind)."""
     out = Path(out)
     settings = {"classes": n_classes, "per_class": per_class, "seed": seed, "shape": list(IMAGE_SHAPE[:2]),
                 "min_fill": MIN_FILL, "maps": list(MAPS), "weights": list(WEIGHTS), "walkers": WALKERS,
                 "steps": STEPS, "burn_in": BURN_IN, "box": "0.5-99.5 percentiles"}
-    if (out / DONE_FILE).is_file():
-        stored = json.loads((out / DONE_FILE).read_text())
-        if stored != settings:
-            raise ConfigError(f"{out} holds formula images of other settings ({stored}); choose another folder")
+    if finished(out, settings):
         return out
     if n_classes < 2 or per_class < 4:
         raise ConfigError("formula images need at least 2 classes and 4 images a class (a class is split 70/15/15)")
@@ -154,8 +167,8 @@ def write_fractaldb(out: str | os.PathLike, n_classes: int, per_class: int, seed
             if progress:
                 progress(k + 1, n_classes)
         (tmp / DONE_FILE).write_text(json.dumps(settings, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)  # a half-made folder of an older version; the finished one returned above
+        if finished(out, settings):  # another process finished the same images meanwhile
+            return out
         tmp.rename(out)
     finally:
         if tmp.exists():

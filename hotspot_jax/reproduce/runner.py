@@ -389,9 +389,10 @@ def start_run(recipe: Recipe, arch: str, seed: int, label: str, report: dict[str
 def ensure_pretraining(recipe: Recipe, arch: str, seed: int, extra: dict[str, Any], *, runs_dir, data, dataset,
                        weights: str | None, progress: bool, log: Callable[[str], None], train_fn: Callable) -> str | None:
     """The ``init_from`` of a run of ``recipe``: its in-domain pretraining run directory, trained first unless it
-    has finished (a shared one is trained once and reused by every seed and fold), or None without pretraining
-    (or with ImageNet ``weights``); :data:`INTERRUPTED` when that pretraining was interrupted. Records the
-    pretraining in ``extra`` (the run summary's ``pretraining`` and timing)."""
+    has finished (a shared one is trained once and reused by every seed and fold), started from the formula-driven
+    pretraining with ``formula_epochs`` (:func:`ensure_formula_pretraining`; that run itself without in-domain
+    pretraining), or None without either (or with ImageNet ``weights``); :data:`INTERRUPTED` when a pretraining was
+    interrupted. Records the pretraining in ``extra`` (the run summary's ``pretraining`` and timing)."""
     from hotspot_jax.train import distributed
 
     if not (recipe.pretrain_epochs or recipe.formula_epochs) or weights:
@@ -437,6 +438,9 @@ def ensure_formula_pretraining(recipe: Recipe, arch: str, extra: dict[str, Any],
     images = formula_images_dir(runs_dir, recipe)
     work = formula_dir(runs_dir, recipe, arch)
     cfg = recipe.formula_config(arch, str(work), str(images))
+    # a run of other settings (batch, momentum, weight decay: not in the folder name) is set aside, finished or not;
+    # the in-domain pretraining it started differs in the same settings, so it is set aside too
+    distributed.on_primary(lambda: bool(set_aside_stale_workdir(work, cfg, log)), "stale-formula")
     finished = distributed.on_primary(lambda: (work / "test_metrics.json").is_file(), "formula-pretrained")
     if not finished:
         def make_images() -> bool:
@@ -445,7 +449,6 @@ def ensure_formula_pretraining(recipe: Recipe, arch: str, extra: dict[str, Any],
             write_fractaldb(images, recipe.formula_classes, recipe.formula_per_class, seed=0)
             return True
         distributed.on_primary(make_images, "formula-images")
-        distributed.on_primary(lambda: bool(set_aside_stale_workdir(work, cfg, log)), "stale-formula")
         log(f"formula-driven pretraining ({recipe.formula_epochs} epochs on {images.name}) -> {work}")
         if train_fn(cfg, progress=progress, log=log, dataset=None).interrupted:
             return INTERRUPTED

@@ -287,7 +287,8 @@ def describe_initialisation(cfg: TrainConfig, num_classes: int) -> str:
     head = "its head kept" if task.num_classes == num_classes else "new head"
     left = {"hotspot": ", leaving out the hotspot split's held-out images",
             "hotspot-any-seed": ", leaving out every seed's hotspot split"}.get(run.get("leave_out"), "")
-    return (f"in-domain: {task.name} run {checkpoint.parent.parent.name} ({run['arch']}, {run['epochs']} epochs{left}; "
+    where = "own images" if task.name == "own" else "in-domain"  # e.g. formula-driven (fractal) images
+    return (f"{where}: {task.name} run {checkpoint.parent.parent.name} ({run['arch']}, {run['epochs']} epochs{left}; "
             f"{source.get('initialisation', 'scratch')}), checkpoint {checkpoint.parent.name}/{checkpoint.name}, {head}")
 
 
