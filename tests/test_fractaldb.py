@@ -193,3 +193,17 @@ def test_formula_pretraining_alone_starts_a_classes12_run(tmp_path):
     assert summary["initialisation"].startswith("own images: own run") and "pretraining" not in summary
     timing = summary["timing"]
     assert timing["pretrain_seconds"] == timing["formula_seconds"] > 0 and timing["pretrain_shared_across_seeds"]
+
+
+def test_lever_tables_name_the_formula_pretraining():
+    from hotspot_jax.reproduce.lever_table import _settings
+    from hotspot_jax.reproduce.recipes import get_recipe, with_overrides
+
+    def summary(recipe):
+        return {"recipe": recipe.to_dict(), "train_config": {"image_size": recipe.image_size}}
+
+    c12 = get_recipe("classes12")
+    assert _settings(summary(c12)).endswith("flip-shift, scratch")
+    assert _settings(summary(with_overrides(c12, ["formula_epochs=40"]))).endswith("flip-shift, fractals 100 x 100 40 ep")
+    both = with_overrides(get_recipe("best-v2"), ["formula_epochs=40"])
+    assert f"fractals 100 x 100 40 ep, pretrain {both.pretrain_epochs} ep" in _settings(summary(both))

@@ -47,6 +47,9 @@ def _settings(run: dict[str, Any]) -> str:
         parts.append(f"TTA {rec['tta']}")
     if rec.get("aspect", "square") != "square":
         parts.append("5:3 input")
+    if rec.get("formula_epochs"):  # formula-driven pretraining, before any in-domain one
+        parts.append(f"fractals {rec.get('formula_classes', 100)} x {rec.get('formula_per_class', 100)} "
+                     f"{rec['formula_epochs']} ep")
     if rec.get("pretrain_epochs"):
         pre = f"pretrain {rec['pretrain_epochs']} ep"
         if rec.get("pretrain_lr", 0.01) != 0.01:
@@ -54,7 +57,7 @@ def _settings(run: dict[str, Any]) -> str:
         if rec.get("pretrain_augment") is not None:
             pre += f" {rec['pretrain_augment']}"
         parts.append(pre)
-    else:
+    elif not rec.get("formula_epochs"):
         parts.append("scratch")
     if rec.get("task", "hotspot") != "hotspot":
         parts.insert(0, f"task {rec['task']}")
