@@ -159,6 +159,15 @@ class Recipe:
                 out[key] = getattr(self, key)
         return out
 
+    def input_size(self, arch: str) -> int | None:
+        """The recipe's image size for ``arch``, never below the network's minimum input (AlexNet needs 63 px);
+        None: the profile's."""
+        import architectures
+
+        if self.image_size is None:
+            return None
+        return max(self.image_size, architectures.get(arch).min_input_size)
+
     def pretrain_config(self, arch: str, seed: int, workdir: str, data: str | None = None,
                         init_from: str | None = None):
         """The TrainConfig of a run's in-domain pretraining: an ordinary classes12 run on the images the hotspot
@@ -168,11 +177,7 @@ class Recipe:
         :attr:`pretrain_online_augment`; started from ``init_from`` (the formula-driven pretraining) if given."""
         from hotspot_jax.train.config import TrainConfig
 
-        import architectures
-
-        size = self.image_size
-        if size is not None:
-            size = max(size, architectures.get(arch).min_input_size)
+        size = self.input_size(arch)
         return TrainConfig(
             arch=arch, data=data, epochs=self.pretrain_epochs, batch_size=self.batch_size, lr=self.pretrain_lr,
             momentum=self.momentum, weight_decay=self.weight_decay, image_size=size, profile="paper",
@@ -189,11 +194,7 @@ class Recipe:
         (seed 0: one per network, shared by every seed)."""
         from hotspot_jax.train.config import TrainConfig
 
-        import architectures
-
-        size = self.image_size
-        if size is not None:
-            size = max(size, architectures.get(arch).min_input_size)
+        size = self.input_size(arch)
         return TrainConfig(
             arch=arch, data=images, epochs=self.formula_epochs, batch_size=self.batch_size, lr=self.pretrain_lr,
             momentum=self.momentum, weight_decay=self.weight_decay, image_size=size, profile="paper", seed=0,
@@ -207,11 +208,7 @@ class Recipe:
         """The TrainConfig of one run of this recipe (``distill_from``: its teachers' run directories)."""
         from hotspot_jax.train.config import TrainConfig
 
-        import architectures
-
-        size = self.image_size
-        if size is not None:  # never below the network's minimum input (AlexNet needs 63 px)
-            size = max(size, architectures.get(arch).min_input_size)
+        size = self.input_size(arch)
         options = self.lever_options()
         if init_from:
             options["init_from"] = init_from
