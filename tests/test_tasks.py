@@ -96,6 +96,27 @@ def test_check_no_leak_catches_a_validation_or_test_image_and_augmented_copies(d
         check_no_leak([("ok", make_split(get_task("anomaly"), dataset, 0, leave_out="hotspot")), ("runs/x", leaky)], target)
 
 
+def test_a_confusion_png_of_a_thousand_classes_is_a_fixed_size_shading(tmp_path):
+    """A formula-driven run's 1,000 classes once asked matplotlib for a 60,000-pixel-square image (27 GB): above
+    MAX_NAMED_CLASSES the matrix is drawn as shading alone at 8 x 8 inches; the CSV keeps every prediction."""
+    from PIL import Image
+
+    from hotspot_jax.evaluate.multiclass import MAX_NAMED_CLASSES, write_multiclass_evaluation
+
+    k = 1000
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, k, 3000)
+    probs = rng.random((3000, k)).astype(np.float32)
+    write_multiclass_evaluation(tmp_path, "test", y, probs, np.arange(3000).astype(str), [f"c{i}" for i in range(k)])
+    with Image.open(tmp_path / "test_confusion.png") as im:
+        assert max(im.size) <= 8 * 110 + 1
+    assert len((tmp_path / "test_predictions.csv").read_text().splitlines()) == 3001
+    names = [f"c{i}" for i in range(MAX_NAMED_CLASSES)]  # up to the limit: names and counts, as before
+    write_multiclass_evaluation(tmp_path, "small", np.arange(MAX_NAMED_CLASSES), np.eye(MAX_NAMED_CLASSES), names, names)
+    with Image.open(tmp_path / "small_confusion.png") as im:
+        assert max(im.size) > 8 * 110 + 1
+
+
 def test_multiclass_metrics_and_hotspot_vs_rest():
     from hotspot_jax.evaluate.multiclass import hotspot_vs_rest, multiclass_metrics
 

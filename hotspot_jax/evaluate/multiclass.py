@@ -82,9 +82,23 @@ def draw_confusion(ax, cm: Sequence[Sequence[int]], class_names: Sequence[str], 
     ax.set_title(title, fontsize=title_size)
 
 
+MAX_NAMED_CLASSES = 40  # above this a confusion matrix is drawn as shading alone, at a fixed size
+
+
 def confusion_matrix_figure(cm: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> Figure:
-    """A K x K confusion matrix with class names, counts, and rows shaded by recall."""
+    """A K x K confusion matrix with class names, counts, and rows shaded by recall; with more than
+    :data:`MAX_NAMED_CLASSES` classes (e.g. a formula-driven run's 1,000) the shading alone on a fixed 8 x 8 inch
+    figure, as names and counts would not fit (and the figure would not fit in memory; the counts are in the CSV)."""
     k = len(class_names)
+    if k > MAX_NAMED_CLASSES:
+        fig = Figure(figsize=(8, 8), dpi=110, layout="constrained")
+        ax = fig.add_subplot()
+        cm = np.asarray(cm)
+        ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xlabel("predicted class (index)")
+        ax.set_ylabel("true class (index)")
+        ax.set_title(f"{title}\n{k} classes: rows shaded by their share; counts in the predictions CSV", fontsize=10)
+        return fig
     fig = Figure(figsize=(1.0 + 0.62 * k, 0.8 + 0.55 * k), dpi=110, layout="constrained")
     draw_confusion(fig.add_subplot(), cm, class_names, title)
     return fig
