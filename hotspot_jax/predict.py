@@ -460,9 +460,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--report {args.report} exists and is not a folder")
     sources = None if args.split else collect_images(args.images)
 
-    from hotspot_jax.train.restore import load_trained
+    from hotspot_jax.train.restore import load_trained, require_classifier
 
     tm = load_trained(checkpoint)
+    require_classifier(tm, "predict classes")
     if args.task is not None and args.task != tm.task.name:
         raise ConfigError(f"--checkpoint {checkpoint} is a {tm.task.name} model, not {args.task}")
     threshold, why = flag_threshold(args.threshold, tm.operating_point)

@@ -163,9 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
 
     from hotspot_jax.evaluate.report import format_metrics_table, output_paths, write_evaluation, write_json
-    from hotspot_jax.train.restore import load_trained
+    from hotspot_jax.train.restore import load_trained, require_classifier
 
     tm = load_trained(path)
+    require_classifier(tm, "be evaluated")
     if args.task is not None and args.task != tm.task.name:
         raise ConfigError(f"{path} is a {tm.task.name} run, not {args.task}; evaluate it without --task or with "
                           f"--task {tm.task.name}")

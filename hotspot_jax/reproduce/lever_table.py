@@ -50,6 +50,8 @@ def _settings(run: dict[str, Any]) -> str:
     if rec.get("formula_epochs"):  # formula-driven pretraining, before any in-domain one
         parts.append(f"fractals {rec.get('formula_classes', 100)} x {rec.get('formula_per_class', 100)} "
                      f"{rec['formula_epochs']} ep")
+    if rec.get("ssl_epochs"):  # self-supervised pretraining, before any in-domain one
+        parts.append(f"SimCLR {rec['ssl_epochs']} ep (lr {rec.get('ssl_lr', 0.1):g}, batch {rec.get('ssl_batch_size', 256)})")
     if rec.get("pretrain_epochs"):
         pre = f"pretrain {rec['pretrain_epochs']} ep"
         if rec.get("pretrain_lr", 0.01) != 0.01:
@@ -57,7 +59,7 @@ def _settings(run: dict[str, Any]) -> str:
         if rec.get("pretrain_augment") is not None:
             pre += f" {rec['pretrain_augment']}"
         parts.append(pre)
-    elif not rec.get("formula_epochs"):
+    elif not (rec.get("formula_epochs") or rec.get("ssl_epochs")):
         parts.append("scratch")
     if rec.get("task", "hotspot") != "hotspot":
         parts.insert(0, f"task {rec['task']}")

@@ -41,7 +41,8 @@ RECIPE_TASKS = ("hotspot", "anomaly", "classes12")
 ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none", "aspect": "square", "task": "hotspot",
                "no_anomaly_pools": "study", "pretrain_pool": "seed", "ema_decay": 0.0, "distill_teachers": None,
                "distill_weight": 0.5, "distill_temperature": 2.0, "pretrain_augment": None,
-               "pool_no_anomaly": 0, "formula_epochs": 0, "formula_classes": 100, "formula_per_class": 100}
+               "pool_no_anomaly": 0, "formula_epochs": 0, "formula_classes": 100, "formula_per_class": 100,
+               "ssl_epochs": 0, "ssl_lr": 0.1, "ssl_batch_size": 256}
 PRETRAIN_POOLS = ("seed", "shared")
 
 
@@ -90,6 +91,12 @@ class Recipe:
     formula_epochs: int = 0
     formula_classes: int = 100
     formula_per_class: int = 100
+    # self-supervised contrastive pretraining before the in-domain one (hotspot_jax.train.contrastive): epochs of a
+    # SimCLR run on the shared pretraining pool's images, labels unread, one per network, which starts the in-domain
+    # pretraining (or, without one, the run); 0: none. lr and batch: SimCLR's SGD at batch 256, not tuned here
+    ssl_epochs: int = 0
+    ssl_lr: float = 0.1
+    ssl_batch_size: int = 256
 
     def __post_init__(self):
         """ConfigError for a task that does not exist or cannot take the recipe's settings: the in-domain
@@ -119,6 +126,15 @@ class Recipe:
         if self.formula_epochs < 0 or self.formula_classes < 2 or self.formula_per_class < 4:
             raise ConfigError(f"recipe {self.name!r}: formula_epochs >= 0, formula_classes >= 2 and "
                               "formula_per_class >= 4 (each class is split 70/15/15)")
+        if self.ssl_epochs < 0 or self.ssl_batch_size < 2:
+            raise ConfigError(f"recipe {self.name!r}: ssl_epochs >= 0 and ssl_batch_size >= 2")
+        if self.ssl_epochs and self.formula_epochs:
+            raise ConfigError(f"recipe {self.name!r}: formula-driven and self-supervised pretraining both start the "
+                              "in-domain one; use one of formula_epochs and ssl_epochs")
+        if self.ssl_epochs and self.pretrain_pool != "shared":
+            raise ConfigError(f"recipe {self.name!r}: ssl_epochs trains on the shared pretraining pool (the images no "
+                              "seed's hotspot split validates or tests on): it needs pretrain_pool=shared and "
+                              "no_anomaly_pools=fixed")
         if self.pretrain_augment is not None:
             from hotspot_jax.train.levers import ONLINE_AUGMENTS  # imports JAX: only for a recipe that sets it
 
@@ -174,7 +190,8 @@ class Recipe:
         split of ``seed`` trains on or leaves unused (``leave_out="hotspot"``), or with ``pretrain_pool="shared"``
         on the images no seed's split validates or tests on (``leave_out="hotspot-any-seed"``, seed 0 for every
         seed); cosine schedule with one warmup epoch, the recipe's input and batch, and
-        :attr:`pretrain_online_augment`; started from ``init_from`` (the formula-driven pretraining) if given."""
+        :attr:`pretrain_online_augment`; started from ``init_from`` (the formula-driven or self-supervised
+        pretraining) if given."""
         from hotspot_jax.train.config import TrainConfig
 
         size = self.input_size(arch)
@@ -200,6 +217,20 @@ class Recipe:
             momentum=self.momentum, weight_decay=self.weight_decay, image_size=size, profile="paper", seed=0,
             workdir=workdir, task="own", lr_schedule="cosine", warmup_epochs=1 if self.formula_epochs > 1 else 0,
             online_augment=self.pretrain_online_augment, aspect=self.aspect, keep=1,
+        )
+
+    def ssl_config(self, arch: str, workdir: str, data: str | None = None):
+        """The TrainConfig of a network's self-supervised pretraining: a contrastive run (SimCLR views,
+        ``crop-flip-jitter``) on the shared pretraining pool's images (the classes12 split that leaves out every
+        seed's hotspot split, labels unread), cosine schedule, the recipe's input (seed 0: one per network)."""
+        from hotspot_jax.train.config import TrainConfig
+
+        return TrainConfig(
+            arch=arch, data=data, epochs=self.ssl_epochs, batch_size=self.ssl_batch_size, lr=self.ssl_lr,
+            momentum=self.momentum, weight_decay=self.weight_decay, image_size=self.input_size(arch), profile="paper",
+            seed=0, workdir=workdir, task="classes12", leave_out="hotspot-any-seed", no_anomaly_pools="fixed",
+            lr_schedule="cosine", warmup_epochs=1 if self.ssl_epochs > 1 else 0, online_augment="crop-flip-jitter",
+            objective="contrastive", aspect=self.aspect, keep=1,
         )
 
     def train_config(self, arch: str, seed: int, workdir: str, data: str | None = None,

@@ -49,7 +49,22 @@ def pretrain_dir(runs_dir: str | Path, recipe: Recipe, arch: str, seed: int) -> 
         key += f"-{recipe.no_anomaly_pools}pools"
     if recipe.formula_epochs:
         key += f"-from-{formula_key(recipe)}"
+    if recipe.ssl_epochs:
+        key += f"-from-{ssl_key(recipe)}"
     return Path(runs_dir) / "pretrain" / key
+
+
+def ssl_key(recipe: Recipe) -> str:
+    """The settings of a self-supervised (SimCLR) pretraining, as they name its folders."""
+    key = (f"simclr-{recipe.image_size or 'native'}px-e{recipe.ssl_epochs}-lr{recipe.ssl_lr:g}"
+           f"-b{recipe.ssl_batch_size}")
+    return key + (f"-{recipe.aspect}" if recipe.aspect != "square" else "")
+
+
+def ssl_dir(runs_dir: str | Path, recipe: Recipe, arch: str) -> Path:
+    """Where a network's self-supervised pretraining run lives: one per network and settings, shared by every
+    seed and recipe (its images are the shared pretraining pool's)."""
+    return Path(runs_dir) / "pretrain" / f"{arch}-{ssl_key(recipe)}"
 
 
 def formula_key(recipe: Recipe) -> str:
@@ -390,20 +405,22 @@ def ensure_pretraining(recipe: Recipe, arch: str, seed: int, extra: dict[str, An
                        weights: str | None, progress: bool, log: Callable[[str], None], train_fn: Callable) -> str | None:
     """The ``init_from`` of a run of ``recipe``: its in-domain pretraining run directory, trained first unless it
     has finished (a shared one is trained once and reused by every seed and fold), started from the formula-driven
-    pretraining with ``formula_epochs`` (:func:`ensure_formula_pretraining`; that run itself without in-domain
-    pretraining), or None without either (or with ImageNet ``weights``); :data:`INTERRUPTED` when a pretraining was
+    pretraining with ``formula_epochs`` (:func:`ensure_formula_pretraining`) or the self-supervised one with
+    ``ssl_epochs`` (:func:`ensure_ssl_pretraining`; that run itself without in-domain pretraining), or None without
+    any (or with ImageNet ``weights``); :data:`INTERRUPTED` when a pretraining was
     interrupted. Records the pretraining in ``extra`` (the run summary's ``pretraining`` and timing)."""
     from hotspot_jax.train import distributed
 
-    if not (recipe.pretrain_epochs or recipe.formula_epochs) or weights:
+    if not (recipe.pretrain_epochs or recipe.formula_epochs or recipe.ssl_epochs) or weights:
         return None
-    formula = None
-    if recipe.formula_epochs:
-        formula = ensure_formula_pretraining(recipe, arch, extra, runs_dir=runs_dir, progress=progress, log=log,
-                                             train_fn=train_fn)
+    formula = None  # the run before the in-domain pretraining: formula-driven or self-supervised
+    if recipe.formula_epochs or recipe.ssl_epochs:
+        before = ensure_formula_pretraining if recipe.formula_epochs else ensure_ssl_pretraining
+        formula = before(recipe, arch, extra, runs_dir=runs_dir, progress=progress, log=log, train_fn=train_fn,
+                         data=data, dataset=dataset)
         if formula is INTERRUPTED or not recipe.pretrain_epochs:
-            if distributed.is_primary() and formula is not INTERRUPTED:  # one formula run serves every seed
-                extra["timing"].update(pretrain_seconds=extra["timing"]["formula_seconds"],
+            if distributed.is_primary() and formula is not INTERRUPTED:  # one such run serves every seed
+                extra["timing"].update(pretrain_seconds=_first_stage_seconds(extra),
                                        pretrain_shared_across_seeds=True)
             return formula
     pre_dir = pretrain_dir(runs_dir, recipe, arch, seed)
@@ -420,18 +437,49 @@ def ensure_pretraining(recipe: Recipe, arch: str, seed: int, extra: dict[str, An
     if distributed.is_primary():
         extra["pretraining"] = pretraining_summary(pre_dir)
         # the formula-driven pretraining before it counts as pretraining too (formula_seconds: its part)
-        extra["timing"]["pretrain_seconds"] = (extra["pretraining"]["train_seconds"]
-                                               + extra["timing"].get("formula_seconds", 0.0))
+        extra["timing"]["pretrain_seconds"] = extra["pretraining"]["train_seconds"] + _first_stage_seconds(extra)
         if recipe.pretrain_pool == "shared":  # one pretraining serves every seed: count it once, not per seed
             extra["timing"]["pretrain_shared_across_seeds"] = True
     return str(pre_dir)
 
 
+def _first_stage_seconds(extra: dict[str, Any]) -> float:
+    """The training time of the formula-driven or self-supervised run before the in-domain pretraining (0: none)."""
+    return extra["timing"].get("formula_seconds", 0.0) + extra["timing"].get("ssl_seconds", 0.0)
+
+
+def ensure_ssl_pretraining(recipe: Recipe, arch: str, extra: dict[str, Any], *, runs_dir, progress: bool,
+                           log: Callable[[str], None], train_fn: Callable, data=None, dataset=None) -> str:
+    """The self-supervised pretraining run of ``arch`` (:meth:`Recipe.ssl_config`), trained first unless finished;
+    :data:`INTERRUPTED` when interrupted. Records it in ``extra`` (``ssl_pretraining``, and its time as
+    ``ssl_seconds``, which ``pretrain_seconds`` includes)."""
+    from hotspot_jax.train import distributed
+
+    work = ssl_dir(runs_dir, recipe, arch)
+    cfg = recipe.ssl_config(arch, str(work), data)
+    # a run of other settings (momentum, weight decay: not in the folder name) is set aside, finished or not
+    distributed.on_primary(lambda: bool(set_aside_stale_workdir(work, cfg, log)), "stale-ssl")
+    finished = distributed.on_primary(lambda: (work / "test_metrics.json").is_file(), "ssl-pretrained")
+    if not finished:
+        log(f"self-supervised pretraining (SimCLR, {recipe.ssl_epochs} epochs on the shared pretraining pool, labels "
+            f"unread) -> {work}")
+        if train_fn(cfg, progress=progress, log=log, dataset=dataset).interrupted:
+            return INTERRUPTED
+    else:
+        log(f"self-supervised pretraining: reusing {work}")
+    if distributed.is_primary():
+        extra["ssl_pretraining"] = pretraining_summary(work)
+        extra["timing"]["ssl_seconds"] = extra["ssl_pretraining"]["train_seconds"]
+    return str(work)
+
+
 def ensure_formula_pretraining(recipe: Recipe, arch: str, extra: dict[str, Any], *, runs_dir,
-                               progress: bool, log: Callable[[str], None], train_fn: Callable) -> str:
+                               progress: bool, log: Callable[[str], None], train_fn: Callable, data=None,
+                               dataset=None) -> str:
     """The formula-driven pretraining run of ``arch`` (:meth:`Recipe.formula_config`), its fractal images written
     and the run trained first unless finished; :data:`INTERRUPTED` when interrupted. Records it in ``extra``
-    (``formula_pretraining``, and its time as ``formula_seconds``, which ``pretrain_seconds`` includes)."""
+    (``formula_pretraining``, and its time as ``formula_seconds``, which ``pretrain_seconds`` includes). ``data``
+    and ``dataset`` (the dataset's) are not read: the fractal images are its data."""
     from hotspot_jax.data.fractaldb import write_fractaldb
     from hotspot_jax.train import distributed
 

@@ -124,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--distill-temperature", type=float, metavar="T",
         help=f"the softmax temperature T > 0 of teachers and student in the distillation term (default with "
         f"--distill-from: {DISTILL_TEMPERATURE})")
+    from hotspot_jax.train.contrastive import OBJECTIVES, PROJECTION_DIM, TEMPERATURE
+
+    arg("--objective", choices=OBJECTIVES,
+        help="supervised: the labels' cross-entropy; contrastive: self-supervised pretraining (SimCLR's NT-Xent): each "
+        "training image seen as two --online-augment views (crop-flip-jitter is made for it), the labels never read, "
+        "the head a projection; validation reads the loss and how often a view's nearest view is its partner, and no "
+        f"test split is read. Start a run from it with --init-from (a new head) (default: {_D['objective']})")
+    arg("--projection-dim", type=int, metavar="N",
+        help=f"a contrastive run's projection size, its head's outputs (default: {PROJECTION_DIM})")
+    arg("--contrastive-temperature", type=float, metavar="T",
+        help=f"a contrastive run's NT-Xent temperature (default: {TEMPERATURE})")
     arg("--no-progress", action="store_true", help="no progress bars (default: show them)")
     from hotspot_jax.train import distributed
 

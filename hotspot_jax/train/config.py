@@ -29,6 +29,8 @@ IDENTITY_FIELDS = (
     "cv_fold",
     # knowledge distillation (hotspot_jax.train.distill); None: off
     "distill_checkpoints", "distill_weight", "distill_temperature",
+    # self-supervised contrastive runs (hotspot_jax.train.contrastive); supervised: the labels' cross-entropy
+    "objective", "projection_dim", "contrastive_temperature",
 )
 
 
@@ -82,6 +84,11 @@ class TrainConfig:
     distill_checkpoints: list[str] | None = None  # filled by resolve(): the checkpoint directory each teacher names
     distill_weight: float | None = None  # A in (1 - A) * hard loss + A * T^2 * KL; None: 0.5 with teachers
     distill_temperature: float | None = None  # T; None: 2.0 with teachers
+    # supervised (the labels' cross-entropy) | contrastive (SimCLR's NT-Xent on two views, labels unread;
+    # hotspot_jax.train.contrastive): the head then has projection_dim outputs
+    objective: str = "supervised"
+    projection_dim: int | None = None  # None: 128 for a contrastive run
+    contrastive_temperature: float | None = None  # None: 0.2 for a contrastive run
 
     @property
     def epochs_schedule(self) -> int | None:
@@ -200,6 +207,7 @@ class TrainConfig:
             init_checkpoint = str(resolve_checkpoint(Path(self.init_from).expanduser(), "--init-from").resolve())
             init_from = str(Path(self.init_from).expanduser().resolve())
         distill = _resolve_distill(self.distill_from, self.distill_weight, self.distill_temperature)
+        contrastive = self._resolve_contrastive(distill)
         suffix = "" if task_name == "hotspot" else f"-{task_name}"
         fold = "-cv{}of{}".format(*cv_fold.split("/")) if cv_fold else ""
         workdir = self.workdir or os.path.join("runs", f"{spec.name}{suffix}-s{self.seed}-{size}px{fold}")
@@ -208,8 +216,41 @@ class TrainConfig:
         return dataclasses.replace(
             self, arch=spec.name, image_size=size, pretrained=pretrained, pretrained_sha256=sha, workdir=workdir,
             init_from=init_from, init_from_checkpoint=init_checkpoint, task=task_name, data=resolve_data(self.data),
-            cv_fold=cv_fold, **distill,
+            cv_fold=cv_fold, **distill, **contrastive,
         )
+
+    def _resolve_contrastive(self, distill: dict[str, Any]) -> dict[str, Any]:
+        """``projection_dim`` and ``contrastive_temperature`` of a resolved config (their defaults for a contrastive
+        run, None otherwise); ConfigError for a setting a contrastive run cannot take (tests/test_contrastive.py)."""
+        from hotspot_jax.train.contrastive import OBJECTIVES, PROJECTION_DIM, TEMPERATURE
+
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown --objective {self.objective!r}; use one of {', '.join(OBJECTIVES)}")
+        if self.objective == "supervised":
+            for option, value in (("--projection-dim", self.projection_dim),
+                                  ("--contrastive-temperature", self.contrastive_temperature)):
+                if value is not None:
+                    raise ConfigError(f"{option} is for a contrastive run (--objective contrastive)")
+            return {}
+        dim = PROJECTION_DIM if self.projection_dim is None else self.projection_dim
+        temperature = TEMPERATURE if self.contrastive_temperature is None else float(self.contrastive_temperature)
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
+            raise ConfigError(f"--projection-dim must be a whole number >= 2, got {dim!r}")
+        if not (0.0 < temperature < float("inf")):
+            raise ConfigError(f"--contrastive-temperature must be a finite number > 0, got {temperature}")
+        if self.online_augment == "none":
+            raise ConfigError("--objective contrastive compares two augmented views of each image: give --online-augment "
+                              "(crop-flip-jitter is made for it)")
+        refused = [option for option, on in (("--label-smoothing", self.label_smoothing), ("--mixup-alpha", self.mixup_alpha),
+                                             ("--distill-from", distill["distill_from"]),
+                                             ("--tta", self.tta != "none")) if on]
+        if refused:
+            raise ConfigError(f"--objective contrastive reads no labels and has no classes: {', '.join(refused)} "
+                              "does not apply")
+        if self.batch_size < 2:
+            raise ConfigError("--objective contrastive needs --batch-size >= 2: the other images of a batch are the "
+                              "negatives")
+        return {"projection_dim": dim, "contrastive_temperature": temperature}
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -237,7 +278,8 @@ class TrainConfig:
 _LEVER_DEFAULTS = {"epochs_schedule": None, "lr_schedule": "constant", "warmup_epochs": 0, "online_augment": "none",
                    "no_anomaly_ratio": 1.0, "task": "hotspot", "leave_out": None, "init_from_checkpoint": None,
                    "no_anomaly_pools": "study", "pool_no_anomaly": 0, "ema_decay": 0.0, "cv_fold": None, "distill_checkpoints": None,
-                   "distill_weight": None, "distill_temperature": None}
+                   "distill_weight": None, "distill_temperature": None, "objective": "supervised",
+                   "projection_dim": None, "contrastive_temperature": None}
 
 
 def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:

@@ -61,11 +61,13 @@ def _check_teacher(checkpoint: str, taught: Path | None, manifest, task, held: s
     from hotspot_jax.data import SplitManifest
     from hotspot_jax.data.tasks import HELD_OUT, check_no_leak, source_ids, task_of_config
     from hotspot_jax.train.loop import init_from_chain
-    from hotspot_jax.train.restore import read_config
+    from hotspot_jax.train.restore import is_contrastive, read_config
 
     workdir = Path(checkpoint).parent.parent
     name = f"--distill-from {workdir}" + ("" if taught is None else f" (a teacher of --distill-from teacher {taught})")
     config = read_config(workdir)
+    if is_contrastive(config):
+        raise ConfigError(f"{name}: a self-supervised contrastive run has no classes to teach")
     teacher_task = task_of_config(config)
     if teacher_task.name != task.name or list(teacher_task.class_names) != list(task.class_names):
         raise ConfigError(f"{name}: a {teacher_task.name} run with {teacher_task.num_classes} "

@@ -10,7 +10,10 @@ ordinary classes12 run that a run starts from with ``init_from``).
   about the image's mean and a brightness offset of up to ``MAX_BRIGHTNESS`` grey levels, clipped to 0-255)
   or ``flip-shift-erase`` (then, with probability ``ERASE_P``, random erasing (Zhong et al., 2017): one
   rectangle of ``ERASE_AREA`` of the image's area and aspect in ``ERASE_ASPECT`` set to the image's mean),
-  drawn per image from the step's dropout key, on the uint8 images before preprocessing.
+  or ``crop-flip-jitter`` (the views of a contrastive run, hotspot_jax.train.contrastive: a random crop of
+  ``CROP_AREA`` of the image and relative aspect in ``CROP_ASPECT``, resized back to the image's size, bilinear,
+  then flips and the jitter above), drawn per image from the step's dropout key, on the uint8 images before
+  preprocessing.
 * ``no_anomaly_ratio``: training No-Anomaly images per (augmented) training hotspot; above 1 the extra
   images come from the No-Anomaly images the split leaves unused, which therefore leave the
   realistic-prevalence test set (validation and the balanced test set do not change).
@@ -29,13 +32,15 @@ import optax
 from hotspot_jax.errors import ConfigError, DataError
 
 SCHEDULES = ("constant", "cosine")
-ONLINE_AUGMENTS = ("none", "flip", "flip-shift", "flip-shift-jitter", "flip-shift-erase")
+ONLINE_AUGMENTS = ("none", "flip", "flip-shift", "flip-shift-jitter", "flip-shift-erase", "crop-flip-jitter")
 MAX_SHIFT = 3  # pixels (of the 40x24 source image)
 MAX_CONTRAST = 1.25  # contrast factor drawn log-uniformly in [1/1.25, 1.25] (flip-shift-jitter)
 MAX_BRIGHTNESS = 20.0  # grey levels (of 255) added or subtracted, uniformly (flip-shift-jitter)
 ERASE_P = 0.5  # probability that an image gets an erased rectangle (flip-shift-erase; Zhong et al.'s default)
 ERASE_AREA = (0.02, 0.2)  # the rectangle's share of the image area, uniform (Zhong et al.: up to 0.4; a hotspot is small)
 ERASE_ASPECT = (0.3, 3.3)  # the rectangle's height / width, log-uniform (Zhong et al.'s)
+CROP_AREA = (0.35, 1.0)  # crop-flip-jitter: the crop's share of the image area, uniform (SimCLR: 0.08-1 of a photo)
+CROP_ASPECT = (3 / 4, 4 / 3)  # the crop's aspect relative to the image's, log-uniform (SimCLR's)
 
 
 # ------------------------------------------------------------------------------------------ schedule
@@ -115,6 +120,28 @@ def _erase(image: jax.Array, key: jax.Array) -> jax.Array:
     return jnp.where(inside, fill, image)
 
 
+def _crop(image: jax.Array, key: jax.Array) -> jax.Array:
+    """A random crop of the uint8 image (area share in CROP_AREA, aspect in CROP_ASPECT relative to the image's,
+    inside the image) resized back to the image's size, bilinear, rounded to uint8 (SimCLR's random resized crop)."""
+    k_area, k_aspect, k_y, k_x = jax.random.split(key, 4)
+    h, w = image.shape[0], image.shape[1]
+    area = jax.random.uniform(k_area, (), minval=CROP_AREA[0], maxval=CROP_AREA[1])
+    aspect = jnp.exp(jax.random.uniform(k_aspect, (), minval=math.log(CROP_ASPECT[0]), maxval=math.log(CROP_ASPECT[1])))
+    ch = jnp.clip(h * jnp.sqrt(area * aspect), 1.0, h)
+    cw = jnp.clip(w * jnp.sqrt(area / aspect), 1.0, w)
+    y0 = jax.random.uniform(k_y, ()) * (h - ch)
+    x0 = jax.random.uniform(k_x, ()) * (w - cw)
+    scale = jnp.stack([h / ch, w / cw])
+    out = jax.image.scale_and_translate(image.astype(jnp.float32), image.shape, (0, 1), scale,
+                                        -jnp.stack([y0, x0]) * scale, method="linear", antialias=False)
+    return jnp.clip(jnp.round(out), 0, 255).astype(image.dtype)
+
+
+def _crop_flip_jitter(image: jax.Array, key: jax.Array) -> jax.Array:
+    k_crop, k_flip, k_jitter = jax.random.split(key, 3)
+    return _jitter(_flip_shift(_crop(image, k_crop), k_flip, 0), k_jitter)
+
+
 def online_augment_fn(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
     """``(images (N, H, W, C), key) -> images`` for ``kind``, or None for ``none`` (jit-able)."""
     if kind == "none":
@@ -125,6 +152,8 @@ def online_augment_fn(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array] 
     after = {"flip-shift-jitter": _jitter, "flip-shift-erase": _erase}.get(kind)
 
     def one(image: jax.Array, key: jax.Array) -> jax.Array:
+        if kind == "crop-flip-jitter":
+            return _crop_flip_jitter(image, key)
         if after is None:  # flip and flip-shift draw from the key itself, as their committed runs did
             return _flip_shift(image, key, shift)
         k_geometry, k_after = jax.random.split(key)

@@ -178,6 +178,19 @@ def _subset(split, n: int | None, seed: int, tag: int):
     return ArraySplit(split.images[keep], split.labels[keep], split.ids[keep], split.class_names)
 
 
+def _originals(split, log: Callable[[str], None]):
+    """``split`` without its offline-augmented copies (ids ``<id>@<op>``): a contrastive run's negatives are the
+    other images of a batch, and a copy of the same module would be a false one (tests/test_contrastive.py)."""
+    from hotspot_jax.data import ArraySplit
+
+    keep = np.array(["@" not in str(i) for i in split.ids], bool)
+    if keep.all():
+        return split
+    log(f"contrastive: {int((~keep).sum())} offline-augmented copies left out of training (each would be a false "
+        "negative of its original)")
+    return ArraySplit(split.images[keep], split.labels[keep], split.ids[keep], split.class_names)
+
+
 def load_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progress: bool = True):
     """The split manifest of the run's task and the arrays of every split (counts printed)."""
     return load_run_data(cfg, log, dataset, progress)[1:]
@@ -195,6 +208,10 @@ def load_run_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, pr
         from hotspot_jax.data.cv import make_fold_split
 
         manifest = make_fold_split(ds, manifest, cfg.cv_fold)
+    if cfg.objective == "contrastive":  # its training images only, some to validate on (hotspot_jax.train.contrastive)
+        from hotspot_jax.train.contrastive import unlabelled_split
+
+        manifest = unlabelled_split(ds, manifest)
     arrays = dict(materialize(ds, manifest))
     if task.name == "hotspot":
         manifest, arrays = levers.add_no_anomaly(ds, manifest, arrays, cfg.no_anomaly_ratio, cfg.seed)
@@ -202,6 +219,8 @@ def load_run_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, pr
     elif cfg.no_anomaly_ratio != 1.0:
         raise ConfigError(f"--no-anomaly-ratio applies to the hotspot task, not {task.name}")
     arrays = {k: v for k, v in arrays.items() if len(v) or k in ("train", "val")}  # a leave-out split has no test
+    if cfg.objective == "contrastive":
+        arrays["train"] = _originals(arrays["train"], log)
     arrays["train"] = _subset(arrays["train"], cfg.limit_train, cfg.seed, 1)
     for k, name in enumerate(("val", *EVAL_SPLITS)):
         if name in arrays:
@@ -237,8 +256,9 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array, task) -> dict[str
     import architectures
 
     head = architectures.get(cfg.arch).classifier
+    outputs = head_outputs(cfg, task)
     if cfg.init_from_checkpoint is not None:
-        return init_from_run(cfg, model, key, task.num_classes)
+        return init_from_run(cfg, model, key, outputs)
     if cfg.pretrained is None:
         return init_variables(model, key, cfg.input_hw)
     try:
@@ -246,7 +266,7 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array, task) -> dict[str
     except ImportError as err:
         raise ConfigError(f"--pretrained needs the weights_convert package ({err})") from None
     try:
-        converted = convert(cfg.arch, cfg.pretrained, num_classes=task.num_classes, rng=key, input_size=cfg.image_size)
+        converted = convert(cfg.arch, cfg.pretrained, num_classes=outputs, rng=key, input_size=cfg.image_size)
     except HotspotError:
         raise
     except Exception as err:  # torch unpickling and friends: a bad file, reported as such
@@ -255,19 +275,26 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array, task) -> dict[str
     return replace_head(converted, fresh, head, cfg.pretrained)
 
 
+def head_outputs(cfg: TrainConfig, task) -> int:
+    """The head's outputs: the task's classes, or a contrastive run's projection size."""
+    return cfg.projection_dim if cfg.objective == "contrastive" else task.num_classes
+
+
 def init_from_run(cfg: TrainConfig, model, key: jax.Array, num_classes: int) -> dict[str, Any]:
     """The variables of the ``--init-from`` checkpoint for ``model``: the same architecture, every layer
     carried over (BatchNorm statistics too); the head is drawn afresh from the seed when the source
-    run's task has another class count, and kept otherwise."""
+    run's task has another class count or either run is contrastive (a projection is no classifier), and
+    kept otherwise (tests/test_contrastive.py)."""
     import architectures
 
-    from hotspot_jax.train.restore import load_trained
+    from hotspot_jax.train.restore import is_contrastive, load_trained
 
     source = load_trained(cfg.init_from_checkpoint)
     if source.arch != cfg.arch:
         raise ConfigError(f"--init-from {cfg.init_from}: a {source.arch} run cannot start a {cfg.arch} run")
     fresh = init_variables(model, key, cfg.input_hw)
-    same_head = source.task.num_classes == num_classes
+    same_head = (source.task.num_classes == num_classes and not is_contrastive(source.config)
+                 and cfg.objective != "contrastive")
     head = () if same_head else architectures.get(cfg.arch).classifier
     return replace_head(source.variables, fresh, head, f"--init-from {cfg.init_from_checkpoint}")
 
@@ -284,10 +311,14 @@ def describe_initialisation(cfg: TrainConfig, num_classes: int) -> str:
     source = read_config(checkpoint.parent.parent)
     run = source["run"]
     task = task_of_config(source)
-    head = "its head kept" if task.num_classes == num_classes else "new head"
+    contrastive = source["run"].get("objective", "supervised") == "contrastive"
+    head = "its head kept" if task.num_classes == num_classes and not (contrastive or cfg.objective == "contrastive") \
+        else "new head"
     left = {"hotspot": ", leaving out the hotspot split's held-out images",
             "hotspot-any-seed": ", leaving out every seed's hotspot split"}.get(run.get("leave_out"), "")
     where = "own images" if task.name == "own" else "in-domain"  # e.g. formula-driven (fractal) images
+    if contrastive:
+        where += ", self-supervised (contrastive, labels unread)"
     return (f"{where}: {task.name} run {checkpoint.parent.parent.name} ({run['arch']}, {run['epochs']} epochs{left}; "
             f"{source.get('initialisation', 'scratch')}), checkpoint {checkpoint.parent.name}/{checkpoint.name}, {head}")
 
@@ -604,11 +635,13 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
     primary = distributed.is_primary()
     workdir = Path(cfg.workdir)
     train_split, val_split = arrays["train"], arrays["val"]
-    train_step = make_train_step(model, tx, cfg.input_hw, devices, augment=levers.online_augment_fn(cfg.online_augment),
+    augment = levers.online_augment_fn(cfg.online_augment)
+    train_step = make_train_step(model, tx, cfg.input_hw, devices, augment=augment,
                                  label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup_alpha,
                                  ema_decay=cfg.ema_decay, distill_weight=cfg.distill_weight,
-                                 distill_temperature=cfg.distill_temperature or 2.0)
-    eval_step = make_eval_step(model, cfg.input_hw, devices, tta=cfg.tta)
+                                 distill_temperature=cfg.distill_temperature or 2.0,
+                                 contrastive_temperature=cfg.contrastive_temperature)
+    validate = _validation(cfg, model, augment, devices, progress)
     rep = replicate(state, devices)
     history, best = meta["history"], meta["best"]
     delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
@@ -654,7 +687,7 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
                 ckpts.save(step, unreplicate(rep), meta)
                 return RunResult(workdir, epoch, best, interrupted=True, checkpoint=ckpts.latest_dir / str(step))
 
-            val = evaluate_split(eval_step, rep, val_split, cfg.eval_batch_size, devices, "validate", progress)
+            val = validate(rep, val_split)
             step = (epoch + 1) * steps
             record = {
                 "epoch": epoch + 1,
@@ -665,7 +698,7 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
                 "train_accuracy": sums.accuracy / sums.steps,
                 "val_loss": val["loss"],
                 "val_accuracy": val["accuracy"],
-                **_val_extras(val_split, val),
+                **(_val_extras(val_split, val) if cfg.objective == "supervised" else {}),
                 "train_seconds": round(seconds, 3),
                 "images_per_second": round((steps - first) * cfg.batch_size / max(seconds, 1e-9), 1),
             }
@@ -688,6 +721,20 @@ def _run_epochs(cfg, model, tx, state, meta, arrays, ckpts, devices, dropout_key
             if vote.now() if vote is not None else stop.requested:
                 return RunResult(workdir, epoch + 1, best, interrupted=True, checkpoint=ckpts.latest_dir / str(step))
     return RunResult(workdir, meta["epochs_done"], best)
+
+
+def _validation(cfg, model, augment, devices, progress: bool) -> Callable:
+    """``(replicated state, split) -> {"loss", "accuracy", ...}``: the class predictions of a supervised run
+    (:func:`evaluate_split`), or a contrastive run's NT-Xent loss and retrieval accuracy on fixed views
+    (hotspot_jax.train.contrastive.evaluate_views)."""
+    if cfg.objective == "contrastive":
+        from hotspot_jax.train import contrastive
+
+        step = contrastive.make_eval_step(model, cfg.input_hw, cfg.contrastive_temperature, augment, devices)
+        return lambda rep, split: contrastive.evaluate_views(step, rep, split, cfg.batch_size, devices, "validate",
+                                                             progress)
+    step = make_eval_step(model, cfg.input_hw, devices, tta=cfg.tta)
+    return lambda rep, split: evaluate_split(step, rep, split, cfg.eval_batch_size, devices, "validate", progress)
 
 
 def _take(metrics, sums: EpochSums, epoch: int, batch: int, ckpts: RunCheckpoints, bar) -> None:
@@ -731,6 +778,27 @@ def _choose_operating_point(cfg, val_split, eval_step, rep, devices, checkpoint,
     return point
 
 
+def _contrastive_evaluation(cfg, tm, arrays, devices, progress: bool, log) -> dict[str, Any]:
+    """A contrastive run's test_metrics.json: its best checkpoint's validation reading (NT-Xent loss, retrieval
+    accuracy); no test split is read, as a projection predicts no class."""
+    from hotspot_jax.train import contrastive
+
+    augment = levers.online_augment_fn(cfg.online_augment)
+    step = contrastive.make_eval_step(tm.model, tm.input_hw, cfg.contrastive_temperature, augment, devices)
+    rep = replicate({"params": tm.variables["params"], "batch_stats": tm.variables["batch_stats"]}, devices)
+    val = contrastive.evaluate_views(step, rep, arrays["val"], cfg.batch_size, devices, "val", progress)
+    out = {"arch": cfg.arch, "task": tm.task.name, "objective": "contrastive", "image_size": cfg.image_size,
+           "initialisation": tm.initialisation,
+           "checkpoint": {"path": str(tm.checkpoint), "epoch": tm.epoch, "rule": BEST_RULE},
+           "val": {"n": len(arrays["val"]), **val}}
+    log(f"contrastive run: validation NT-Xent loss {val['loss']:.4f}, retrieval accuracy {val['accuracy']:.4f} "
+        f"({val['views']} views); no test split is read (a projection has no classes): start a run from it with "
+        "--init-from")
+    if distributed.is_primary():
+        write_json_atomic(Path(cfg.workdir) / "test_metrics.json", out)
+    return out
+
+
 def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any]:
     """Evaluate the best checkpoint (through the restore API) on the test splits; write test_metrics.json.
 
@@ -745,6 +813,8 @@ def final_evaluation(cfg, arrays, devices, progress: bool, log) -> dict[str, Any
     workdir = Path(cfg.workdir)
     tm = load_trained(workdir)
     distributed.barrier("loaded")  # every process has read the run's files before process 0 rewrites them
+    if cfg.objective == "contrastive":
+        return _contrastive_evaluation(cfg, tm, arrays, devices, progress, log)
     eval_step = make_eval_step(tm.model, tm.input_hw, devices, tta=cfg.tta)
     rep = replicate({"params": tm.variables["params"], "batch_stats": tm.variables["batch_stats"]}, devices)
     out: dict[str, Any] = {

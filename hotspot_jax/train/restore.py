@@ -134,8 +134,21 @@ def build_model(config: dict[str, Any], bn_axis_name: str | None = None, impl: A
 
     run = config["run"]
     dtype = jnp.bfloat16 if run.get("dtype") == "bfloat16" else jnp.float32
-    classes = task_of_config(config).num_classes
-    return architectures.create(run["arch"], num_classes=classes, bn_axis_name=bn_axis_name, dtype=dtype, impl=impl)
+    outputs = run["projection_dim"] if is_contrastive(config) else task_of_config(config).num_classes
+    return architectures.create(run["arch"], num_classes=outputs, bn_axis_name=bn_axis_name, dtype=dtype, impl=impl)
+
+
+def is_contrastive(config: dict[str, Any]) -> bool:
+    """True for a self-supervised contrastive run (hotspot_jax.train.contrastive): its head is a projection with
+    ``projection_dim`` outputs, not a classifier."""
+    return config["run"].get("objective", "supervised") == "contrastive"
+
+
+def require_classifier(tm: "TrainedModel", use: str) -> None:
+    """ConfigError, one line, when ``tm`` is a contrastive run, whose head is no classifier and so cannot ``use``."""
+    if is_contrastive(tm.config):
+        raise ConfigError(f"{tm.checkpoint.parent.parent} is a self-supervised contrastive run: its head projects, it "
+                          f"does not classify, so it cannot {use}; start a run from it with --init-from")
 
 
 def abstract_variables(model: nn.Module, image_size: int | tuple[int, int]) -> dict[str, Any]:

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import optax
 
 from hotspot_jax.train import ema
+from hotspot_jax.train.contrastive import contrastive_loss
+from hotspot_jax.train.contrastive import two_views as contrastive_views
 from hotspot_jax.train.config import TTA_MODES
 
 AXIS = "batch"
@@ -122,6 +124,7 @@ def train_step_fn(
     model: nn.Module, tx: optax.GradientTransformation, image_size: int, aux_weight: float = AUX_WEIGHT,
     augment: Callable | None = None, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, ema_decay: float = 0.0,
     distill_weight: float | None = None, distill_temperature: float = 2.0,
+    contrastive_temperature: float | None = None,
 ) -> Callable:
     """The per-device step ``(state, images_u8, labels, key) -> (state, metrics)``, to be pmapped; with
     ``distill_weight`` (not None: knowledge distillation, hotspot_jax.train.distill) it is
@@ -134,14 +137,24 @@ def train_step_fn(
     preprocessed batch, ``mixup_alpha > 0``) with 2. With neither mixup nor ``label_smoothing`` the loss is
     the plain integer-label cross-entropy, as in the study. With ``ema_decay > 0`` the state's ``"ema"`` moves
     towards the new variables (hotspot_jax.train.ema); it never feeds back into the update.
+
+    With ``contrastive_temperature`` (not None: a self-supervised run, hotspot_jax.train.contrastive) the labels
+    are not read: ``augment`` draws two views of every image (keys folded with 1 and 2 of the augmentation key),
+    the loss is NT-Xent over the global batch's views and ``accuracy`` the share of views whose nearest view is
+    their partner (no mixup, smoothing or distillation: the configuration refuses them).
     """
 
     distill = distill_weight is not None
+    contrastive = contrastive_temperature is not None
+    if contrastive and augment is None:
+        raise ValueError("a contrastive step needs an online augmentation to draw its two views")
 
     def step(state, images, labels, *rest):
         teacher, key = rest if distill else (None, rest[0])
         key = jax.random.fold_in(jax.random.fold_in(key, state["step"]), jax.lax.axis_index(AXIS))
-        if augment is not None:
+        if contrastive:
+            images = contrastive_views(images, jax.random.fold_in(key, 1), augment)
+        elif augment is not None:
             images = augment(images, jax.random.fold_in(key, 1))
         x = _preprocess(images, image_size)
         if mixup_alpha > 0:
@@ -152,6 +165,8 @@ def train_step_fn(
                 teacher = lam_t * teacher + (1 - lam_t) * teacher[perm]
 
         def data_loss(logits):
+            if contrastive:
+                return contrastive_loss(logits, contrastive_temperature, AXIS)[0]
             if not (mixup_alpha > 0 or label_smoothing > 0):
                 return jnp.mean(cross_entropy(logits, labels))
             logits = logits.astype(jnp.float32)
@@ -181,7 +196,10 @@ def train_step_fn(
         )
         grads = device_mean(grads)
         params, opt_state = apply_optimizer(tx, grads, state["opt_state"], state["params"])
-        accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+        if contrastive:
+            accuracy = contrastive_loss(logits, contrastive_temperature, AXIS)[1]
+        else:
+            accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
         metrics = device_mean({"loss": loss, "total_loss": total, "accuracy": accuracy})
         new_state = {
             "step": state["step"] + 1,
@@ -209,13 +227,14 @@ def make_train_step(
     ema_decay: float = 0.0,
     distill_weight: float | None = None,
     distill_temperature: float = 2.0,
+    contrastive_temperature: float | None = None,
 ) -> Callable:
     """pmapped train step: state replicated (donated), images ``(D, B/D, H, W, 1)`` uint8, labels ``(D, B/D)``
     (and with ``distill_weight`` the teachers' probabilities ``(D, B/D, K)`` after them)."""
     distill = distill_weight is not None
     return jax.pmap(
         train_step_fn(model, tx, image_size, aux_weight, augment, label_smoothing, mixup_alpha, ema_decay,
-                      distill_weight, distill_temperature),
+                      distill_weight, distill_temperature, contrastive_temperature),
         axis_name=AXIS,
         in_axes=(0, 0, 0, 0, None) if distill else (0, 0, 0, None),
         donate_argnums=(0,),
