@@ -70,6 +70,17 @@ def test_the_crop_view_keeps_shape_and_range_and_a_full_crop_is_the_image(monkey
     monkeypatch.setattr(levers, "CROP_ASPECT", (1.0, 1.0))
     whole = levers._crop(jnp.asarray(images[0]), jax.random.PRNGKey(3))
     np.testing.assert_array_equal(np.asarray(whole), images[0])
+    # a quarter of the area at the image's aspect: half the height and half the width, each enlarged x2, so a
+    # ramp along one axis keeps half its rise over the output and stays flat along the other axis
+    monkeypatch.setattr(levers, "CROP_AREA", (0.25, 0.25))
+    rows = np.broadcast_to((np.arange(40) * 5)[:, None, None], (40, 24, 1)).astype(np.uint8)
+    cols = np.broadcast_to((np.arange(24) * 10)[None, :, None], (40, 24, 1)).astype(np.uint8)
+    for key in range(3):
+        r = np.asarray(levers._crop(jnp.asarray(rows), jax.random.PRNGKey(key))).astype(int)[..., 0]
+        c = np.asarray(levers._crop(jnp.asarray(cols), jax.random.PRNGKey(key))).astype(int)[..., 0]
+        assert (r == r[:, :1]).all() and (c == c[:1]).all()
+        assert abs((r[-1, 0] - r[0, 0]) - 5 * 39 / 2) <= 2 and abs((c[0, -1] - c[0, 0]) - 10 * 23 / 2) <= 2
+        assert 0 <= r[0, 0] <= 5 * 20 and 0 <= c[0, 0] <= 10 * 12  # the crop starts inside the first half
 
 
 @pytest.mark.parametrize("options,match", [
@@ -80,6 +91,9 @@ def test_the_crop_view_keeps_shape_and_range_and_a_full_crop_is_the_image(monkey
     ({"online_augment": "flip", "batch_size": 1}, "--batch-size >= 2"),
     ({"online_augment": "flip", "projection_dim": 1}, "--projection-dim"),
     ({"online_augment": "flip", "contrastive_temperature": 0.0}, "--contrastive-temperature"),
+    ({"online_augment": "flip", "no_anomaly_ratio": 2.0}, "--no-anomaly-ratio"),
+    ({"online_augment": "flip", "no_anomaly_pools": "fixed", "pool_no_anomaly": 100}, "--pool-no-anomaly"),
+    ({"online_augment": "flip", "cv_fold": "1/5"}, "--cv-fold"),
 ])
 def test_a_contrastive_configuration_refuses_what_needs_labels_or_one_view(options, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
@@ -134,9 +148,11 @@ def test_a_tiny_contrastive_run_learns_is_read_back_and_starts_a_supervised_run(
     ssl = TrainConfig(arch=TINY, epochs=2, batch_size=16, lr=0.05, image_size=16, task="classes12",
                       leave_out="hotspot", objective="contrastive", online_augment="crop-flip-jitter",
                       projection_dim=2, workdir=str(tmp_path / "ssl"))
-    logs = []
-    result = train(ssl, progress=False, log=logs.append, dataset=data)
-    assert any("offline-augmented copies left out of training" in m for m in logs)  # Cell's x4 copies
+    result = train(ssl, progress=False, log=lambda m: None, dataset=data)
+    manifest = json.loads((tmp_path / "ssl" / "manifest.json").read_text())
+    # originals only: Cell (under 300 training images) would get x4 offline copies in a supervised classes12 run
+    assert manifest["config"]["augment_classes"] == [] and manifest["counts"]["train_augmented"] == \
+        manifest["counts"]["train"] and not any("@" in i for i in manifest["splits"]["train"])
     history = [json.loads(line) for line in (tmp_path / "ssl" / "metrics.jsonl").read_text().splitlines()]
     assert len(history) == 2 and "val_macro_f1" not in history[0]
     tm_json = json.loads((tmp_path / "ssl" / "test_metrics.json").read_text())
@@ -172,11 +188,14 @@ def test_recipe_keys_chain_simclr_then_in_domain_pretraining_then_the_run(tmp_pa
     from hotspot_jax.data import SplitManifest
     from hotspot_jax.data.tasks import check_no_leak
     from hotspot_jax.reproduce.lever_table import _settings
-    from hotspot_jax.reproduce.recipes import RECIPES, Recipe, with_overrides
+    from hotspot_jax.reproduce.recipes import ADDED_LATER, RECIPES, Recipe, with_overrides
     from hotspot_jax.reproduce.runner import pretrain_dir, result_path, run_dir, run_grid, ssl_dir
     from hotspot_jax.train.loop import init_from_chain, train
 
-    assert RECIPES["best-v2"].fingerprint() == with_overrides(RECIPES["best-v2"], ["ssl_epochs=0"]).fingerprint()
+    defaults = Recipe(name="", description="")  # left out of fingerprints at their defaults: committed runs stay
+    assert {k: getattr(defaults, k) for k in ("ssl_epochs", "ssl_lr", "ssl_batch_size")} == \
+        {k: ADDED_LATER[k] for k in ("ssl_epochs", "ssl_lr", "ssl_batch_size")}
+    assert RECIPES["best-v2"].fingerprint() != with_overrides(RECIPES["best-v2"], ["ssl_epochs=1"]).fingerprint()
     for bad, match in ((["ssl_epochs=5"], "pretrain_pool=shared"),
                        (["ssl_epochs=5", "formula_epochs=5", "pretrain_pool=shared", "no_anomaly_pools=fixed"],
                         "use one of formula_epochs and ssl_epochs")):
@@ -216,3 +235,65 @@ def test_recipe_keys_chain_simclr_then_in_domain_pretraining_then_the_run(tmp_pa
     calls.clear()
     assert run_grid(recipe, [TINY], [0], train_fn=recording, **kw)["skipped"] == [f"{TINY}-s0"] and calls == []
     assert "SimCLR 1 ep (lr 0.1, batch 32)" in _settings({"recipe": recipe.to_dict()})
+
+
+TWO_DEVICES = r"""
+import json
+import jax, numpy as np
+jax.config.update("jax_disable_most_optimizations", True)
+assert jax.local_device_count() == 2, jax.devices()
+from test_train_tiny import TinyNet
+from hotspot_jax.data import ArraySplit
+from hotspot_jax.train import contrastive
+from hotspot_jax.train.batching import shard
+from hotspot_jax.train.loop import replicate
+from hotspot_jax.train.optimizer import sgd_momentum
+from hotspot_jax.train.state import create_state, init_variables
+from hotspot_jax.train.step import make_train_step
+
+model = TinyNet(num_classes=6, bn_axis_name="batch", dropout_rate=0.0)
+tx = sgd_momentum(0.1, 0.9, 1e-3)
+same = lambda x, k: x[:, ::-1]  # views independent of the keys (which fold in the device index)
+state0 = create_state(init_variables(model, jax.random.PRNGKey(0), 12), tx)
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (3, 8, 40, 24, 1), dtype=np.uint8)
+val = ArraySplit(rng.integers(0, 256, (10, 40, 24, 1), dtype=np.uint8), np.zeros(10, np.int32),
+                 np.arange(10).astype(str), ("a", "b"))
+out = {}
+for n in (1, 2):
+    devices = jax.devices()[:n]
+    step = make_train_step(model, tx, 12, devices, augment=same, contrastive_temperature=0.5)
+    rep = replicate(state0, devices)
+    losses = []
+    for s in range(3):
+        rep, m = step(rep, shard(images[s], n), shard(np.zeros(8, np.int32), n), jax.random.PRNGKey(1))
+        losses.append(float(m["loss"][0]))
+    ev = contrastive.evaluate_views(contrastive.make_eval_step(model, 12, 0.5, same, devices), rep, val, 4, devices,
+                                    "v", False)
+    leaves = [np.asarray(x)[0] for x in jax.tree.leaves({"p": rep["params"], "b": rep["batch_stats"]})]
+    out[n] = {"losses": losses, "leaves": leaves, "eval": ev}
+diff = max(float(np.abs(a - b).max()) for a, b in zip(out[1]["leaves"], out[2]["leaves"]))
+print(json.dumps({"diff": diff, "losses": [out[1]["losses"], out[2]["losses"]],
+                  "eval": [out[1]["eval"], out[2]["eval"]]}))
+"""
+
+
+def test_two_devices_see_the_global_batch_as_one_device_does():
+    """The negatives are the global batch's (all_gather): with views that do not depend on the keys, 1 and 2
+    devices give the same losses, weights and validation reading (10 images in batches of 4: the last one padded)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", TWO_DEVICES], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(r["losses"][0], r["losses"][1], rtol=1e-5)
+    assert r["diff"] < 1e-5, r
+    one, two = r["eval"]
+    assert one["views"] == two["views"] == 20
+    assert abs(one["loss"] - two["loss"]) < 1e-5 and one["accuracy"] == two["accuracy"]

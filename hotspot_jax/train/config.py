@@ -247,6 +247,12 @@ class TrainConfig:
         if refused:
             raise ConfigError(f"--objective contrastive reads no labels and has no classes: {', '.join(refused)} "
                               "does not apply")
+        refused = [option for option, on in (("--no-anomaly-ratio", self.no_anomaly_ratio != 1.0),
+                                             ("--pool-no-anomaly", self.pool_no_anomaly),
+                                             ("--cv-fold", self.cv_fold is not None)) if on]
+        if refused:
+            raise ConfigError(f"--objective contrastive trains on its split's training images alone: {', '.join(refused)} "
+                              "(which draws or splits them by label) does not apply")
         if self.batch_size < 2:
             raise ConfigError("--objective contrastive needs --batch-size >= 2: the other images of a batch are the "
                               "negatives")

@@ -5,7 +5,10 @@ labels are never read: each training image is seen as two views drawn by the run
 (``crop-flip-jitter``, :mod:`hotspot_jax.train.levers`), the network's head (``projection_dim`` outputs, the
 projection) maps both, and the NT-Xent loss asks each view to pick its partner out of every other view of the
 batch. Validation reads the same loss and the share of views whose nearest view is their partner (``accuracy``),
-on views drawn with fixed keys, so epochs compare. What a later run keeps is the backbone: ``--init-from`` a
+on views drawn with fixed keys, so epochs compare (views depend on the device count, as training's do: compare runs
+on one device count). The best checkpoint is the epoch with the highest retrieval accuracy (ties: lower loss),
+the loop's rule. The projection is the network's own last linear layer (SimCLR found a two-layer MLP projection
+better; not built). What a later run keeps is the backbone: ``--init-from`` a
 contrastive run always draws a new head (hotspot_jax.train.loop.init_from_run). Tested in tests/test_contrastive.py.
 """
 
@@ -24,8 +27,9 @@ VAL_FRACTION = 0.15  # of the task split's training images, set aside to validat
 
 
 def unlabelled_split(dataset, manifest):
-    """The split a contrastive run uses: its task split's training images only, a seeded :data:`VAL_FRACTION` of
-    them set aside to validate on, no test. The task split's own validation and test images are not read, so a
+    """The split a contrastive run uses: its task split's training images only, originals (no class gets the offline
+    augmentation: a copy of a module would be a false negative of it), a seeded :data:`VAL_FRACTION` of them set
+    aside to validate on, no test. The task split's own validation and test images are not read, so a
     supervised run of the same split can start from it and still choose its checkpoint on images the contrastive
     run never saw (the no-leak check, hotspot_jax.data.tasks.check_no_leak; tests/test_contrastive.py)."""
     import dataclasses
@@ -42,9 +46,10 @@ def unlabelled_split(dataset, manifest):
     names = tuple(manifest.class_names)
     counts = {name: _count(task_labels(manifest.task, dataset.labels[dataset.indices(s)]), len(names), names)
               for name, s in splits.items()}
-    counts["train_augmented"] = dict(counts["train"])  # the offline copies are left out (loop._originals)
+    counts["train_augmented"] = dict(counts["train"])  # no offline copy: one would be a false negative of its original
     where = f"{manifest.left_out}; " if manifest.left_out else ""
     return dataclasses.replace(manifest, splits=splits, counts=counts,
+                               config=dataclasses.replace(manifest.config, augment_classes=()),
                                left_out=f"{where}contrastive: the split's training images only, "
                                         f"{VAL_FRACTION:g} of them to validate")
 
@@ -57,7 +62,7 @@ def nt_xent(z: jax.Array, temperature: float, valid: jax.Array | None = None) ->
     z = z.astype(jnp.float32)
     n = z.shape[0]
     b = n // 2
-    z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+    z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-24))  # no NaN gradient at 0
     sim = z @ z.T / temperature
     partner = (jnp.arange(n) + b) % n
     keep = ~jnp.eye(n, dtype=bool)

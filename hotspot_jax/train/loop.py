@@ -178,19 +178,6 @@ def _subset(split, n: int | None, seed: int, tag: int):
     return ArraySplit(split.images[keep], split.labels[keep], split.ids[keep], split.class_names)
 
 
-def _originals(split, log: Callable[[str], None]):
-    """``split`` without its offline-augmented copies (ids ``<id>@<op>``): a contrastive run's negatives are the
-    other images of a batch, and a copy of the same module would be a false one (tests/test_contrastive.py)."""
-    from hotspot_jax.data import ArraySplit
-
-    keep = np.array(["@" not in str(i) for i in split.ids], bool)
-    if keep.all():
-        return split
-    log(f"contrastive: {int((~keep).sum())} offline-augmented copies left out of training (each would be a false "
-        "negative of its original)")
-    return ArraySplit(split.images[keep], split.labels[keep], split.ids[keep], split.class_names)
-
-
 def load_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, progress: bool = True):
     """The split manifest of the run's task and the arrays of every split (counts printed)."""
     return load_run_data(cfg, log, dataset, progress)[1:]
@@ -219,8 +206,6 @@ def load_run_data(cfg: TrainConfig, log: Callable[[str], None], dataset=None, pr
     elif cfg.no_anomaly_ratio != 1.0:
         raise ConfigError(f"--no-anomaly-ratio applies to the hotspot task, not {task.name}")
     arrays = {k: v for k, v in arrays.items() if len(v) or k in ("train", "val")}  # a leave-out split has no test
-    if cfg.objective == "contrastive":
-        arrays["train"] = _originals(arrays["train"], log)
     arrays["train"] = _subset(arrays["train"], cfg.limit_train, cfg.seed, 1)
     for k, name in enumerate(("val", *EVAL_SPLITS)):
         if name in arrays:
