@@ -450,61 +450,63 @@ def _first_stage_seconds(extra: dict[str, Any]) -> float:
 
 def ensure_ssl_pretraining(recipe: Recipe, arch: str, extra: dict[str, Any], *, runs_dir, progress: bool,
                            log: Callable[[str], None], train_fn: Callable, data=None, dataset=None) -> str:
-    """The self-supervised pretraining run of ``arch`` (:meth:`Recipe.ssl_config`), trained first unless finished;
-    :data:`INTERRUPTED` when interrupted. Records it in ``extra`` (``ssl_pretraining``, and its time as
-    ``ssl_seconds``, which ``pretrain_seconds`` includes)."""
-    from hotspot_jax.train import distributed
-
+    """The self-supervised pretraining run of ``arch`` (:meth:`Recipe.ssl_config`) on the dataset's shared
+    pretraining pool, through :func:`_ensure_first_stage` (``ssl_pretraining``, ``ssl_seconds``)."""
     work = ssl_dir(runs_dir, recipe, arch)
-    cfg = recipe.ssl_config(arch, str(work), data)
-    # a run of other settings (momentum, weight decay: not in the folder name) is set aside, finished or not
-    distributed.on_primary(lambda: bool(set_aside_stale_workdir(work, cfg, log)), "stale-ssl")
-    finished = distributed.on_primary(lambda: (work / "test_metrics.json").is_file(), "ssl-pretrained")
-    if not finished:
-        log(f"self-supervised pretraining (SimCLR, {recipe.ssl_epochs} epochs on the shared pretraining pool, labels "
-            f"unread) -> {work}")
-        if train_fn(cfg, progress=progress, log=log, dataset=dataset).interrupted:
-            return INTERRUPTED
-    else:
-        log(f"self-supervised pretraining: reusing {work}")
-    if distributed.is_primary():
-        extra["ssl_pretraining"] = pretraining_summary(work)
-        extra["timing"]["ssl_seconds"] = extra["ssl_pretraining"]["train_seconds"]
-    return str(work)
+    return _ensure_first_stage(
+        "ssl", work, recipe.ssl_config(arch, str(work), data), extra, dataset=dataset,
+        starting=f"self-supervised pretraining (SimCLR, {recipe.ssl_epochs} epochs on the shared pretraining pool, "
+                 f"labels unread) -> {work}",
+        reusing=f"self-supervised pretraining: reusing {work}", progress=progress, log=log, train_fn=train_fn)
 
 
 def ensure_formula_pretraining(recipe: Recipe, arch: str, extra: dict[str, Any], *, runs_dir,
                                progress: bool, log: Callable[[str], None], train_fn: Callable, data=None,
                                dataset=None) -> str:
     """The formula-driven pretraining run of ``arch`` (:meth:`Recipe.formula_config`), its fractal images written
-    and the run trained first unless finished; :data:`INTERRUPTED` when interrupted. Records it in ``extra``
-    (``formula_pretraining``, and its time as ``formula_seconds``, which ``pretrain_seconds`` includes). ``data``
-    and ``dataset`` (the dataset's) are not read: the fractal images are its data."""
+    first, through :func:`_ensure_first_stage` (``formula_pretraining``, ``formula_seconds``). ``data`` and
+    ``dataset`` (the dataset's) are not read: the fractal images are its data."""
     from hotspot_jax.data.fractaldb import write_fractaldb
-    from hotspot_jax.train import distributed
 
     images = formula_images_dir(runs_dir, recipe)
     work = formula_dir(runs_dir, recipe, arch)
-    cfg = recipe.formula_config(arch, str(work), str(images))
-    # a run of other settings (batch, momentum, weight decay: not in the folder name) is set aside, finished or not;
-    # the in-domain pretraining it started differs in the same settings, so it is set aside too
-    distributed.on_primary(lambda: bool(set_aside_stale_workdir(work, cfg, log)), "stale-formula")
-    finished = distributed.on_primary(lambda: (work / "test_metrics.json").is_file(), "formula-pretrained")
+
+    def make_images() -> bool:
+        if not (images / "fractaldb.json").is_file():
+            log(f"formula images: {recipe.formula_classes} fractal classes x {recipe.formula_per_class} -> {images}")
+        write_fractaldb(images, recipe.formula_classes, recipe.formula_per_class, seed=0)
+        return True
+
+    return _ensure_first_stage(
+        "formula", work, recipe.formula_config(arch, str(work), str(images)), extra, dataset=None,
+        prepare=make_images, starting=f"formula-driven pretraining ({recipe.formula_epochs} epochs on {images.name}) "
+                                      f"-> {work}",
+        reusing=f"formula-driven pretraining: reusing {work}", progress=progress, log=log, train_fn=train_fn)
+
+
+def _ensure_first_stage(kind: str, work: Path, cfg, extra: dict[str, Any], *, dataset, starting: str, reusing: str,
+                        progress: bool, log: Callable[[str], None], train_fn: Callable,
+                        prepare: Callable[[], bool] | None = None) -> str:
+    """The run before the in-domain pretraining (``kind``: ``formula`` or ``ssl``) in ``work``: reused when finished;
+    a run of other settings (batch, momentum, weight decay: not in the folder name) is set aside first, finished or
+    not (the in-domain pretraining it started differs in the same settings, so it is set aside too); otherwise
+    ``prepare`` (on process 0) and ``cfg`` trained. :data:`INTERRUPTED` when interrupted. Records it in ``extra`` as
+    ``<kind>_pretraining`` and its time as ``<kind>_seconds``, which ``pretrain_seconds`` includes."""
+    from hotspot_jax.train import distributed
+
+    distributed.on_primary(lambda: bool(set_aside_stale_workdir(work, cfg, log)), f"stale-{kind}")
+    finished = distributed.on_primary(lambda: (work / "test_metrics.json").is_file(), f"{kind}-pretrained")
     if not finished:
-        def make_images() -> bool:
-            if not (images / "fractaldb.json").is_file():
-                log(f"formula images: {recipe.formula_classes} fractal classes x {recipe.formula_per_class} -> {images}")
-            write_fractaldb(images, recipe.formula_classes, recipe.formula_per_class, seed=0)
-            return True
-        distributed.on_primary(make_images, "formula-images")
-        log(f"formula-driven pretraining ({recipe.formula_epochs} epochs on {images.name}) -> {work}")
-        if train_fn(cfg, progress=progress, log=log, dataset=None).interrupted:
+        if prepare is not None:
+            distributed.on_primary(prepare, f"{kind}-prepare")
+        log(starting)
+        if train_fn(cfg, progress=progress, log=log, dataset=dataset).interrupted:
             return INTERRUPTED
     else:
-        log(f"formula-driven pretraining: reusing {work}")
+        log(reusing)
     if distributed.is_primary():
-        extra["formula_pretraining"] = pretraining_summary(work)
-        extra["timing"]["formula_seconds"] = extra["formula_pretraining"]["train_seconds"]
+        extra[f"{kind}_pretraining"] = pretraining_summary(work)
+        extra["timing"][f"{kind}_seconds"] = extra[f"{kind}_pretraining"]["train_seconds"]
     return str(work)
 
 
