@@ -272,16 +272,23 @@ def init_from_run(cfg: TrainConfig, model, key: jax.Array, num_classes: int) -> 
     kept otherwise (tests/test_contrastive.py)."""
     import architectures
 
-    from hotspot_jax.train.restore import is_contrastive, load_trained
+    from hotspot_jax.train.restore import load_trained
 
     source = load_trained(cfg.init_from_checkpoint)
     if source.arch != cfg.arch:
         raise ConfigError(f"--init-from {cfg.init_from}: a {source.arch} run cannot start a {cfg.arch} run")
     fresh = init_variables(model, key, cfg.input_hw)
-    same_head = (source.task.num_classes == num_classes and not is_contrastive(source.config)
-                 and cfg.objective != "contrastive")
-    head = () if same_head else architectures.get(cfg.arch).classifier
+    head = () if keeps_head(cfg, source.config, num_classes) else architectures.get(cfg.arch).classifier
     return replace_head(source.variables, fresh, head, f"--init-from {cfg.init_from_checkpoint}")
+
+
+def keeps_head(cfg: TrainConfig, source_config: dict[str, Any], num_classes: int) -> bool:
+    """True when an ``--init-from`` source's head carries over: the same class count, and neither run contrastive."""
+    from hotspot_jax.data.tasks import task_of_config
+    from hotspot_jax.train.restore import is_contrastive
+
+    return (task_of_config(source_config).num_classes == num_classes and not is_contrastive(source_config)
+            and cfg.objective != "contrastive")
 
 
 def describe_initialisation(cfg: TrainConfig, num_classes: int) -> str:
@@ -290,19 +297,17 @@ def describe_initialisation(cfg: TrainConfig, num_classes: int) -> str:
     if cfg.init_from_checkpoint is None:
         return cfg.initialisation
     from hotspot_jax.data.tasks import task_of_config
-    from hotspot_jax.train.restore import read_config
+    from hotspot_jax.train.restore import is_contrastive, read_config
 
     checkpoint = Path(cfg.init_from_checkpoint)
     source = read_config(checkpoint.parent.parent)
     run = source["run"]
     task = task_of_config(source)
-    contrastive = source["run"].get("objective", "supervised") == "contrastive"
-    head = "its head kept" if task.num_classes == num_classes and not (contrastive or cfg.objective == "contrastive") \
-        else "new head"
+    head = "its head kept" if keeps_head(cfg, source, num_classes) else "new head"
     left = {"hotspot": ", leaving out the hotspot split's held-out images",
             "hotspot-any-seed": ", leaving out every seed's hotspot split"}.get(run.get("leave_out"), "")
     where = "own images" if task.name == "own" else "in-domain"  # e.g. formula-driven (fractal) images
-    if contrastive:
+    if is_contrastive(source):
         where += ", self-supervised (contrastive, labels unread)"
     return (f"{where}: {task.name} run {checkpoint.parent.parent.name} ({run['arch']}, {run['epochs']} epochs{left}; "
             f"{source.get('initialisation', 'scratch')}), checkpoint {checkpoint.parent.name}/{checkpoint.name}, {head}")
