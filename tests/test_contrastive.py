@@ -91,6 +91,7 @@ def test_the_crop_view_keeps_shape_and_range_and_a_full_crop_is_the_image(monkey
     ({"online_augment": "flip", "batch_size": 1}, "--batch-size >= 2"),
     ({"online_augment": "flip", "projection_dim": 1}, "--projection-dim"),
     ({"online_augment": "flip", "contrastive_temperature": 0.0}, "--contrastive-temperature"),
+    ({"online_augment": "flip", "projection_hidden": 1}, "--projection-hidden"),
     ({"online_augment": "flip", "no_anomaly_ratio": 2.0}, "--no-anomaly-ratio"),
     ({"online_augment": "flip", "no_anomaly_pools": "fixed", "pool_no_anomaly": 100}, "--pool-no-anomaly"),
     ({"online_augment": "flip", "cv_fold": "1/5"}, "--cv-fold"),
@@ -98,8 +99,9 @@ def test_the_crop_view_keeps_shape_and_range_and_a_full_crop_is_the_image(monkey
 def test_a_contrastive_configuration_refuses_what_needs_labels_or_one_view(options, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(arch=TINY, objective="contrastive", workdir=str(tmp_path / "w"), **options).resolve()
-    with pytest.raises(ConfigError, match="is for a contrastive run"):
-        TrainConfig(arch=TINY, projection_dim=64, workdir=str(tmp_path / "w")).resolve()
+    for option in ({"projection_dim": 64}, {"projection_hidden": 64}):
+        with pytest.raises(ConfigError, match="is for a contrastive run"):
+            TrainConfig(arch=TINY, workdir=str(tmp_path / "w"), **option).resolve()
     with pytest.raises(ConfigError, match="unknown --objective"):
         TrainConfig(arch=TINY, objective="byol", workdir=str(tmp_path / "w")).resolve()
     cfg = TrainConfig(arch=TINY, objective="contrastive", online_augment="flip", workdir=str(tmp_path / "w")).resolve()
@@ -179,6 +181,44 @@ def test_a_tiny_contrastive_run_learns_is_read_back_and_starts_a_supervised_run(
     assert not np.array_equal(start["params"]["fc"]["kernel"], source.variables["params"]["fc"]["kernel"])
 
 
+def test_an_mlp_projection_is_drawn_on_top_and_left_behind_by_the_run_it_starts(tmp_path, fast_compile):
+    """``projection_hidden``: the network's last layer gives the hidden width, ReLU, then ``projection`` to
+    ``projection_dim``; one epoch of a tiny run; a supervised run started from it takes the network's weights (not
+    the projection's) and draws its own head."""
+    from test_reproduce_levers import fake_dataset
+
+    from hotspot_jax.train.loop import init_from_run, train
+    from hotspot_jax.train.restore import build_model, load_trained
+
+    model = build_model({"run": {"arch": TINY, "objective": "contrastive", "projection_dim": 3,
+                                 "projection_hidden": 10}})
+    assert isinstance(model, contrastive.ProjectedNetwork)
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 16, 16, 1)), train=False)
+    assert variables["params"]["network"]["fc"]["kernel"].shape[-1] == 10
+    assert variables["params"]["projection"]["kernel"].shape == (10, 3)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (2, 16, 16, 1))
+    hidden = model.network.apply(contrastive.network_variables(variables), x, train=False)
+    p = variables["params"]["projection"]
+    np.testing.assert_allclose(model.apply(variables, x, train=False), jax.nn.relu(hidden) @ p["kernel"] + p["bias"],
+                               rtol=1e-5, atol=1e-6)
+    data = fake_dataset({"Hot-Spot": 30, "Hot-Spot-Multi": 30, "No-Anomaly": 200, "Cell": 40}, seed=3)
+    ssl = TrainConfig(arch=TINY, epochs=1, batch_size=16, lr=0.05, image_size=16, task="classes12",
+                      leave_out="hotspot", objective="contrastive", online_augment="crop-flip-jitter",
+                      projection_dim=3, projection_hidden=10, workdir=str(tmp_path / "ssl"))
+    train(ssl, progress=False, log=lambda m: None, dataset=data)
+    source = load_trained(tmp_path / "ssl")
+    assert set(source.variables["params"]) == {"network", "projection"}
+    target = TrainConfig(arch=TINY, epochs=1, batch_size=16, lr=0.01, image_size=16, init_from=str(tmp_path / "ssl"),
+                         workdir=str(tmp_path / "hot")).resolve()
+    head = build_model({"run": target.to_dict(), "classes": ["No-Anomaly", "Hotspot"]})
+    start = init_from_run(target, head, jax.random.PRNGKey(9), 2)
+    assert "projection" not in start["params"] and start["params"]["fc"]["kernel"].shape[-1] == 2
+    np.testing.assert_array_equal(start["params"]["conv1"]["kernel"],
+                                  source.variables["params"]["network"]["conv1"]["kernel"])
+    np.testing.assert_array_equal(start["batch_stats"]["bn1"]["mean"],
+                                  source.variables["batch_stats"]["network"]["bn1"]["mean"])
+
+
 def test_recipe_keys_chain_simclr_then_in_domain_pretraining_then_the_run(tmp_path, fast_compile):
     """``ssl_epochs`` through the grid runner: a contrastive run on the shared pretraining pool (no image any seed's
     hotspot split validates or tests on) starts the classes12 pretraining, which starts the hotspot run; the no-leak
@@ -235,6 +275,13 @@ def test_recipe_keys_chain_simclr_then_in_domain_pretraining_then_the_run(tmp_pa
     calls.clear()
     assert run_grid(recipe, [TINY], [0], train_fn=recording, **kw)["skipped"] == [f"{TINY}-s0"] and calls == []
     assert "SimCLR 1 ep (lr 0.1, batch 32)" in _settings({"recipe": recipe.to_dict()})
+    # an MLP projection names its own SimCLR run, and reaches the run's config
+    mlp = with_overrides(recipe, ["ssl_projection_hidden=64"])
+    assert ssl_dir(tmp_path, mlp, TINY).name.endswith("-b32-mlp64") and mlp.fingerprint() != recipe.fingerprint()
+    assert mlp.ssl_config(TINY, "w").projection_hidden == 64 and recipe.ssl_config(TINY, "w").projection_hidden is None
+    assert "MLP 64" in _settings({"recipe": mlp.to_dict()})
+    with pytest.raises(ConfigError, match="ssl_projection_hidden"):
+        with_overrides(recipe, ["ssl_projection_hidden=1"])
 
 
 TWO_DEVICES = r"""

@@ -51,7 +51,9 @@ def _settings(run: dict[str, Any]) -> str:
         parts.append(f"fractals {rec.get('formula_classes', 100)} x {rec.get('formula_per_class', 100)} "
                      f"{rec['formula_epochs']} ep")
     if rec.get("ssl_epochs"):  # self-supervised pretraining, before any in-domain one
-        parts.append(f"SimCLR {rec['ssl_epochs']} ep (lr {rec.get('ssl_lr', 0.1):g}, batch {rec.get('ssl_batch_size', 256)})")
+        mlp = f", MLP {rec['ssl_projection_hidden']}" if rec.get("ssl_projection_hidden") else ""
+        parts.append(f"SimCLR {rec['ssl_epochs']} ep (lr {rec.get('ssl_lr', 0.1):g}, batch "
+                     f"{rec.get('ssl_batch_size', 256)}{mlp})")
     if rec.get("pretrain_epochs"):
         pre = f"pretrain {rec['pretrain_epochs']} ep"
         if rec.get("pretrain_lr", 0.01) != 0.01:

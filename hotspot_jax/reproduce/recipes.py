@@ -42,7 +42,7 @@ ADDED_LATER = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "tta": "none", "aspec
                "no_anomaly_pools": "study", "pretrain_pool": "seed", "ema_decay": 0.0, "distill_teachers": None,
                "distill_weight": 0.5, "distill_temperature": 2.0, "pretrain_augment": None,
                "pool_no_anomaly": 0, "formula_epochs": 0, "formula_classes": 100, "formula_per_class": 100,
-               "ssl_epochs": 0, "ssl_lr": 0.1, "ssl_batch_size": 256}
+               "ssl_epochs": 0, "ssl_lr": 0.1, "ssl_batch_size": 256, "ssl_projection_hidden": 0}
 PRETRAIN_POOLS = ("seed", "shared")
 
 
@@ -97,6 +97,7 @@ class Recipe:
     ssl_epochs: int = 0
     ssl_lr: float = 0.1
     ssl_batch_size: int = 256
+    ssl_projection_hidden: int = 0  # > 0: SimCLR's two-layer MLP projection of this hidden width; 0: a linear one
 
     def __post_init__(self):
         """ConfigError for a task that does not exist or cannot take the recipe's settings: the in-domain
@@ -126,8 +127,10 @@ class Recipe:
         if self.formula_epochs < 0 or self.formula_classes < 2 or self.formula_per_class < 4:
             raise ConfigError(f"recipe {self.name!r}: formula_epochs >= 0, formula_classes >= 2 and "
                               "formula_per_class >= 4 (each class is split 70/15/15)")
-        if self.ssl_epochs < 0 or self.ssl_batch_size < 2:
-            raise ConfigError(f"recipe {self.name!r}: ssl_epochs >= 0 and ssl_batch_size >= 2")
+        if self.ssl_epochs < 0 or self.ssl_batch_size < 2 or (self.ssl_projection_hidden != 0
+                                                              and self.ssl_projection_hidden < 2):
+            raise ConfigError(f"recipe {self.name!r}: ssl_epochs >= 0, ssl_batch_size >= 2 and ssl_projection_hidden "
+                              "0 (a linear projection) or >= 2")
         if self.ssl_epochs and self.formula_epochs:
             raise ConfigError(f"recipe {self.name!r}: formula-driven and self-supervised pretraining both start the "
                               "in-domain one; use one of formula_epochs and ssl_epochs")
@@ -230,7 +233,7 @@ class Recipe:
             momentum=self.momentum, weight_decay=self.weight_decay, image_size=self.input_size(arch), profile="paper",
             seed=0, workdir=workdir, task="classes12", leave_out="hotspot-any-seed", no_anomaly_pools="fixed",
             lr_schedule="cosine", warmup_epochs=1 if self.ssl_epochs > 1 else 0, online_augment="crop-flip-jitter",
-            objective="contrastive", aspect=self.aspect, keep=1,
+            objective="contrastive", projection_hidden=self.ssl_projection_hidden or None, aspect=self.aspect, keep=1,
         )
 
     def train_config(self, arch: str, seed: int, workdir: str, data: str | None = None,

@@ -58,6 +58,7 @@ def ssl_key(recipe: Recipe) -> str:
     """The settings of a self-supervised (SimCLR) pretraining, as they name its folders."""
     key = (f"simclr-{recipe.image_size or 'native'}px-e{recipe.ssl_epochs}-lr{recipe.ssl_lr:g}"
            f"-b{recipe.ssl_batch_size}")
+    key += f"-mlp{recipe.ssl_projection_hidden}" if recipe.ssl_projection_hidden else ""
     return key + (f"-{recipe.aspect}" if recipe.aspect != "square" else "")
 
 

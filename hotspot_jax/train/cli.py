@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"test split is read. Start a run from it with --init-from (a new head) (default: {_D['objective']})")
     arg("--projection-dim", type=int, metavar="N",
         help=f"a contrastive run's projection size, its head's outputs (default: {PROJECTION_DIM})")
+    arg("--projection-hidden", type=int, metavar="N",
+        help="a contrastive run's projection as SimCLR's two-layer MLP: the network's last layer gives N outputs, then "
+        "ReLU and a linear layer to --projection-dim (default: none, the network's last layer is the projection)")
     arg("--contrastive-temperature", type=float, metavar="T",
         help=f"a contrastive run's NT-Xent temperature (default: {TEMPERATURE})")
     arg("--no-progress", action="store_true", help="no progress bars (default: show them)")

@@ -30,7 +30,7 @@ IDENTITY_FIELDS = (
     # knowledge distillation (hotspot_jax.train.distill); None: off
     "distill_checkpoints", "distill_weight", "distill_temperature",
     # self-supervised contrastive runs (hotspot_jax.train.contrastive); supervised: the labels' cross-entropy
-    "objective", "projection_dim", "contrastive_temperature",
+    "objective", "projection_dim", "contrastive_temperature", "projection_hidden",
 )
 
 
@@ -89,6 +89,7 @@ class TrainConfig:
     objective: str = "supervised"
     projection_dim: int | None = None  # None: 128 for a contrastive run
     contrastive_temperature: float | None = None  # None: 0.2 for a contrastive run
+    projection_hidden: int | None = None  # a contrastive run's MLP projection width; None: a linear projection
 
     @property
     def epochs_schedule(self) -> int | None:
@@ -221,21 +222,24 @@ class TrainConfig:
 
     def _resolve_contrastive(self, distill: dict[str, Any]) -> dict[str, Any]:
         """``projection_dim`` and ``contrastive_temperature`` of a resolved config (their defaults for a contrastive
-        run, None otherwise); ConfigError for a setting a contrastive run cannot take (tests/test_contrastive.py)."""
+        run, None otherwise; ``projection_hidden`` stays as given, None for a linear projection); ConfigError for a
+        setting a contrastive run cannot take (tests/test_contrastive.py)."""
         from hotspot_jax.train.contrastive import OBJECTIVES, PROJECTION_DIM, TEMPERATURE
 
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"unknown --objective {self.objective!r}; use one of {', '.join(OBJECTIVES)}")
         if self.objective == "supervised":
             for option, value in (("--projection-dim", self.projection_dim),
-                                  ("--contrastive-temperature", self.contrastive_temperature)):
+                                  ("--contrastive-temperature", self.contrastive_temperature),
+                                  ("--projection-hidden", self.projection_hidden)):
                 if value is not None:
                     raise ConfigError(f"{option} is for a contrastive run (--objective contrastive)")
             return {}
         dim = PROJECTION_DIM if self.projection_dim is None else self.projection_dim
         temperature = TEMPERATURE if self.contrastive_temperature is None else float(self.contrastive_temperature)
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-            raise ConfigError(f"--projection-dim must be a whole number >= 2, got {dim!r}")
+        for option, value in (("--projection-dim", dim), ("--projection-hidden", self.projection_hidden)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+                raise ConfigError(f"{option} must be a whole number >= 2, got {value!r}")
         if not (0.0 < temperature < float("inf")):
             raise ConfigError(f"--contrastive-temperature must be a finite number > 0, got {temperature}")
         if self.online_augment == "none":
@@ -256,7 +260,7 @@ class TrainConfig:
         if self.batch_size < 2:
             raise ConfigError("--objective contrastive needs --batch-size >= 2: the other images of a batch are the "
                               "negatives")
-        return {"projection_dim": dim, "contrastive_temperature": temperature}
+        return {"projection_dim": dim, "contrastive_temperature": temperature}  # projection_hidden: as given
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -285,7 +289,7 @@ _LEVER_DEFAULTS = {"epochs_schedule": None, "lr_schedule": "constant", "warmup_e
                    "no_anomaly_ratio": 1.0, "task": "hotspot", "leave_out": None, "init_from_checkpoint": None,
                    "no_anomaly_pools": "study", "pool_no_anomaly": 0, "ema_decay": 0.0, "cv_fold": None, "distill_checkpoints": None,
                    "distill_weight": None, "distill_temperature": None, "objective": "supervised",
-                   "projection_dim": None, "contrastive_temperature": None}
+                   "projection_dim": None, "contrastive_temperature": None, "projection_hidden": None}
 
 
 def identity_differences(stored: dict[str, Any], new: TrainConfig) -> list[str]:

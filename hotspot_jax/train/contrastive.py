@@ -7,15 +7,18 @@ projection) maps both, and the NT-Xent loss asks each view to pick its partner o
 batch. Validation reads the same loss and the share of views whose nearest view is their partner (``accuracy``),
 on views drawn with fixed keys, so epochs compare (views depend on the device count, as training's do: compare runs
 on one device count). The best checkpoint is the epoch with the highest retrieval accuracy (ties: lower loss),
-the loop's rule. The projection is the network's own last linear layer (SimCLR found a two-layer MLP projection
-better; not built). What a later run keeps is the backbone: ``--init-from`` a
-contrastive run always draws a new head (hotspot_jax.train.loop.init_from_run). Tested in tests/test_contrastive.py.
+the loop's rule. The projection is the network's own last linear layer, or with ``projection_hidden`` SimCLR's
+two-layer MLP (:class:`ProjectedNetwork`: the network's last layer gives ``projection_hidden`` outputs, then ReLU and
+a linear layer to ``projection_dim``; SimCLR found it better than a linear one). What a later run keeps is the
+backbone: ``--init-from`` a contrastive run always draws a new head (hotspot_jax.train.loop.init_from_run). Tested in
+tests/test_contrastive.py.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -24,6 +27,34 @@ PROJECTION_DIM = 128  # SimCLR's projection output size
 TEMPERATURE = 0.2  # NT-Xent's tau (SimCLR: 0.1-0.5 by batch size; 0.2 for batches of a few hundred)
 VIEW_KEY = 17  # validation views are drawn from fold_in(PRNGKey(VIEW_KEY), batch index): the same every epoch
 VAL_FRACTION = 0.15  # of the task split's training images, set aside to validate a contrastive run on
+NETWORK = "network"  # where a ProjectedNetwork keeps the network's variables
+
+
+class ProjectedNetwork(nn.Module):
+    """SimCLR's MLP projection on a network: the network (its last linear layer giving the hidden width), ReLU, then
+    a linear layer ``projection`` to ``projection_dim`` outputs, float32. Its variables are the network's under
+    :data:`NETWORK` plus ``projection`` (:func:`network_variables` takes the network's back out)."""
+
+    network: nn.Module
+    projection_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        h = nn.relu(self.network(x, train=train))
+        return nn.Dense(self.projection_dim, name="projection")(h.astype(jnp.float32))
+
+
+def network_variables(variables: dict[str, Any]) -> dict[str, Any]:
+    """The network's own variables out of a :class:`ProjectedNetwork`'s (``variables`` unchanged otherwise)."""
+    if NETWORK not in variables.get("params", {}):
+        return variables
+    return {collection: tree[NETWORK] for collection, tree in variables.items() if NETWORK in tree}
+
+
+def with_projection(network: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """A :class:`ProjectedNetwork`'s variables: the network's ``network`` under :data:`NETWORK`, everything else
+    (the projection) from ``fresh``, that model's initial variables."""
+    return {collection: {**tree, NETWORK: network.get(collection, {})} for collection, tree in fresh.items()}
 
 
 def unlabelled_split(dataset, manifest):

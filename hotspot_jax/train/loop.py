@@ -240,6 +240,10 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array, task) -> dict[str
     weights with a new head."""
     import architectures
 
+    from hotspot_jax.train.contrastive import ProjectedNetwork, with_projection
+
+    if isinstance(model, ProjectedNetwork):  # the network's weights as for any run, the MLP projection drawn fresh
+        return with_projection(initial_variables(cfg, model.network, key, task), init_variables(model, key, cfg.input_hw))
     head = architectures.get(cfg.arch).classifier
     outputs = head_outputs(cfg, task)
     if cfg.init_from_checkpoint is not None:
@@ -261,8 +265,11 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array, task) -> dict[str
 
 
 def head_outputs(cfg: TrainConfig, task) -> int:
-    """The head's outputs: the task's classes, or a contrastive run's projection size."""
-    return cfg.projection_dim if cfg.objective == "contrastive" else task.num_classes
+    """The network's last layer's outputs: the task's classes, or a contrastive run's projection size (its MLP
+    projection's hidden width with ``projection_hidden``)."""
+    if cfg.objective == "contrastive":
+        return cfg.projection_hidden or cfg.projection_dim
+    return task.num_classes
 
 
 def init_from_run(cfg: TrainConfig, model, key: jax.Array, num_classes: int) -> dict[str, Any]:
@@ -272,6 +279,7 @@ def init_from_run(cfg: TrainConfig, model, key: jax.Array, num_classes: int) -> 
     kept otherwise (tests/test_contrastive.py)."""
     import architectures
 
+    from hotspot_jax.train.contrastive import network_variables
     from hotspot_jax.train.restore import load_trained
 
     source = load_trained(cfg.init_from_checkpoint)
@@ -279,7 +287,7 @@ def init_from_run(cfg: TrainConfig, model, key: jax.Array, num_classes: int) -> 
         raise ConfigError(f"--init-from {cfg.init_from}: a {source.arch} run cannot start a {cfg.arch} run")
     fresh = init_variables(model, key, cfg.input_hw)
     head = () if keeps_head(cfg, source.config, num_classes) else architectures.get(cfg.arch).classifier
-    return replace_head(source.variables, fresh, head, f"--init-from {cfg.init_from_checkpoint}")
+    return replace_head(network_variables(source.variables), fresh, head, f"--init-from {cfg.init_from_checkpoint}")
 
 
 def keeps_head(cfg: TrainConfig, source_config: dict[str, Any], num_classes: int) -> bool:

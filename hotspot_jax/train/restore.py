@@ -126,16 +126,26 @@ def read_config(workdir: Path) -> dict[str, Any]:
 
 
 def build_model(config: dict[str, Any], bn_axis_name: str | None = None, impl: Any = None) -> nn.Module:
-    """The run's architecture with its task's head (2 classes, 12, or an own-data run's ``classes``), in the
-    run's compute dtype (``impl``: architectures.ops.impl; None: the backend's default)."""
+    """The run's architecture with its task's head (2 classes, 12, or an own-data run's ``classes``; a contrastive
+    run's projection, hotspot_jax.train.contrastive), in the run's compute dtype (``impl``: architectures.ops.impl;
+    None: the backend's default)."""
     import architectures
 
     from hotspot_jax.data.tasks import task_of_config
 
     run = config["run"]
     dtype = jnp.bfloat16 if run.get("dtype") == "bfloat16" else jnp.float32
-    outputs = run["projection_dim"] if is_contrastive(config) else task_of_config(config).num_classes
-    return architectures.create(run["arch"], num_classes=outputs, bn_axis_name=bn_axis_name, dtype=dtype, impl=impl)
+    if not is_contrastive(config):
+        return architectures.create(run["arch"], num_classes=task_of_config(config).num_classes,
+                                    bn_axis_name=bn_axis_name, dtype=dtype, impl=impl)
+    hidden = run.get("projection_hidden")
+    network = architectures.create(run["arch"], num_classes=hidden or run["projection_dim"], bn_axis_name=bn_axis_name,
+                                   dtype=dtype, impl=impl)
+    if hidden is None:
+        return network
+    from hotspot_jax.train.contrastive import ProjectedNetwork
+
+    return ProjectedNetwork(network=network, projection_dim=run["projection_dim"])
 
 
 def is_contrastive(config: dict[str, Any]) -> bool:
