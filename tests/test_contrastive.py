@@ -187,8 +187,8 @@ def test_an_mlp_projection_is_drawn_on_top_and_left_behind_by_the_run_it_starts(
     the projection's) and draws its own head."""
     from test_reproduce_levers import fake_dataset
 
-    from hotspot_jax.train.loop import init_from_run, train
-    from hotspot_jax.train.restore import build_model, load_trained
+    from hotspot_jax.train.loop import init_from_run, initial_variables, train
+    from hotspot_jax.train.restore import abstract_variables, build_model, load_trained
 
     model = build_model({"run": {"arch": TINY, "objective": "contrastive", "projection_dim": 3,
                                  "projection_hidden": 10}})
@@ -197,7 +197,8 @@ def test_an_mlp_projection_is_drawn_on_top_and_left_behind_by_the_run_it_starts(
     assert variables["params"]["network"]["fc"]["kernel"].shape[-1] == 10
     assert variables["params"]["projection"]["kernel"].shape == (10, 3)
     x = jax.random.uniform(jax.random.PRNGKey(1), (2, 16, 16, 1))
-    hidden = model.network.apply(contrastive.network_variables(variables), x, train=False)
+    mlp_config = {"run": {"objective": "contrastive", "projection_hidden": 10}}
+    hidden = model.network.apply(contrastive.network_variables(mlp_config, variables), x, train=False)
     p = variables["params"]["projection"]
     np.testing.assert_allclose(model.apply(variables, x, train=False), jax.nn.relu(hidden) @ p["kernel"] + p["bias"],
                                rtol=1e-5, atol=1e-6)
@@ -217,6 +218,34 @@ def test_an_mlp_projection_is_drawn_on_top_and_left_behind_by_the_run_it_starts(
                                   source.variables["params"]["network"]["conv1"]["kernel"])
     np.testing.assert_array_equal(start["batch_stats"]["bn1"]["mean"],
                                   source.variables["batch_stats"]["network"]["bn1"]["mean"])
+    # another MLP contrastive run started from it keeps the backbone, and draws its head and projection afresh
+    again = TrainConfig(arch=TINY, epochs=1, batch_size=16, lr=0.05, image_size=16, task="classes12",
+                        leave_out="hotspot", objective="contrastive", online_augment="crop-flip-jitter",
+                        projection_dim=3, projection_hidden=10, init_from=str(tmp_path / "ssl"),
+                        workdir=str(tmp_path / "ssl2")).resolve()
+    again_model = build_model({"run": again.to_dict()})
+    begun = initial_variables(again, again_model, jax.random.PRNGKey(9), None)
+    for collection, layer, leaf in (("params", "conv1", "kernel"), ("batch_stats", "bn1", "var")):
+        np.testing.assert_array_equal(begun[collection]["network"][layer][leaf],
+                                      source.variables[collection]["network"][layer][leaf])
+    for new_layer in (begun["params"]["network"]["fc"], begun["params"]["projection"]):
+        assert not any(np.array_equal(new_layer["kernel"], old["kernel"]) for old in
+                       (source.variables["params"]["network"]["fc"], source.variables["params"]["projection"]))
+    assert jax.tree.structure(begun) == jax.tree.structure(abstract_variables(again_model, 16))
+
+
+def test_an_mlp_projection_on_a_network_without_batchnorm_keeps_the_checkpoints_tree():
+    """SqueezeNet has no BatchNorm: its variables have no ``batch_stats`` to nest, and the start of a run must have
+    the tree a checkpoint is restored into (an empty collection nested under ``network`` would not restore)."""
+    from hotspot_jax.train.restore import abstract_variables, build_model
+    from hotspot_jax.train.state import init_variables
+
+    model = build_model({"run": {"arch": "squeezenet1_1", "objective": "contrastive", "projection_dim": 8,
+                                 "projection_hidden": 16}})
+    start = contrastive.with_projection(init_variables(model.network, jax.random.PRNGKey(0), 64),
+                                        init_variables(model, jax.random.PRNGKey(0), 64))
+    assert start["batch_stats"] == {} and set(start["params"]) == {"network", "projection"}
+    assert jax.tree.structure(start) == jax.tree.structure(abstract_variables(model, 64))
 
 
 def test_recipe_keys_chain_simclr_then_in_domain_pretraining_then_the_run(tmp_path, fast_compile):
@@ -233,8 +262,8 @@ def test_recipe_keys_chain_simclr_then_in_domain_pretraining_then_the_run(tmp_pa
     from hotspot_jax.train.loop import init_from_chain, train
 
     defaults = Recipe(name="", description="")  # left out of fingerprints at their defaults: committed runs stay
-    assert {k: getattr(defaults, k) for k in ("ssl_epochs", "ssl_lr", "ssl_batch_size")} == \
-        {k: ADDED_LATER[k] for k in ("ssl_epochs", "ssl_lr", "ssl_batch_size")}
+    keys = ("ssl_epochs", "ssl_lr", "ssl_batch_size", "ssl_projection_hidden")
+    assert {k: getattr(defaults, k) for k in keys} == {k: ADDED_LATER[k] for k in keys}
     assert RECIPES["best-v2"].fingerprint() != with_overrides(RECIPES["best-v2"], ["ssl_epochs=1"]).fingerprint()
     for bad, match in ((["ssl_epochs=5"], "pretrain_pool=shared"),
                        (["ssl_epochs=5", "formula_epochs=5", "pretrain_pool=shared", "no_anomaly_pools=fixed"],
@@ -280,8 +309,10 @@ def test_recipe_keys_chain_simclr_then_in_domain_pretraining_then_the_run(tmp_pa
     assert ssl_dir(tmp_path, mlp, TINY).name.endswith("-b32-mlp64") and mlp.fingerprint() != recipe.fingerprint()
     assert mlp.ssl_config(TINY, "w").projection_hidden == 64 and recipe.ssl_config(TINY, "w").projection_hidden is None
     assert "MLP 64" in _settings({"recipe": mlp.to_dict()})
-    with pytest.raises(ConfigError, match="ssl_projection_hidden"):
-        with_overrides(recipe, ["ssl_projection_hidden=1"])
+    for bad, match in ((["ssl_projection_hidden=1"], "ssl_projection_hidden 0"),
+                       (["ssl_projection_hidden=64", "ssl_epochs=0"], "give ssl_epochs too")):
+        with pytest.raises(ConfigError, match=match):
+            with_overrides(recipe, bad)
 
 
 TWO_DEVICES = r"""

@@ -131,6 +131,9 @@ class Recipe:
                                                               and self.ssl_projection_hidden < 2):
             raise ConfigError(f"recipe {self.name!r}: ssl_epochs >= 0, ssl_batch_size >= 2 and ssl_projection_hidden "
                               "0 (a linear projection) or >= 2")
+        if self.ssl_projection_hidden and not self.ssl_epochs:
+            raise ConfigError(f"recipe {self.name!r}: ssl_projection_hidden shapes the self-supervised pretraining: "
+                              "give ssl_epochs too")
         if self.ssl_epochs and self.formula_epochs:
             raise ConfigError(f"recipe {self.name!r}: formula-driven and self-supervised pretraining both start the "
                               "in-domain one; use one of formula_epochs and ssl_epochs")

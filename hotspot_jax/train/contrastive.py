@@ -44,17 +44,20 @@ class ProjectedNetwork(nn.Module):
         return nn.Dense(self.projection_dim, name="projection")(h.astype(jnp.float32))
 
 
-def network_variables(variables: dict[str, Any]) -> dict[str, Any]:
-    """The network's own variables out of a :class:`ProjectedNetwork`'s (``variables`` unchanged otherwise)."""
-    if NETWORK not in variables.get("params", {}):
+def network_variables(config: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
+    """The network's own variables out of those of the run of ``config`` (config.json): taken out of
+    :data:`NETWORK` for a contrastive run with an MLP projection, unchanged otherwise."""
+    if not (config["run"].get("objective") == "contrastive" and config["run"].get("projection_hidden")):
         return variables
-    return {collection: tree[NETWORK] for collection, tree in variables.items() if NETWORK in tree}
+    return {collection: tree.get(NETWORK, {}) for collection, tree in variables.items()}
 
 
 def with_projection(network: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
     """A :class:`ProjectedNetwork`'s variables: the network's ``network`` under :data:`NETWORK`, everything else
-    (the projection) from ``fresh``, that model's initial variables."""
-    return {collection: {**tree, NETWORK: network.get(collection, {})} for collection, tree in fresh.items()}
+    (the projection) from ``fresh``, that model's initial variables, whose tree it keeps: a collection the network
+    does not have (``batch_stats`` of a network without BatchNorm) stays empty (tests/test_contrastive.py)."""
+    return {collection: ({**tree, NETWORK: network[collection]} if NETWORK in tree else tree)
+            for collection, tree in fresh.items()}
 
 
 def unlabelled_split(dataset, manifest):

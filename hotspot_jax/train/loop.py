@@ -242,7 +242,9 @@ def initial_variables(cfg: TrainConfig, model, key: jax.Array, task) -> dict[str
 
     from hotspot_jax.train.contrastive import ProjectedNetwork, with_projection
 
-    if isinstance(model, ProjectedNetwork):  # the network's weights as for any run, the MLP projection drawn fresh
+    # the network's weights as for any run (from scratch: the same as a linear projection's but its last layer),
+    # the MLP projection drawn fresh (so --init-from another such run keeps its backbone, not its head or projection)
+    if isinstance(model, ProjectedNetwork):
         return with_projection(initial_variables(cfg, model.network, key, task), init_variables(model, key, cfg.input_hw))
     head = architectures.get(cfg.arch).classifier
     outputs = head_outputs(cfg, task)
@@ -287,7 +289,8 @@ def init_from_run(cfg: TrainConfig, model, key: jax.Array, num_classes: int) -> 
         raise ConfigError(f"--init-from {cfg.init_from}: a {source.arch} run cannot start a {cfg.arch} run")
     fresh = init_variables(model, key, cfg.input_hw)
     head = () if keeps_head(cfg, source.config, num_classes) else architectures.get(cfg.arch).classifier
-    return replace_head(network_variables(source.variables), fresh, head, f"--init-from {cfg.init_from_checkpoint}")
+    network = network_variables(source.config, source.variables)  # without an MLP projection's top layer
+    return replace_head(network, fresh, head, f"--init-from {cfg.init_from_checkpoint}")
 
 
 def keeps_head(cfg: TrainConfig, source_config: dict[str, Any], num_classes: int) -> bool:
