@@ -44,10 +44,19 @@ class ProjectedNetwork(nn.Module):
         return nn.Dense(self.projection_dim, name="projection")(h.astype(jnp.float32))
 
 
+def network_outputs(projection_dim: int, projection_hidden: int | None) -> int:
+    """A contrastive run's network's last-layer outputs: the MLP projection's hidden width, or with a linear
+    projection (``projection_hidden`` None) the projection itself. The one rule both the loop and
+    hotspot_jax.train.restore.build_model build by."""
+    return projection_hidden or projection_dim
+
+
 def network_variables(config: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
     """The network's own variables out of those of the run of ``config`` (config.json): taken out of
     :data:`NETWORK` for a contrastive run with an MLP projection, unchanged otherwise."""
-    if not (config["run"].get("objective") == "contrastive" and config["run"].get("projection_hidden")):
+    from hotspot_jax.train.restore import is_contrastive
+
+    if not (is_contrastive(config) and config["run"].get("projection_hidden")):
         return variables
     return {collection: tree.get(NETWORK, {}) for collection, tree in variables.items()}
 

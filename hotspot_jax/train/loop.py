@@ -270,7 +270,9 @@ def head_outputs(cfg: TrainConfig, task) -> int:
     """The network's last layer's outputs: the task's classes, or a contrastive run's projection size (its MLP
     projection's hidden width with ``projection_hidden``)."""
     if cfg.objective == "contrastive":
-        return cfg.projection_hidden or cfg.projection_dim
+        from hotspot_jax.train.contrastive import network_outputs
+
+        return network_outputs(cfg.projection_dim, cfg.projection_hidden)
     return task.num_classes
 
 

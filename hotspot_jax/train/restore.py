@@ -138,13 +138,13 @@ def build_model(config: dict[str, Any], bn_axis_name: str | None = None, impl: A
     if not is_contrastive(config):
         return architectures.create(run["arch"], num_classes=task_of_config(config).num_classes,
                                     bn_axis_name=bn_axis_name, dtype=dtype, impl=impl)
+    from hotspot_jax.train.contrastive import ProjectedNetwork, network_outputs
+
     hidden = run.get("projection_hidden")
-    network = architectures.create(run["arch"], num_classes=hidden or run["projection_dim"], bn_axis_name=bn_axis_name,
-                                   dtype=dtype, impl=impl)
+    network = architectures.create(run["arch"], num_classes=network_outputs(run["projection_dim"], hidden),
+                                   bn_axis_name=bn_axis_name, dtype=dtype, impl=impl)
     if hidden is None:
         return network
-    from hotspot_jax.train.contrastive import ProjectedNetwork
-
     return ProjectedNetwork(network=network, projection_dim=run["projection_dim"])
 
 
